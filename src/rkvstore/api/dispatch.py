@@ -1,0 +1,239 @@
+"""One path for every request: bound, decode, authenticate, look up, parse, authorize, run."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from calendar import timegm
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import Response
+
+from rkvstore import errors
+from rkvstore.api import render
+from rkvstore.api.params import decode_pairs, merge_pairs, parse_params
+from rkvstore.api.signing import (
+    SignatureFormatError,
+    SignedRequest,
+    signed_request_v1,
+    signed_request_v3,
+)
+from rkvstore.api.throttle import RateLimiter
+from rkvstore.errors import ApiError
+from rkvstore.iam.authorize import authorize
+from rkvstore.iam.credentials import ACTIVE, AccessKey, find_access_key
+from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.registry import Registry
+from rkvstore.store.nonces import use_nonce
+
+access_log = logging.getLogger("rkvstore.access")
+log = logging.getLogger("rkvstore.api")
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+_TIMESTAMP = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?Z$")
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    method: str
+    path: str
+    query: bytes
+    headers: Sequence[tuple[bytes, bytes]]
+    body: bytes
+    client_ip: str = ""
+    scheme: str = "http"
+
+
+@dataclass
+class _Trace:
+    """What the access log line says about one request (never a secret)."""
+
+    action: str = "-"
+    principal: str = "-"
+    code: str = "-"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def parse_timestamp(value: str) -> int:
+    m = _TIMESTAMP.match(value)
+    if m is None:
+        raise ApiError(errors.TIMESTAMP_FORMAT)
+    year, month, day, hour, minute, second = (int(g) for g in m.groups())
+    try:
+        return timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    except (ValueError, OverflowError) as exc:  # pragma: no cover - regex bounds digits
+        raise ApiError(errors.TIMESTAMP_FORMAT) from exc
+
+
+def _lower_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name_b, value_b in raw:
+        name = name_b.decode("latin-1").lower()
+        value = value_b.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        deps: Deps,
+        registry: Registry,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.deps = deps
+        self.registry = registry
+        self.clock = clock
+        s = deps.settings
+        self.limiter = RateLimiter(s.rate_limit_per_second, s.rate_limit_burst)
+
+    # ------------------------------------------------------------------ entry
+
+    def handle(self, raw: RawRequest) -> Response:
+        request_id = render.new_request_id()
+        trace = _Trace()
+        started = time.perf_counter()
+        try:
+            response = self._handle(raw, request_id, trace)
+        except ApiError as err:
+            trace.code = err.code
+            response = render.error(request_id, err)
+        except Exception:
+            log.exception("request %s failed unexpectedly", request_id)
+            trace.code = errors.INTERNAL_ERROR.code
+            response = render.error(request_id, ApiError(errors.INTERNAL_ERROR))
+        access_log.info(
+            "request_id=%s action=%s principal=%s status=%d code=%s duration_ms=%.1f",
+            request_id,
+            trace.action,
+            trace.principal,
+            response.status_code,
+            trace.code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
+
+    # ------------------------------------------------------------------ pipeline
+
+    def _handle(self, raw: RawRequest, request_id: str, trace: _Trace) -> Response:
+        settings = self.deps.settings
+        if raw.method not in ("GET", "POST"):
+            raise ApiError(errors.METHOD_NOT_ALLOWED)
+        if raw.path != "/":
+            raise ApiError(errors.ACTION_NOT_FOUND)
+        limits = {"max_bytes": settings.max_request_bytes, "max_parameters": settings.max_parameters}
+        query = decode_pairs(raw.query, **limits)
+        headers = _lower_headers(raw.headers)
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if len(raw.body) > settings.max_request_bytes:
+            raise ApiError(errors.REQUEST_TOO_LARGE, limit=str(settings.max_request_bytes))
+        form = decode_pairs(raw.body, **limits) if content_type == FORM_TYPE else []
+        if len(query) + len(form) > settings.max_parameters:
+            raise ApiError(errors.TOO_MANY_PARAMETERS, limit=str(settings.max_parameters))
+        values = merge_pairs(query, form)
+
+        action = values.get("Action") or headers.get("x-acs-action", "")
+        version = values.get("Version") or headers.get("x-acs-version", "")
+        trace.action = action[:64] or "-"
+
+        caller = self._authenticate(raw, query, form, headers)
+        trace.principal = f"{caller.account_id}/{caller.principal_name}"
+
+        if not version:
+            raise ApiError(errors.MISSING_PARAMETER, name="Version")
+        if not self.registry.knows_version(version):
+            raise ApiError(errors.INVALID_VERSION)
+        if not action:
+            raise ApiError(errors.MISSING_PARAMETER, name="Action")
+        spec = self.registry.lookup(version, action)
+        if spec is None:
+            raise ApiError(errors.ACTION_NOT_FOUND)
+
+        wait_ms = self.limiter.acquire(caller.access_key_id)
+        if wait_ms:
+            raise ApiError(errors.THROTTLING_USER, headers={"x-acs-retry-after": str(wait_ms)})
+
+        params = parse_params(spec.params, values)
+        ctx = CallContext(
+            request_id=request_id,
+            caller=caller,
+            source_ip=raw.client_ip,
+            secure_transport=raw.scheme == "https",
+            deps=self.deps,
+        )
+        authorize(
+            caller,
+            spec.ram_action,
+            spec.resource_arn(ctx.region, caller.account_id, params),
+            self._condition_context(ctx),
+        )
+        body = spec.handler(ctx, params)
+        return render.success(spec.name, request_id, body, values.get("Format", "JSON"))
+
+    def _condition_context(self, ctx: CallContext) -> dict[str, Any]:
+        return {
+            "acs:SourceIp": ctx.source_ip,
+            "acs:SecureTransport": ctx.secure_transport,
+            "acs:CurrentTime": self.clock(),
+        }
+
+    # ------------------------------------------------------------------ authentication
+
+    def _signed_request(
+        self,
+        raw: RawRequest,
+        query: list[tuple[str, str]],
+        form: list[tuple[str, str]],
+        headers: dict[str, str],
+    ) -> SignedRequest:
+        try:
+            signed = signed_request_v3(raw.method, raw.path, query, headers, raw.body)
+            if signed is None:
+                signed = signed_request_v1(raw.method, [*query, *form])
+        except SignatureFormatError as exc:
+            raise ApiError(errors.INCOMPLETE_SIGNATURE) from exc
+        if signed is None:
+            raise ApiError(errors.MISSING_SIGNATURE)
+        return signed
+
+    def _authenticate(
+        self,
+        raw: RawRequest,
+        query: list[tuple[str, str]],
+        form: list[tuple[str, str]],
+        headers: dict[str, str],
+    ) -> AccessKey:
+        signed = self._signed_request(raw, query, form, headers)
+        v1 = signed.version == "V1"
+        if not signed.access_key_id:
+            raise ApiError(errors.MISSING_PARAMETER, name="AccessKeyId")
+        if not signed.timestamp:
+            raise ApiError(errors.MISSING_PARAMETER, name="Timestamp" if v1 else "x-acs-date")
+        if not signed.nonce:
+            raise ApiError(
+                errors.MISSING_PARAMETER, name="SignatureNonce" if v1 else "x-acs-signature-nonce"
+            )
+        if len(signed.nonce) > 128:
+            raise ApiError(errors.INVALID_PARAMETER, name="SignatureNonce")
+        timestamp = parse_timestamp(signed.timestamp)
+
+        engine = self.deps.engine
+        with engine.connect() as conn:
+            key = find_access_key(conn, self.deps.box, signed.access_key_id)
+        if key is None:
+            raise ApiError(errors.ACCESS_KEY_NOT_FOUND)
+        secret = key.secret.reveal()
+        if not signed.verify(secret):
+            raise ApiError(errors.SIGNATURE_DOES_NOT_MATCH, sts=signed.masked_string_to_sign)
+        if key.status != ACTIVE:
+            raise ApiError(errors.ACCESS_KEY_DISABLED)
+        window = self.deps.settings.timestamp_window_seconds
+        if abs(self.clock() - timestamp) > window:
+            raise ApiError(errors.TIMESTAMP_EXPIRED)
+        if not use_nonce(engine, key.access_key_id, signed.nonce, timestamp + window + 60):
+            raise ApiError(errors.SIGNATURE_NONCE_USED)
+        return key

@@ -1,0 +1,88 @@
+"""The ASGI app: one RPC route; the request is read (bounded) and handed to the dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rkvstore import errors
+from rkvstore.api import render
+from rkvstore.api.dispatch import Dispatcher, RawRequest
+from rkvstore.errors import ApiError
+from rkvstore.services.registry import Registry
+from rkvstore.services.context import Deps
+from rkvstore.store.nonces import purge_expired_nonces
+
+log = logging.getLogger("rkvstore")
+NONCE_PURGE_SECONDS = 60.0
+
+
+async def _read_bounded(request: Request, limit: int) -> bytes | None:
+    """The body, or ``None`` as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(deps: Deps, registry: Registry) -> Starlette:
+    dispatcher = Dispatcher(deps, registry)
+    limit = deps.settings.max_request_bytes
+
+    async def rpc(request: Request) -> Response:
+        body = await _read_bounded(request, limit)
+        if body is None:
+            err = ApiError(errors.REQUEST_TOO_LARGE, limit=str(limit))
+            return render.error(render.new_request_id(), err)
+        raw = RawRequest(
+            method=request.method,
+            path=request.url.path,
+            query=request.scope.get("query_string", b""),
+            headers=request.scope.get("headers", []),
+            body=body,
+            client_ip=request.client.host if request.client else "",
+            scheme=request.url.scheme,
+        )
+        return await run_in_threadpool(dispatcher.handle, raw)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        purger = asyncio.create_task(_purge_nonces_forever(deps))
+        try:
+            yield
+        finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
+
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+    app = Starlette(
+        routes=[Route("/{path:path}", rpc, methods=methods)],
+        lifespan=lifespan,
+    )
+    app.state.dispatcher = dispatcher
+    return app
+
+
+async def _purge_nonces_forever(deps: Deps) -> None:
+    while True:
+        await asyncio.sleep(NONCE_PURGE_SECONDS)
+        try:
+            removed = await run_in_threadpool(purge_expired_nonces, deps.engine, int(time.time()))
+            if removed:
+                log.debug("purged %d expired nonces", removed)
+        except Exception:
+            log.exception("purging expired nonces failed; will retry")

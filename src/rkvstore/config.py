@@ -1,0 +1,55 @@
+"""Settings: command-line options over ``RKVSTORE_*`` environment variables over defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+API_VERSION = "2015-01-01"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RKVSTORE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./rkvstore-data")
+    database_url: str | None = None
+    region: str = "cn-hangzhou"
+    zones: str | None = None  # comma list; default: <region>-h,<region>-i
+
+    # Key that encrypts secrets at rest (Fernet, urlsafe base64). Unset: a key
+    # file ``<data-dir>/master.key`` with mode 0600 is created and used.
+    master_key: str | None = None
+    bootstrap_access_key_id: str | None = None
+    bootstrap_access_key_secret: str | None = None
+
+    timestamp_window_seconds: int = 15 * 60
+    max_request_bytes: int = 64 * 1024
+    max_parameters: int = 200
+    # Per-AccessKey token bucket, per process. 0 disables throttling.
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 100
+
+    log_file: Path | None = None  # default: <data-dir>/rkvstore.log
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'rkvstore.db'}"
+
+    @property
+    def zone_ids(self) -> list[str]:
+        if self.zones:
+            return [z.strip() for z in self.zones.split(",") if z.strip()]
+        return [f"{self.region}-h", f"{self.region}-i"]
+
+    @property
+    def effective_log_file(self) -> Path:
+        return self.log_file or self.data_dir / "rkvstore.log"

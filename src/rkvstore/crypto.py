@@ -1,0 +1,55 @@
+"""Encryption of secrets at rest: AccessKey secrets, Redis management passwords.
+
+Reading the database alone never reveals a secret: each is a Fernet token
+whose key lives outside the database (a 0600 key file in the data dir, or
+``RKVSTORE_MASTER_KEY``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from rkvstore.secret import Secret
+
+KEY_FILE_NAME = "master.key"
+
+
+class SecretBox:
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+
+    def __repr__(self) -> str:
+        return "SecretBox(******)"
+
+    def seal(self, secret: Secret) -> str:
+        return self._fernet.encrypt(secret.reveal().encode()).decode()
+
+    def open(self, token: str) -> Secret:
+        try:
+            return Secret(self._fernet.decrypt(token.encode()).decode())
+        except InvalidToken as exc:
+            raise RuntimeError(
+                "a stored secret cannot be decrypted: is this the data dir's master key?"
+            ) from exc
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def load_secret_box(data_dir: Path, master_key: str | None) -> SecretBox:
+    if master_key:
+        return SecretBox(master_key.encode())
+    path = data_dir / KEY_FILE_NAME
+    if not path.exists():
+        write_private_file(path, Fernet.generate_key())
+    return SecretBox(path.read_bytes().strip())

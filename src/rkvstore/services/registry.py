@@ -1,0 +1,57 @@
+"""The explicit table of actions: one declaration per action, one dispatch path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rkvstore.api.params import ParamSpec
+from rkvstore.services.context import CallContext
+
+AccessLevel = Literal["list", "read", "create", "update", "delete"]
+Handler = Callable[[CallContext, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    version: str
+    params: ParamSpec
+    handler: Handler
+    access_level: AccessLevel
+    # Resource path after ``acs:<service>:<region>:<account>:``; ``{Param}`` is
+    # filled from the parsed parameters.
+    resource: str
+    service: str = "kvstore"
+    mutating: bool = False
+
+    @property
+    def ram_action(self) -> str:
+        return f"{self.service}:{self.name}"
+
+    def resource_arn(self, region: str, account_id: str, params: dict[str, Any]) -> str:
+        path = self.resource.format(**{k: v for k, v in params.items() if isinstance(v, str)})
+        return f"acs:{self.service}:{region}:{account_id}:{path}"
+
+
+class Registry:
+    def __init__(self, specs: Iterable[ActionSpec] = ()) -> None:
+        self._by_key: dict[tuple[str, str], ActionSpec] = {}
+        for spec in specs:
+            self.add(spec)
+
+    def add(self, spec: ActionSpec) -> None:
+        key = (spec.version, spec.name)
+        if key in self._by_key:
+            raise ValueError(f"action {spec.name} ({spec.version}) declared twice")
+        self._by_key[key] = spec
+
+    def knows_version(self, version: str) -> bool:
+        return any(v == version for v, _ in self._by_key)
+
+    def lookup(self, version: str, action: str) -> ActionSpec | None:
+        return self._by_key.get((version, action))
+
+    def __iter__(self) -> Any:
+        return iter(self._by_key.values())
