@@ -1,0 +1,177 @@
+"""Shared fixtures: free ports, databases (SQLite always, PostgreSQL where reachable), a live server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+PG_ADMIN_URL = os.environ.get(
+    "RKVSTORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+# shared/ lies beside the checkout, here and in CI.
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sdk-captures"
+
+# Every secret a test hands to rkvstore is recorded here, so that the session's
+# last test can scan everything the run left behind for it (test_zz_secrets.py).
+USED_SECRETS: set[str] = set()
+ARTIFACT_DIRS: list[Path] = []
+
+
+def remember_secret(value: str) -> str:
+    USED_SECRETS.add(value)
+    return value
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- databases
+
+
+def _pg_reachable() -> bool:
+    try:
+        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+PG_AVAILABLE = _pg_reachable()
+if os.environ.get("CI") and not PG_AVAILABLE:  # CI has PostgreSQL: never skip silently there
+    raise RuntimeError(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+
+
+@contextlib.contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test; dropped afterwards."""
+    name = f"rkv_test_{secrets.token_hex(6)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store's tests run on both engines."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'rkvstore.db'}"
+        return
+    if not PG_AVAILABLE:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("rkvstore-data")
+    ARTIFACT_DIRS.append(path)
+    return path
+
+
+# --------------------------------------------------------------------------- a live server
+
+
+@dataclass
+class LiveServer:
+    endpoint: str  # host:port
+    access_key_id: str
+    access_key_secret: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def start_server(
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    access_key: tuple[str, str] | None = None,
+) -> LiveServer:
+    port = free_port()
+    key_id, key_secret = access_key or (
+        "LTAItest" + secrets.token_hex(8),
+        remember_secret("Sk" + secrets.token_urlsafe(24)),
+    )
+    env = {
+        **os.environ,
+        "RKVSTORE_BOOTSTRAP_ACCESS_KEY_ID": key_id,
+        "RKVSTORE_BOOTSTRAP_ACCESS_KEY_SECRET": key_secret,
+        **(extra_env or {}),
+    }
+    args = [sys.executable, "-m", "rkvstore.cli", "serve", "--port", str(port)]
+    args += ["--data-dir", str(data_dir)]
+    if database_url:
+        args += ["--database-url", database_url]
+    log = (data_dir / "server.out").open("ab")
+    process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = LiveServer(f"127.0.0.1:{port}", key_id, key_secret, data_dir, process, env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"rkvstore serve exited: {(data_dir / 'server.out').read_text()}")
+        try:
+            httpx.get(server.url + "/", timeout=1)
+            return server
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError("rkvstore serve did not start within 30 s")
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server per test module, on SQLite, with a known root key."""
+    path = tmp_path_factory.mktemp("live")
+    ARTIFACT_DIRS.append(path)
+    server = start_server(path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def load_captures(name: str = "*.jsonl") -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for path in sorted(FIXTURES.glob(name)):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+    return out
