@@ -125,7 +125,10 @@ class Dispatcher:
             raise ApiError(errors.METHOD_NOT_ALLOWED)
         if raw.path != "/":
             raise ApiError(errors.ACTION_NOT_FOUND)
-        limits = {"max_bytes": settings.max_request_bytes, "max_parameters": settings.max_parameters}
+        limits = {
+            "max_bytes": settings.max_request_bytes,
+            "max_parameters": settings.max_parameters,
+        }
         query = decode_pairs(raw.query, **limits)
         headers = _lower_headers(raw.headers)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()

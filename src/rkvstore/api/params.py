@@ -96,7 +96,7 @@ def _convert(param: Param, raw: str) -> Any:
             raise _invalid(param.name)
         return lowered == "true"
     if param.type == "int":
-        if not re.fullmatch(r"-?\d{1,18}", raw):
+        if not re.fullmatch(r"-?[0-9]{1,18}", raw):
             raise _invalid(param.name)
         value = int(raw)
         if (param.min_value is not None and value < param.min_value) or (

@@ -42,7 +42,8 @@ def _xml_fill(parent: Element, value: Any) -> None:
 def to_xml(root_name: str, body: dict[str, Any]) -> bytes:
     root = Element(root_name)
     _xml_fill(root, body)
-    return b'<?xml version="1.0" encoding="UTF-8"?>' + tostring(root, encoding="utf-8")
+    xml: bytes = tostring(root, encoding="utf-8", xml_declaration=False)
+    return b'<?xml version="1.0" encoding="UTF-8"?>' + xml
 
 
 def success(action: str, request_id: str, body: dict[str, Any], fmt: str) -> Response:

@@ -21,6 +21,9 @@ V1_METHOD: Final = "HMAC-SHA1"
 V3_SHA256: Final = "ACS3-HMAC-SHA256"
 V3_SM3: Final = "ACS3-HMAC-SM3"
 V3_ALGORITHMS: Final = (V3_SHA256, V3_SM3)
+V3_REQUIRED_SIGNED_HEADERS: Final = frozenset(
+    {"host", "x-acs-date", "x-acs-signature-nonce", "x-acs-action", "x-acs-version"}
+)
 
 Pairs = Sequence[tuple[str, str]]
 
@@ -34,17 +37,26 @@ def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
     return "&".join(f"{pct(k)}={pct(v)}" for k, v in sorted(pairs))
 
 
-def mask_secret_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, MASK if k in SECRET_PARAMETERS and v else v) for k, v in pairs]
+def _masked_canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
+    """The canonical query with each secret value shown as ``******`` (after encoding)."""
+    return "&".join(
+        f"{pct(k)}={MASK if k in SECRET_PARAMETERS and v else pct(v)}" for k, v in sorted(pairs)
+    )
 
 
 # --------------------------------------------------------------------------- V1
 
 
-def v1_string_to_sign(method: str, params: Iterable[tuple[str, str]]) -> str:
-    """``METHOD&%2F&pct(canonical query)`` over every parameter but ``Signature``."""
+def v1_string_to_sign(
+    method: str, params: Iterable[tuple[str, str]], *, masked: bool = False
+) -> str:
+    """``METHOD&%2F&pct(canonical query)`` over every parameter but ``Signature``.
+
+    ``masked`` shows secret parameter values as ``******`` (for error messages).
+    """
     signed = [(k, v) for k, v in params if k != "Signature"]
-    return f"{method.upper()}&%2F&{pct(canonical_query(signed))}"
+    query = _masked_canonical_query(signed) if masked else canonical_query(signed)
+    return f"{method.upper()}&%2F&{pct(query).replace(pct(MASK), MASK)}"
 
 
 def v1_signature(secret: str, string_to_sign: str) -> str:
@@ -99,9 +111,7 @@ def v3_string_to_sign(algorithm: str, canonical_request: str) -> str:
 
 
 def v3_signature(algorithm: str, secret: str, string_to_sign: str) -> str:
-    return hmac.new(
-        secret.encode(), string_to_sign.encode(), _hash_factory(algorithm)
-    ).hexdigest()
+    return hmac.new(secret.encode(), string_to_sign.encode(), _hash_factory(algorithm)).hexdigest()
 
 
 _AUTH_RE = re.compile(
@@ -170,7 +180,7 @@ def signed_request_v1(method: str, params: Pairs) -> SignedRequest | None:
         nonce=values.get("SignatureNonce", ""),
         _expected=lambda secret: v1_signature(secret, sts),
         _given=signature,
-        masked_string_to_sign=v1_string_to_sign(method, mask_secret_pairs(params)),
+        masked_string_to_sign=v1_string_to_sign(method, params, masked=True),
     )
 
 
@@ -186,7 +196,9 @@ def signed_request_v3(
     if raw is None:
         return None
     auth = parse_v3_authorization(raw)
-    if auth is None:
+    # What decides the call's time, nonce, target and action must be signed,
+    # else a captured request could be replayed with a fresh date and nonce.
+    if auth is None or not set(auth.signed_headers) >= V3_REQUIRED_SIGNED_HEADERS:
         raise SignatureFormatError
     canonical = v3_canonical_request(
         method=method,
