@@ -12,14 +12,15 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from rkvstore import errors
 from rkvstore.api import render
 from rkvstore.api.dispatch import Dispatcher, RawRequest
+from rkvstore.bootstrap import start_background, stop_background
 from rkvstore.errors import ApiError
-from rkvstore.services.registry import Registry
 from rkvstore.services.context import Deps
+from rkvstore.services.registry import Registry
 from rkvstore.store.nonces import purge_expired_nonces
 
 log = logging.getLogger("rkvstore")
@@ -38,7 +39,8 @@ async def _read_bounded(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def create_app(deps: Deps, registry: Registry) -> Starlette:
+def create_app(deps: Deps, registry: Registry, *, start_engine: bool = True) -> Starlette:
+    """The app; its lifespan starts and stops the engine's background work."""
     dispatcher = Dispatcher(deps, registry)
     limit = deps.settings.max_request_bytes
 
@@ -49,17 +51,19 @@ def create_app(deps: Deps, registry: Registry) -> Starlette:
             return render.error(render.new_request_id(), err)
         raw = RawRequest(
             method=request.method,
-            path=request.url.path,
+            path=request.scope["path"],
             query=request.scope.get("query_string", b""),
             headers=request.scope.get("headers", []),
             body=body,
             client_ip=request.client.host if request.client else "",
-            scheme=request.url.scheme,
+            scheme=request.scope.get("scheme", "http"),
         )
         return await run_in_threadpool(dispatcher.handle, raw)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if start_engine:
+            await run_in_threadpool(start_background, deps)
         purger = asyncio.create_task(_purge_nonces_forever(deps))
         try:
             yield
@@ -67,12 +71,19 @@ def create_app(deps: Deps, registry: Registry) -> Starlette:
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
+            if start_engine:
+                await run_in_threadpool(stop_background, deps)
 
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-    app = Starlette(
-        routes=[Route("/{path:path}", rpc, methods=methods)],
-        lifespan=lifespan,
-    )
+    async def rpc_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await rpc(Request(scope, receive))
+        await response(scope, receive, send)
+
+    # No routes: every request, whatever its method or path, reaches ``rpc``,
+    # which answers in the API's own error format (never a router's plain-text
+    # 404/405, never a redirect, which the new SDK would take for success).
+    app = Starlette(routes=[], lifespan=lifespan)
+    app.router.redirect_slashes = False
+    app.router.default = rpc_asgi
     app.state.dispatcher = dispatcher
     return app
 

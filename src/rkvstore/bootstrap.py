@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +13,15 @@ from sqlalchemy import Engine
 
 from rkvstore.config import Settings
 from rkvstore.crypto import load_secret_box, write_private_file
+from rkvstore.engine.provider import LocalProvider
+from rkvstore.engine.redis_engine import RedisEngine
 from rkvstore.iam.credentials import NewTenant, count_tenants, create_tenant
 from rkvstore.secret import Secret
 from rkvstore.services.actions import build_registry
 from rkvstore.services.context import Deps
+from rkvstore.services.reconcile import Reconciler
+from rkvstore.services.tasks import TaskSlots
+from rkvstore.store import repo
 from rkvstore.store.db import make_engine, migrate, migration_lock
 
 log = logging.getLogger("rkvstore")
@@ -34,9 +40,51 @@ def open_database(settings: Settings) -> Engine:
 
 
 def build_deps(settings: Settings) -> Deps:
+    """Every long-lived part; nothing is started (see ``start_background``)."""
     prepare_data_dir(settings)
     box = load_secret_box(settings.data_dir, settings.master_key)
-    return Deps(settings=settings, engine=open_database(settings), box=box)
+    engine = open_database(settings)
+    deps = Deps(
+        settings=settings,
+        engine=engine,
+        box=box,
+        slots=TaskSlots(engine, lease_seconds=settings.task_lease_seconds),
+        redis=RedisEngine(node_timeout=settings.node_timeout_seconds),
+        local=LocalProvider(settings.data_dir / "nodes", box, settings.redis_server),
+        reconciler=None,  # type: ignore[arg-type]  # needs deps; set just below
+    )
+    deps.reconciler = Reconciler(deps, settings.reconcile_interval_seconds)
+    return deps
+
+
+def start_background(deps: Deps) -> None:
+    """Bring local nodes up (adopting ones still running), then supervise and reconcile."""
+    from rkvstore.services.instances import CREATING, LOCAL, resume_creation
+
+    with deps.engine.connect() as conn:
+        instances = [i for i in repo.list_instances(conn) if i.provider == LOCAL]
+        rows = {i.instance_id: repo.list_nodes(conn, i.instance_id) for i in instances}
+    for instance in instances:
+        if instance.status == CREATING:
+            resume_creation(deps, instance.instance_id)
+            continue
+        try:
+            deps.local.resume_instance(instance, rows[instance.instance_id])
+        except Exception:
+            log.exception("instance %s: starting its nodes failed", instance.instance_id)
+    deps.local.start()
+    deps.reconciler.start()
+
+
+def stop_background(deps: Deps, build_timeout: float = 60.0) -> None:
+    """Finish instance builds in flight, stop reconciling, stop the local nodes."""
+    deadline = time.monotonic() + build_timeout
+    for thread in list(deps.builds):
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    deps.reconciler.stop()
+    deps.local.stop(stop_nodes=deps.settings.stop_nodes_on_exit)
+    deps.redis.close()
+    deps.engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -67,7 +115,9 @@ def ensure_root_tenant(deps: Deps) -> RootKey | None:
         )
         conn.commit()
     if given_id and given_secret:
-        log.info("created tenant %s with the root AccessKey from the environment", tenant.account_id)
+        log.info(
+            "created tenant %s with the root AccessKey from the environment", tenant.account_id
+        )
         return RootKey(tenant, None)
     path = settings.data_dir / ROOT_CREDENTIALS_FILE
     write_private_file(
@@ -83,10 +133,9 @@ def ensure_root_tenant(deps: Deps) -> RootKey | None:
     )
     # Printed straight to the terminal, once; never through logging.
     sys.stderr.write(
-        "rkvstore: created tenant {} and its root AccessKey (also in {}):\n"
-        "  AccessKeyId:     {}\n  AccessKeySecret: {}\n".format(
-            tenant.account_id, path, tenant.access_key_id, tenant.access_key_secret.reveal()
-        )
+        f"rkvstore: created tenant {tenant.account_id} and its root AccessKey (also in {path}):\n"
+        f"  AccessKeyId:     {tenant.access_key_id}\n"
+        f"  AccessKeySecret: {tenant.access_key_secret.reveal()}\n"
     )
     sys.stderr.flush()
     log.info("created tenant %s; root AccessKey written to %s", tenant.account_id, path)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,21 +67,45 @@ def _server_options(func: Any) -> Any:
     return func
 
 
-@main.command()
-@_server_options
-@click.option("--log-level", default="INFO", show_default=True)
-def serve(log_level: str, **options: Any) -> None:
-    """Run the API server until SIGINT or SIGTERM."""
+class _Server:
+    """uvicorn's server, but a SIGINT/SIGTERM stop ends the process with status 0.
+
+    uvicorn re-raises a captured signal after its graceful shutdown, so the
+    process would die of it (-15, or KeyboardInterrupt for SIGINT).
+    """
+
+    @staticmethod
+    def build(config: Any) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def capture_signals(self) -> Any:
+                captured = super().capture_signals()
+
+                @contextlib.contextmanager
+                def without_reraise() -> Iterator[None]:
+                    with captured:
+                        yield
+                        self._captured_signals.clear()
+
+                return without_reraise()
+
+        return Server(config)
+
+
+def _run_server(settings: Settings, log_level: str, on_ready: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM; ``on_ready(deps, root_key)`` runs in a thread once listening."""
+    import threading
+    import time
+
     import uvicorn
 
     from rkvstore.app import create_app
     from rkvstore.bootstrap import build_deps, build_registry, ensure_root_tenant
 
-    os.umask(0o077)  # everything under the data dir is the operator's alone
-    settings = _settings(**options)
     setup_logging(settings, log_level)
     deps = build_deps(settings)
-    ensure_root_tenant(deps)
+    root_key = ensure_root_tenant(deps)
     app = create_app(deps, build_registry())
     logging.getLogger("rkvstore").info(
         "serving region %s on http://%s:%d (database: %s)",
@@ -89,10 +115,51 @@ def serve(log_level: str, **options: Any) -> None:
         deps.engine.url.render_as_string(hide_password=True),
     )
     # No uvicorn access log: it would print query strings, and they hold passwords.
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, access_log=False, log_config=None,
-        timeout_graceful_shutdown=10,
+    server = _Server.build(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=10,
+        )
     )
+    if on_ready is not None:
+
+        def when_started() -> None:
+            deadline = time.monotonic() + 120
+            while not server.started and time.monotonic() < deadline and not server.should_exit:
+                time.sleep(0.05)
+            if server.started:
+                try:
+                    on_ready(deps, root_key)
+                except Exception:
+                    logging.getLogger("rkvstore").exception("demo set-up failed")
+                    server.should_exit = True
+
+        threading.Thread(target=when_started, name="on-ready", daemon=True).start()
+    server.run()
+
+
+@main.command()
+@_server_options
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(log_level: str, **options: Any) -> None:
+    """Run the API server until SIGINT or SIGTERM."""
+    os.umask(0o077)  # everything under the data dir is the operator's alone
+    _run_server(_settings(**options), log_level)
+
+
+@main.command()
+@_server_options
+@click.option("--log-level", default="WARNING", show_default=True)
+def demo(log_level: str, **options: Any) -> None:
+    """Serve, create a local instance with an account "demo", and print how to reset it."""
+    from rkvstore.demo import set_up_demo
+
+    os.umask(0o077)
+    _run_server(_settings(**options), log_level, on_ready=set_up_demo)
 
 
 @main.command(
@@ -107,7 +174,9 @@ def serve(log_level: str, **options: Any) -> None:
 )
 @click.option("--access-key-id", envvar="ALIBABA_CLOUD_ACCESS_KEY_ID", required=True)
 @click.option(
-    "--access-key-secret", envvar="ALIBABA_CLOUD_ACCESS_KEY_SECRET", required=True,
+    "--access-key-secret",
+    envvar="ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    required=True,
     help="Or ALIBABA_CLOUD_ACCESS_KEY_SECRET.",
 )
 @click.option("--api-version", default=API_VERSION, show_default=True)

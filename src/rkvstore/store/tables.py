@@ -6,12 +6,15 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -57,4 +60,88 @@ nonces = Table(
     Column("nonce", String(128), primary_key=True),
     Column("expires_at", BigInteger, nullable=False),  # unix seconds
     Index("ix_nonces_expires_at", "expires_at"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("instance_id", String(32), primary_key=True),
+    Column(
+        "account_id",
+        String(16),
+        ForeignKey("tenants.account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("provider", String(16), nullable=False),  # local | registered
+    Column("engine_version", String(8), nullable=False),  # "7.0"
+    Column("architecture", String(16), nullable=False),  # standard | cluster
+    Column("node_type", String(16), nullable=False),  # STAND_ALONE | MASTER_SLAVE
+    Column("shard_count", Integer, nullable=False),
+    Column("zone_id", String(64), nullable=False),
+    Column("instance_class", String(64), nullable=False),
+    Column("charge_type", String(16), nullable=False),
+    Column("host", String(255), nullable=False),  # ConnectionDomain
+    Column("port", Integer, nullable=False),
+    # The management user's password, and for a registered deployment the
+    # operator's admin credentials: Fernet tokens only.
+    Column("mgmt_password_encrypted", Text, nullable=False),
+    Column("admin_user", String(128), nullable=True),
+    Column("admin_password_encrypted", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_instances_account_id", "account_id"),
+)
+
+# The nodes rkvstore knows of. Local nodes keep their port for life; for
+# registered deployments this is what discovery found last.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("node_id", String(64), primary_key=True),
+    Column(
+        "instance_id",
+        String(32),
+        ForeignKey("instances.instance_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("role", String(16), nullable=False),  # master | replica
+    Column("shard", Integer, nullable=False),
+    Column("master_node_id", String(64), nullable=True),
+    Index("ix_nodes_instance_id", "instance_id"),
+)
+
+# Desired state of every account; Redis is brought in line with it. Only the
+# SHA-256 of a password is kept, the same thing Redis keeps.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column(
+        "instance_id",
+        String(32),
+        ForeignKey("instances.instance_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(128), primary_key=True),
+    Column("password_sha256", String(64), nullable=False),
+    Column("privilege", String(32), nullable=False),  # RoleReadWrite | ... | Super
+    Column("account_type", String(16), nullable=False),  # Normal | Super
+    Column("description", String(256), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# At most one mutating task per instance, across every process on the
+# database: the primary key is the lock. A holder that died leaves a row whose
+# lease runs out, and the next task takes it over.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("instance_id", String(32), primary_key=True),
+    Column("task_id", String(36), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("holder", String(128), nullable=False),
+    Column("lease_expires_at", Float, nullable=False),  # unix seconds
+    UniqueConstraint("task_id", name="uq_tasks_task_id"),
 )

@@ -1,0 +1,101 @@
+"""Finding a deployment's nodes from any one of them, through INFO replication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from rkvstore.secret import Secret
+
+
+@dataclass(frozen=True)
+class FoundNode:
+    host: str
+    port: int
+    role: str  # master | replica
+    shard: int
+    master: tuple[str, int] | None = None
+
+
+@dataclass
+class Topology:
+    version: str  # "7.0.15"
+    cluster: bool
+    nodes: list[FoundNode] = field(default_factory=list)
+
+    @property
+    def engine_version(self) -> str:
+        return f"{self.version.split('.')[0]}.0"
+
+    @property
+    def master(self) -> FoundNode:
+        return next(n for n in self.nodes if n.role == "master")
+
+
+class DiscoveryError(Exception):
+    """The seed node cannot be reached, authenticated, or understood."""
+
+
+def _connect(
+    host: str, port: int, user: str | None, password: Secret, timeout: float
+) -> redis.Redis:
+    return redis.Redis(
+        host=host,
+        port=port,
+        username=user or None,
+        password=password.reveal(),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def _info(client: redis.Redis, section: str) -> dict[str, Any]:
+    """``INFO section`` as redis-py parses it (``slaveN`` entries are dicts)."""
+    info = client.execute_command("INFO", section)
+    if not isinstance(info, dict):
+        raise ValueError("INFO did not parse")
+    return {str(k): v for k, v in info.items()}
+
+
+def _replicas(info: dict[str, Any]) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    for key, value in info.items():
+        if key.startswith("slave") and key[5:].isdigit() and isinstance(value, dict):
+            found.append((str(value["ip"]), int(value["port"])))
+    return found
+
+
+def discover(
+    host: str, port: int, user: str | None, password: Secret, *, timeout: float = 3.0
+) -> Topology:
+    """The topology of the deployment that ``host:port`` belongs to (standard architecture)."""
+    try:
+        seed = _connect(host, port, user, password, timeout)
+        try:
+            server = _info(seed, "server")
+            replication = _info(seed, "replication")
+            cluster = str(_info(seed, "cluster").get("cluster_enabled")) == "1"
+        finally:
+            seed.close()
+        version = server["redis_version"]
+        if replication.get("role") == "slave":
+            host, port = str(replication["master_host"]), int(replication["master_port"])
+            master = _connect(host, port, user, password, timeout)
+            try:
+                replication = _info(master, "replication")
+            finally:
+                master.close()
+        replicas = _replicas(replication)
+    except (redis.RedisError, OSError, KeyError, ValueError, TypeError) as exc:
+        raise DiscoveryError(type(exc).__name__) from exc
+    topology = Topology(version=str(version), cluster=cluster)
+    topology.nodes.append(FoundNode(host, port, "master", 0))
+    for replica_host, replica_port in replicas:
+        topology.nodes.append(FoundNode(replica_host, replica_port, "replica", 0, (host, port)))
+    return topology

@@ -1,0 +1,495 @@
+"""The local provider: real redis-server processes under the data dir.
+
+Each node lives in ``<root>/<instance_id>/<node_id>/`` with its redis.conf,
+ACL file, AOF/RDB, log and pidfile, and keeps its port for life. The manager
+starts nodes, adopts ones left running by an earlier rkvstore process,
+restarts watched ones that die, and stops them gracefully.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, BusyLoadingError
+from redis.retry import Retry
+
+from rkvstore.domain.accounts import MANAGEMENT_USER
+from rkvstore.engine.localfiles import (
+    ACL_FILE,
+    CONF_FILE,
+    LOG_FILE,
+    PID_FILE,
+    LocalNode,
+    check_path_component,
+    configured_port,
+    read_pidfile,
+    render_acl_file,
+    render_config,
+    write_private,
+)
+from rkvstore.engine.localproc import (
+    KILL_WAIT,
+    POLL,
+    LocalNodeError,
+    default_port_range,
+    is_node_process,
+    log_tail,
+    pid_alive,
+    port_free,
+    terminate_pid,
+)
+from rkvstore.secret import Secret
+
+__all__ = ["MANAGEMENT_USER", "LocalNode", "LocalNodeError", "LocalNodeManager"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_BACKOFF: Final = 30.0
+# What a redis-server needs from the environment; rkvstore's own keys stay out of it.
+_CHILD_ENV: Final = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "HOME")
+
+
+@dataclass
+class _Running:
+    node: LocalNode
+    pid: int
+    process: subprocess.Popen[bytes] | None  # None: adopted from an earlier rkvstore run
+    conf: Path
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None  # also reaps it
+        return pid_alive(self.pid) and is_node_process(self.pid, self.node.port, self.conf)
+
+    def describe_exit(self) -> str:
+        if self.process is not None and self.process.returncode is not None:
+            return f"process {self.pid} exited with code {self.process.returncode}"
+        return f"process {self.pid} is gone"
+
+
+@dataclass
+class _Watched:
+    node: LocalNode
+    mgmt_password: Secret
+    failures: int = 0
+    next_attempt: float = 0.0
+
+
+class LocalNodeManager:
+    """Starts, supervises, adopts and stops the redis-server processes under ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        host: str = "127.0.0.1",
+        check_interval: float = 1.0,
+        start_timeout: float = 15.0,
+        link_timeout: float = 15.0,
+        port_range: tuple[int, int] | None = None,
+    ) -> None:
+        self.root = Path(root).absolute()
+        self.host = host
+        self.check_interval = check_interval
+        self.start_timeout = start_timeout
+        self.link_timeout = link_timeout
+        self.port_range = port_range or default_port_range()
+        self._lock = threading.RLock()  # guards the dicts below, never held while waiting
+        self._node_locks: dict[str, threading.Lock] = {}  # one operation per node at a time
+        self._running: dict[str, _Running] = {}
+        self._watched: dict[str, _Watched] = {}
+        self._reserved_ports: set[int] = set()
+        self._stop_event = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ paths and ports
+
+    def node_dir(self, node: LocalNode) -> Path:
+        return self.root / node.instance_id / node.node_id
+
+    def allocate_port(self) -> int:
+        """A free loopback port that no node under ``root`` uses.
+
+        Picked below the kernel's ephemeral range where possible, so that an
+        outgoing connection cannot take a dead node's port before it restarts.
+        """
+        low, high = self.port_range
+        with self._lock:
+            taken = self._ports_under_root() | self._reserved_ports
+            for _ in range(500):
+                port = random.randint(low, high)
+                if port not in taken and port_free(self.host, port):
+                    self._reserved_ports.add(port)
+                    return port
+        raise LocalNodeError(f"no free port in {low}-{high} on {self.host}")
+
+    def release_port(self, port: int) -> None:
+        """Give back a port from ``allocate_port`` that no node was created on."""
+        with self._lock:
+            self._reserved_ports.discard(port)
+
+    def _ports_under_root(self) -> set[int]:
+        ports = {configured_port(conf) for conf in self.root.glob(f"*/*/{CONF_FILE}")}
+        return {p for p in ports if p is not None}
+
+    # ------------------------------------------------------------------ connections
+
+    def client(self, node: LocalNode, mgmt_password: Secret, timeout: float = 2.0) -> redis.Redis:
+        """A management connection (user ``rkvstore_mgmt``, ``decode_responses=True``, no retries).
+
+        Close it after use (``with manager.client(...) as conn:``).
+        """
+        return redis.Redis(
+            host=self.host,
+            port=node.port,
+            username=MANAGEMENT_USER,
+            password=mgmt_password.reveal(),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(self, node: LocalNode, mgmt_password: Secret, initial_acl: list[str]) -> None:
+        """Write a new node's files, start it, and wait until it serves (a replica: is in sync).
+
+        ``initial_acl`` holds full ACL-file lines (``user <name> on #<sha256> ...``);
+        the management user is added here. On failure the process is stopped and
+        the files are left for ``delete_instance``.
+        """
+        acl_text = render_acl_file(mgmt_password, initial_acl)
+        node_dir = self.node_dir(node)
+        if (node_dir / CONF_FILE).exists():
+            raise LocalNodeError(f"node {node.node_id} already exists")
+        node_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(node_dir / ACL_FILE, acl_text)
+        write_private(node_dir / CONF_FILE, render_config(node, node_dir, self.host))
+        with self._node_lock(node.node_id):
+            running = self._start(node, mgmt_password)
+            try:
+                if node.role == "replica" and not node.cluster:
+                    self._wait_link_up(node, mgmt_password)
+            except BaseException:
+                self._forget(node.node_id)
+                _terminate(running, KILL_WAIT)
+                raise
+        with self._lock:
+            self._reserved_ports.discard(node.port)
+        logger.info(
+            "started node %s of %s on port %d (pid %d, Redis %s)",
+            node.node_id,
+            node.instance_id,
+            node.port,
+            running.pid,
+            node.binary.version,
+        )
+
+    def ensure_running(self, node: LocalNode, mgmt_password: Secret) -> None:
+        """Adopt the node's process if one is alive on its port, else start it from its files."""
+        with self._node_lock(node.node_id):
+            self._ensure_running(node, mgmt_password)
+
+    def _ensure_running(self, node: LocalNode, mgmt_password: Secret) -> _Running:
+        with self._lock:
+            known = self._running.get(node.node_id)
+        if known is not None and known.alive():
+            return known
+        pid = self._find_live_process(node, mgmt_password)
+        if pid is not None:
+            running = _Running(node, pid, None, self.node_dir(node) / CONF_FILE)
+            with self._lock:
+                self._running[node.node_id] = running
+            if node.role == "replica":
+                self._configure_replication(node, mgmt_password)
+            logger.info("adopted node %s on port %d (pid %d)", node.node_id, node.port, pid)
+            return running
+        running = self._start(node, mgmt_password)
+        logger.info("started node %s on port %d (pid %d)", node.node_id, node.port, running.pid)
+        return running
+
+    def stop(self, node: LocalNode, timeout: float = 10) -> None:
+        """Stop a node gracefully (SIGTERM: Redis saves), SIGKILL after ``timeout``."""
+        self.unwatch(node.node_id)
+        with self._node_lock(node.node_id):
+            running = self._forget(node.node_id)
+            if running is None or not running.alive():
+                running = self._stray_process(node)
+            if running is not None:
+                _terminate(running, timeout)
+                logger.info("stopped node %s on port %d", node.node_id, node.port)
+
+    def stop_all(self) -> None:
+        """Stop every watched or started node, in parallel (for rkvstore's shutdown)."""
+        with self._lock:
+            nodes = {w.node.node_id: w.node for w in self._watched.values()}
+            nodes.update({r.node.node_id: r.node for r in self._running.values()})
+            self._watched.clear()
+        self._for_each(self.stop, list(nodes.values()))
+
+    def delete_instance(self, instance_id: str, nodes: list[LocalNode]) -> None:
+        """Stop the instance's nodes and remove all its files."""
+        check_path_component(instance_id, "instance id")
+        with self._lock:
+            known = [r.node for r in self._running.values() if r.node.instance_id == instance_id]
+        targets = {n.node_id: n for n in [*known, *nodes]}
+        self._for_each(self.stop, list(targets.values()))
+        instance_dir = self.root / instance_id
+        # A process of this instance nobody told us about (an earlier run's) goes too.
+        for pidfile in instance_dir.glob(f"*/{PID_FILE}"):
+            self._stop_stray(pidfile.parent)
+        if instance_dir.exists():
+            shutil.rmtree(instance_dir)
+        with self._lock:
+            for node in targets.values():
+                self._reserved_ports.discard(node.port)
+        logger.info("deleted the local files of %s", instance_id)
+
+    # ------------------------------------------------------------------ supervision
+
+    def watch(self, node: LocalNode, mgmt_password: Secret) -> None:
+        """Supervise a node; calling it again replaces the node or the management password."""
+        with self._lock:
+            self._watched[node.node_id] = _Watched(node, mgmt_password)
+
+    def unwatch(self, node_id: str) -> None:
+        with self._lock:
+            self._watched.pop(node_id, None)
+
+    def start_supervisor(self) -> None:
+        with self._lock:
+            if self._supervisor is not None and self._supervisor.is_alive():
+                return
+            self._stop_event.clear()
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="rkvstore-node-supervisor", daemon=True
+            )
+            self._supervisor.start()
+
+    def stop_supervisor(self) -> None:
+        self._stop_event.set()
+        thread, self._supervisor = self._supervisor, None
+        if thread is not None:
+            thread.join(timeout=self.start_timeout + self.check_interval + 5)
+
+    def check_watched(self) -> list[str]:
+        """One supervision pass: restart every watched node whose process is gone.
+
+        Returns the ids of the nodes restarted. A node another operation holds is
+        skipped this time; one whose restart failed is retried with a backoff.
+        """
+        with self._lock:
+            watched = list(self._watched.values())
+        restarted: list[str] = []
+        for entry in watched:
+            if self._stop_event.is_set() or time.monotonic() < entry.next_attempt:
+                continue
+            node_lock = self._node_lock(entry.node.node_id)
+            if not node_lock.acquire(blocking=False):
+                continue
+            try:
+                if self._restart_if_dead(entry):
+                    restarted.append(entry.node.node_id)
+                entry.failures = 0
+            except Exception as exc:
+                entry.failures += 1
+                delay = min(_MAX_BACKOFF, self.check_interval * 2**entry.failures)
+                entry.next_attempt = time.monotonic() + delay
+                logger.error(
+                    "restarting node %s on port %d failed (attempt %d, next in %.0f s): %s",
+                    entry.node.node_id,
+                    entry.node.port,
+                    entry.failures,
+                    delay,
+                    exc,
+                )
+            finally:
+                node_lock.release()
+        return restarted
+
+    def _supervise(self) -> None:
+        while not self._stop_event.wait(self.check_interval):
+            try:
+                self.check_watched()
+            except Exception:  # the supervisor must outlive any one bad pass
+                logger.exception("node supervision pass failed")
+
+    def _restart_if_dead(self, entry: _Watched) -> bool:
+        node = entry.node
+        with self._lock:
+            if self._watched.get(node.node_id) is not entry:
+                return False  # unwatched or replaced meanwhile
+            running = self._running.get(node.node_id)
+        if running is not None and running.alive():
+            return False
+        reason = running.describe_exit() if running is not None else "not running"
+        logger.warning(
+            "node %s of %s on port %d: %s; restarting",
+            node.node_id,
+            node.instance_id,
+            node.port,
+            reason,
+        )
+        new = self._ensure_running(node, entry.mgmt_password)
+        logger.warning("node %s is back on port %d (pid %d)", node.node_id, node.port, new.pid)
+        return True
+
+    # ------------------------------------------------------------------ internals
+
+    def _node_lock(self, node_id: str) -> threading.Lock:
+        with self._lock:
+            return self._node_locks.setdefault(node_id, threading.Lock())
+
+    def _forget(self, node_id: str) -> _Running | None:
+        with self._lock:
+            return self._running.pop(node_id, None)
+
+    def _for_each(self, action: Callable[[LocalNode], None], nodes: list[LocalNode]) -> None:
+        if not nodes:
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+            for future in [pool.submit(action, n) for n in nodes]:
+                future.result()
+
+    def _start(self, node: LocalNode, mgmt_password: Secret) -> _Running:
+        """Start the process from the node's files and wait until it answers the management user."""
+        node_dir = self.node_dir(node)
+        conf = node_dir / CONF_FILE
+        if not conf.is_file():
+            raise LocalNodeError(f"node {node.node_id} has no {CONF_FILE} under {node_dir}")
+        with (node_dir / LOG_FILE).open("ab") as log:
+            process = subprocess.Popen(
+                [str(node.binary.path), str(conf)],
+                cwd=node_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C to rkvstore must not reach Redis
+                env={k: v for k in _CHILD_ENV if (v := os.environ.get(k)) is not None},
+            )
+        running = _Running(node, process.pid, process, conf)
+        with self._lock:
+            self._running[node.node_id] = running
+        try:
+            self._wait_ready(running, mgmt_password)
+            if node.role == "replica":
+                self._configure_replication(node, mgmt_password)
+        except BaseException:
+            self._forget(node.node_id)
+            _terminate(running, KILL_WAIT)
+            raise
+        return running
+
+    def _wait_ready(self, running: _Running, mgmt_password: Secret) -> None:
+        node = running.node
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if not running.alive():
+                tail = log_tail(self.node_dir(node) / LOG_FILE)
+                raise LocalNodeError(
+                    f"redis-server for node {node.node_id} {running.describe_exit()}: {tail}"
+                )
+            try:
+                with self.client(node, mgmt_password, timeout=0.5) as conn:
+                    conn.ping()
+                return
+            except AuthenticationError as exc:
+                raise LocalNodeError(
+                    f"node {node.node_id} refuses the management user: {exc}"
+                ) from None
+            except (redis.ConnectionError, redis.TimeoutError):  # also LOADING
+                pass
+            if time.monotonic() > deadline:
+                raise LocalNodeError(
+                    f"node {node.node_id} did not answer on port {node.port} "
+                    f"within {self.start_timeout:.0f} s"
+                )
+            time.sleep(POLL)
+
+    def _configure_replication(self, node: LocalNode, mgmt_password: Secret) -> None:
+        # The plaintext goes to Redis's memory only: redis.conf never holds it.
+        with self.client(node, mgmt_password) as conn:
+            conn.config_set("masteruser", MANAGEMENT_USER)
+            conn.config_set("masterauth", mgmt_password.reveal())
+
+    def _wait_link_up(self, node: LocalNode, mgmt_password: Secret) -> None:
+        deadline = time.monotonic() + self.link_timeout
+        status = "unknown"
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                with self.client(node, mgmt_password) as conn:
+                    status = str(conn.info("replication").get("master_link_status", "unknown"))
+                if status == "up":
+                    return
+            time.sleep(POLL * 2)
+        raise LocalNodeError(
+            f"replica {node.node_id} has no link to its master on port {node.master_port} "
+            f"after {self.link_timeout:.0f} s (status {status})"
+        )
+
+    def _find_live_process(self, node: LocalNode, mgmt_password: Secret) -> int | None:
+        """The pid of this node's redis-server if one is alive, else ``None``."""
+        conf = self.node_dir(node) / CONF_FILE
+        try:
+            with self.client(node, mgmt_password) as conn:
+                info = conn.info("server")
+        except AuthenticationError:
+            raise LocalNodeError(
+                f"port {node.port} answers but refuses rkvstore's management user"
+            ) from None
+        except BusyLoadingError:
+            stray = self._stray_process(node)
+            return stray.pid if stray is not None else None
+        except (redis.ConnectionError, redis.TimeoutError):
+            stray = self._stray_process(node)
+            if stray is None:
+                return None
+            # Alive but silent (stopped, or shutting down): adopt it, the supervisor
+            # restarts it if it exits; starting a second one would fail to bind.
+            logger.warning(
+                "node %s: process %d holds port %d but does not answer",
+                node.node_id,
+                stray.pid,
+                node.port,
+            )
+            return stray.pid
+        served = str(info.get("config_file") or "")
+        if served and Path(served).resolve() != conf.resolve():
+            raise LocalNodeError(f"port {node.port} is held by another redis-server ({served})")
+        return int(info["process_id"])
+
+    def _stray_process(self, node: LocalNode) -> _Running | None:
+        conf = self.node_dir(node) / CONF_FILE
+        pid = read_pidfile(self.node_dir(node) / PID_FILE)
+        if pid is None or not pid_alive(pid) or not is_node_process(pid, node.port, conf):
+            return None
+        return _Running(node, pid, None, conf)
+
+    def _stop_stray(self, node_dir: Path) -> None:
+        conf = node_dir / CONF_FILE
+        port = configured_port(conf)
+        pid = read_pidfile(node_dir / PID_FILE)
+        if port is None or pid is None or not pid_alive(pid):
+            return
+        if is_node_process(pid, port, conf):
+            logger.warning("stopping a redis-server left running in %s (pid %d)", node_dir, pid)
+            terminate_pid(pid, lambda: pid_alive(pid), f"the process in {node_dir}", 10.0)
+
+
+def _terminate(running: _Running, timeout: float) -> None:
+    terminate_pid(running.pid, running.alive, f"node {running.node.node_id}", timeout)

@@ -1,0 +1,87 @@
+"""The local provider: an instance's rows in the database become redis-server processes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from rkvstore.crypto import SecretBox
+from rkvstore.engine.acl import DesiredUser
+from rkvstore.engine.binary import RedisBinary, binary_for, find_binaries
+from rkvstore.engine.local import LocalNode, LocalNodeManager
+from rkvstore.store.repo import InstanceRow, NodeRow
+
+log = logging.getLogger("rkvstore.local")
+
+
+def acl_file_line(user: DesiredUser) -> str:
+    return " ".join(["user", user.name, "on", f"#{user.password_sha256}", *user.rules])
+
+
+class LocalProvider:
+    def __init__(self, root: Path, box: SecretBox, configured_binary: Path | None) -> None:
+        self.box = box
+        self.binaries: list[RedisBinary] = find_binaries(configured_binary)
+        self.manager = LocalNodeManager(root)
+
+    def binary_for(self, engine_version: str | None) -> RedisBinary | None:
+        return binary_for(self.binaries, engine_version)
+
+    def allocate_ports(self, count: int) -> list[int]:
+        ports: list[int] = []
+        while len(ports) < count:
+            port = self.manager.allocate_port()
+            if port not in ports:
+                ports.append(port)
+        return ports
+
+    def _nodes(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> list[LocalNode]:
+        binary = self.binary_for(instance.engine_version)
+        if binary is None:
+            raise RuntimeError(f"no redis-server binary for engine {instance.engine_version}")
+        ports = {r.node_id: r.port for r in rows}
+        return [
+            LocalNode(
+                instance_id=instance.instance_id,
+                node_id=r.node_id,
+                port=r.port,
+                role="master" if r.role == "master" else "replica",
+                master_port=ports.get(r.master_node_id) if r.master_node_id else None,
+                binary=binary,
+                cluster=instance.architecture == "cluster",
+            )
+            for r in rows
+        ]
+
+    def start_instance(
+        self, instance: InstanceRow, rows: Sequence[NodeRow], desired: Sequence[DesiredUser]
+    ) -> None:
+        """Create and start every node, masters first, and put them under supervision."""
+        mgmt = self.box.open(instance.mgmt_password_encrypted)
+        lines = [acl_file_line(u) for u in desired if u.name != "rkvstore_mgmt"]
+        nodes = sorted(self._nodes(instance, rows), key=lambda n: n.role != "master")
+        for node in nodes:
+            self.manager.create(node, mgmt, lines)
+            self.manager.watch(node, mgmt)
+
+    def resume_instance(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> None:
+        """At start: adopt nodes still running from an earlier run, start the others."""
+        mgmt = self.box.open(instance.mgmt_password_encrypted)
+        for node in sorted(self._nodes(instance, rows), key=lambda n: n.role != "master"):
+            self.manager.ensure_running(node, mgmt)
+            self.manager.watch(node, mgmt)
+
+    def delete_instance(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> None:
+        nodes = self._nodes(instance, rows)
+        for node in nodes:
+            self.manager.unwatch(node.node_id)
+        self.manager.delete_instance(instance.instance_id, nodes)
+
+    def start(self) -> None:
+        self.manager.start_supervisor()
+
+    def stop(self, stop_nodes: bool) -> None:
+        self.manager.stop_supervisor()
+        if stop_nodes:
+            self.manager.stop_all()

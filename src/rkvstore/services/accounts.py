@@ -1,0 +1,237 @@
+"""The account actions (api.md §3): validate, take the task slot, change every node, record."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from rkvstore import errors
+from rkvstore.domain import accounts as rules
+from rkvstore.engine.acl import NodeFailure, UserChange
+from rkvstore.engine.redis_engine import desired_user
+from rkvstore.errors import ApiError
+from rkvstore.secret import Secret
+from rkvstore.services.context import CallContext
+from rkvstore.services.instances import (
+    check_account_engine,
+    instance_nodes,
+    load_instance,
+    require_normal,
+    task_slot,
+)
+from rkvstore.store import repo
+from rkvstore.store.repo import AccountRow, InstanceRow
+
+log = logging.getLogger("rkvstore.accounts")
+
+NORMAL = "Normal"
+SUPER = "Super"
+DEFAULT_PRIVILEGE = "RoleReadWrite"
+
+
+def _load_account(ctx: CallContext, instance: InstanceRow, name: str) -> AccountRow:
+    with ctx.deps.engine.connect() as conn:
+        account = repo.get_account(conn, instance.instance_id, name)
+    if account is None:
+        raise ApiError(errors.ACCOUNT_NAME_NOT_FOUND)
+    return account
+
+
+def _apply(ctx: CallContext, instance: InstanceRow, change: UserChange) -> None:
+    """Change every node of ``instance``, or none (``ServiceUnavailable``)."""
+    deps = ctx.deps
+    try:
+        deps.redis.apply(instance_nodes(deps, instance), [change])
+    except NodeFailure as exc:
+        log.warning(
+            "request %s: %s on %s rolled back: %s",
+            ctx.request_id,
+            change.name,
+            instance.instance_id,
+            exc,
+        )
+        deps.reconciler.mark_dirty(instance.instance_id)
+        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+
+
+def _set_user(
+    ctx: CallContext, instance: InstanceRow, name: str, password_sha256: str, privilege: str
+) -> None:
+    user = desired_user(name, password_sha256, privilege, instance.engine_version)
+    _apply(ctx, instance, UserChange(name, user))
+
+
+def _account_instance(ctx: CallContext, params: dict[str, Any]) -> InstanceRow:
+    instance = load_instance(ctx, params["InstanceId"])
+    check_account_engine(instance)
+    return instance
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    instance = _account_instance(ctx, params)
+    name: str = params["AccountName"]
+    password: Secret = params["AccountPassword"]
+    rules.check_creatable_name(name, instance.instance_id)
+    rules.check_password(password)
+    privilege = params["AccountPrivilege"] or DEFAULT_PRIVILEGE
+    rules.check_privilege_for_create(privilege)
+    if params["AccountType"] not in (None, NORMAL):
+        raise ApiError(errors.INVALID_PARAMETER, name="AccountType")
+    description = params["AccountDescription"]
+    if description is not None:
+        rules.check_description(description)
+    require_normal(instance)
+    with task_slot(ctx.deps, instance.instance_id, "CreateAccount"):
+        with ctx.deps.engine.connect() as conn:
+            if repo.get_account(conn, instance.instance_id, name) is not None:
+                raise ApiError(errors.ACCOUNT_NAME_DUPLICATE)
+            if (
+                repo.count_custom_accounts(conn, instance.instance_id)
+                >= ctx.deps.settings.max_accounts
+            ):
+                raise ApiError(errors.ACCOUNT_LIMIT_EXCEEDED)
+        digest = password.sha256_hex()
+        _set_user(ctx, instance, name, digest, privilege)
+        with ctx.deps.engine.begin() as conn:
+            repo.insert_account(
+                conn,
+                {
+                    "instance_id": instance.instance_id,
+                    "name": name,
+                    "password_sha256": digest,
+                    "privilege": privilege,
+                    "account_type": NORMAL,
+                    "description": description or "",
+                },
+            )
+    return {"InstanceId": instance.instance_id, "AccountName": name, "AcountName": name}
+
+
+def reset_account_password(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    instance = _account_instance(ctx, params)
+    name: str = params["AccountName"]
+    password: Secret = params["AccountPassword"]
+    rules.check_addressable_name(name, instance.instance_id)
+    rules.check_password(password)
+    _change_password(ctx, instance, name, password, "ResetAccountPassword", old=None)
+    return {}
+
+
+def modify_account_password(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    instance = _account_instance(ctx, params)
+    name: str = params["AccountName"]
+    rules.check_addressable_name(name, instance.instance_id)
+    new: Secret = params["NewAccountPassword"]
+    rules.check_password(new)
+    _change_password(
+        ctx, instance, name, new, "ModifyAccountPassword", old=params["OldAccountPassword"]
+    )
+    return {}
+
+
+def _change_password(
+    ctx: CallContext,
+    instance: InstanceRow,
+    name: str,
+    password: Secret,
+    action: str,
+    *,
+    old: Secret | None,
+) -> None:
+    require_normal(instance)
+    _load_account(ctx, instance, name)
+    with task_slot(ctx.deps, instance.instance_id, action):
+        account = _load_account(ctx, instance, name)  # again, inside the slot
+        if old is not None and not hmac.compare_digest(
+            old.sha256_hex().encode(), account.password_sha256.encode()
+        ):
+            raise ApiError(errors.ACCOUNT_PASSWORD_NOT_MATCH)
+        digest = password.sha256_hex()
+        _set_user(ctx, instance, name, digest, account.privilege)
+        with ctx.deps.engine.begin() as conn:
+            repo.update_account(conn, instance.instance_id, name, password_sha256=digest)
+
+
+def modify_account_description(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    instance = _account_instance(ctx, params)
+    name: str = params["AccountName"]
+    rules.check_addressable_name(name, instance.instance_id)
+    rules.check_description(params["AccountDescription"])
+    require_normal(instance)
+    _load_account(ctx, instance, name)
+    # Only the database holds descriptions, but the slot still orders it with other changes.
+    with task_slot(ctx.deps, instance.instance_id, "ModifyAccountDescription"):
+        _load_account(ctx, instance, name)
+        with ctx.deps.engine.begin() as conn:
+            repo.update_account(
+                conn, instance.instance_id, name, description=params["AccountDescription"]
+            )
+    return {}
+
+
+def grant_account_privilege(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    instance = _account_instance(ctx, params)
+    name: str = params["AccountName"]
+    rules.check_modifiable_name(name, instance.instance_id)
+    privilege: str = params["AccountPrivilege"]
+    rules.check_privilege_for_grant(privilege)
+    require_normal(instance)
+    _load_account(ctx, instance, name)
+    with task_slot(ctx.deps, instance.instance_id, "GrantAccountPrivilege"):
+        account = _load_account(ctx, instance, name)
+        _set_user(ctx, instance, name, account.password_sha256, privilege)
+        with ctx.deps.engine.begin() as conn:
+            repo.update_account(conn, instance.instance_id, name, privilege=privilege)
+    return {}
+
+
+def delete_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    instance = _account_instance(ctx, params)
+    name: str = params["AccountName"]
+    rules.check_modifiable_name(name, instance.instance_id)
+    require_normal(instance)
+    _load_account(ctx, instance, name)
+    with task_slot(ctx.deps, instance.instance_id, "DeleteAccount"):
+        _load_account(ctx, instance, name)
+        _apply(ctx, instance, UserChange(name, None))
+        with ctx.deps.engine.begin() as conn:
+            repo.delete_account(conn, instance.instance_id, name)
+    return {}
+
+
+def describe_accounts(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    instance = load_instance(ctx, params["InstanceId"])
+    with ctx.deps.engine.connect() as conn:
+        rows = repo.list_accounts(conn, instance.instance_id)
+    exact, search = params["AccountName"], params["SearchAccountName"]
+    if exact is not None:
+        rows = [r for r in rows if r.name == exact]
+    if search is not None:
+        rows = [r for r in rows if search in r.name]
+    page, size = params["PageNumber"], params["PageSize"]
+    status = "Available" if ctx.deps.reconciler.in_line(instance.instance_id) else "Unavailable"
+    items = [
+        {
+            "AccountName": r.name,
+            "AccountDescription": r.description,
+            "AccountStatus": status,
+            "AccountType": r.account_type,
+            "InstanceId": instance.instance_id,
+            "DatabasePrivileges": {
+                "DatabasePrivilege": [
+                    {"AccountPrivilege": "RoleReadWrite" if r.privilege == SUPER else r.privilege}
+                ]
+            },
+        }
+        for r in rows[(page - 1) * size : page * size]
+    ]
+    return {
+        "PageNumber": page,
+        "PageSize": size,
+        "TotalCount": len(rows),
+        "Accounts": {"Account": items},
+    }

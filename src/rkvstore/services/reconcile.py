@@ -1,0 +1,116 @@
+"""Keeps every node in line with the database: drift, late commands, restarted nodes.
+
+A pass over an instance holds its task slot (action ``Reconcile``) so that it
+never races a change in flight; callers who meet it wait for it briefly
+instead of getting ``TaskExists``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rkvstore.engine.redis_engine import ReconcileReport
+from rkvstore.errors import ApiError
+from rkvstore.services.context import Deps
+from rkvstore.services.tasks import RECONCILE
+from rkvstore.store import repo
+
+log = logging.getLogger("rkvstore.reconcile")
+
+
+class Reconciler:
+    def __init__(self, deps: Deps, interval: float) -> None:
+        self.deps = deps
+        self.interval = interval
+        self._out_of_line: dict[str, set[str]] = {}
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+
+    # ------------------------------------------------------------------ state for Describe*
+
+    def in_line(self, instance_id: str) -> bool:
+        with self._lock:
+            return not self._out_of_line.get(instance_id) and instance_id not in self._dirty
+
+    def mark_dirty(self, instance_id: str) -> None:
+        with self._lock:
+            self._dirty.add(instance_id)
+        self._wake.set()
+
+    def forget(self, instance_id: str) -> None:
+        with self._lock:
+            self._out_of_line.pop(instance_id, None)
+            self._dirty.discard(instance_id)
+
+    # ------------------------------------------------------------------ passes
+
+    def reconcile_instance(
+        self, instance_id: str, *, holding_slot: bool = False
+    ) -> ReconcileReport | None:
+        """One pass over one instance; ``None`` when it is busy or not ``Normal``."""
+        deps = self.deps
+        with deps.engine.connect() as conn:
+            instance = repo.get_instance_any_tenant(conn, instance_id)
+        if instance is None or instance.status != "Normal":
+            return None
+        if holding_slot:
+            report = self._pass(instance)
+        else:
+            try:
+                with deps.slots.hold(instance_id, RECONCILE, wait_for_reconcile=0):
+                    report = self._pass(instance)
+            except ApiError:
+                return None  # a task is running: it brings the nodes in line itself
+        with self._lock:
+            self._out_of_line[instance_id] = set(report.unreachable)
+            if report.in_line:
+                self._dirty.discard(instance_id)
+        return report
+
+    def _pass(self, instance: repo.InstanceRow) -> ReconcileReport:
+        from rkvstore.services.instances import LOCAL, desired_users, instance_nodes
+
+        deps = self.deps
+        return deps.redis.reconcile(
+            instance_nodes(deps, instance),
+            desired_users(deps, instance),
+            strict=instance.provider == LOCAL,
+        )
+
+    def run_once(self) -> None:
+        with self.deps.engine.connect() as conn:
+            ids = [i.instance_id for i in repo.list_instances(conn) if i.status == "Normal"]
+        for instance_id in ids:
+            if self._stop.is_set():
+                return
+            try:
+                self.reconcile_instance(instance_id)
+            except Exception:
+                log.exception("reconciling %s failed; will retry", instance_id)
+        self.passes += 1
+
+    # ------------------------------------------------------------------ the loop
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("reconciler pass failed; will retry")
+            self._wake.wait(self.interval)
+            self._wake.clear()

@@ -1,0 +1,156 @@
+"""The per-instance task slot (api.md §6): one mutating task at a time, across processes.
+
+The slot is a row whose primary key is the instance ID, so taking it is one
+INSERT that either wins or fails on every engine; no process lock is
+involved. The holder renews a lease while it works; a slot whose lease ran
+out (its holder died) is taken over by the next caller, who is told so and
+must bring the instance's nodes back in line before its own change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from rkvstore import errors
+from rkvstore.errors import ApiError
+from rkvstore.store.tables import tasks
+
+log = logging.getLogger("rkvstore.tasks")
+HOLDER = f"{socket.gethostname()}:{os.getpid()}"
+RECONCILE = "Reconcile"
+
+
+@dataclass(frozen=True)
+class Task:
+    instance_id: str
+    task_id: str
+    action: str
+    took_over: bool  # the previous holder died mid-task: reconcile before changing
+
+
+class TaskSlots:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lease_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        # One thread renews the leases of every task this process holds.
+        self._held: dict[str, Task] = {}
+        self._held_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self, instance_id: str, action: str, *, wait_for_reconcile: float = 5.0) -> Task:
+        """Take the slot or raise ``TaskExists`` at once (no waiting, no queue).
+
+        The reconciler's short passes are not tasks a caller should see: a
+        caller who meets one waits (bounded) for it instead.
+        """
+        task_id = str(uuid.uuid4())
+        took_over = False
+        deadline = time.monotonic() + wait_for_reconcile
+        for _attempt in range(1000):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        insert(tasks).values(
+                            instance_id=instance_id,
+                            task_id=task_id,
+                            action=action,
+                            holder=HOLDER,
+                            lease_expires_at=self.clock() + self.lease_seconds,
+                        )
+                    )
+                return Task(instance_id, task_id, action, took_over)
+            except IntegrityError:
+                if self._free_if_expired(instance_id):
+                    took_over = True
+                    continue
+                holder = self._holder_action(instance_id)
+                if holder is None:
+                    continue  # released between our INSERT and this look: try again
+                if holder == RECONCILE and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                break
+        raise ApiError(errors.TASK_EXISTS)
+
+    def _holder_action(self, instance_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(tasks.c.action).where(tasks.c.instance_id == instance_id)
+            ).scalar_one_or_none()
+
+    def _free_if_expired(self, instance_id: str) -> bool:
+        with self.engine.begin() as conn:
+            freed = conn.execute(
+                delete(tasks).where(
+                    tasks.c.instance_id == instance_id,
+                    tasks.c.lease_expires_at < self.clock(),
+                )
+            ).rowcount
+        if freed:
+            log.warning(
+                "task slot of %s: lease expired, holder presumed dead; taking over", instance_id
+            )
+        return bool(freed)
+
+    def renew(self, task: Task) -> bool:
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(tasks)
+                .where(tasks.c.task_id == task.task_id)
+                .values(lease_expires_at=self.clock() + self.lease_seconds)
+            ).rowcount
+        return bool(renewed)
+
+    def release(self, task: Task) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(tasks).where(tasks.c.task_id == task.task_id))
+
+    @contextmanager
+    def hold(
+        self, instance_id: str, action: str, *, wait_for_reconcile: float = 5.0
+    ) -> Iterator[Task]:
+        """Hold the slot for the block, renewing its lease; released however the block ends."""
+        task = self.acquire(instance_id, action, wait_for_reconcile=wait_for_reconcile)
+        with self._held_lock:
+            self._held[task.task_id] = task
+            if self._renewer is None:
+                self._renewer = threading.Thread(
+                    target=self._renew_forever, name="task-leases", daemon=True
+                )
+                self._renewer.start()
+        try:
+            yield task
+        finally:
+            with self._held_lock:
+                self._held.pop(task.task_id, None)
+            self.release(task)
+
+    def _renew_forever(self) -> None:
+        while True:
+            time.sleep(self.lease_seconds / 3)
+            with self._held_lock:
+                held = list(self._held.values())
+            for task in held:
+                try:
+                    if not self.renew(task):
+                        log.error("task %s on %s lost its slot", task.task_id, task.instance_id)
+                except Exception:
+                    log.exception("renewing the lease of task %s failed; will retry", task.task_id)

@@ -1,0 +1,170 @@
+"""Queries on instances, nodes and accounts; scoped to a tenant wherever a caller asks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
+
+from rkvstore.store.tables import accounts, instances, nodes
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    instance_id: str
+    account_id: str
+    name: str
+    status: str
+    provider: str
+    engine_version: str
+    architecture: str
+    node_type: str
+    shard_count: int
+    zone_id: str
+    instance_class: str
+    charge_type: str
+    host: str
+    port: int
+    mgmt_password_encrypted: str
+    admin_user: str | None
+    admin_password_encrypted: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> InstanceRow:
+        return cls(**row._mapping)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    node_id: str
+    instance_id: str
+    host: str
+    port: int
+    role: str
+    shard: int
+    master_node_id: str | None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> NodeRow:
+        return cls(**row._mapping)
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    instance_id: str
+    name: str
+    password_sha256: str
+    privilege: str
+    account_type: str
+    description: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> AccountRow:
+        return cls(**row._mapping)
+
+
+def get_instance(conn: Connection, account_id: str, instance_id: str) -> InstanceRow | None:
+    """The instance, only if it belongs to ``account_id`` (another tenant's does not exist)."""
+    row = conn.execute(
+        select(instances).where(
+            instances.c.instance_id == instance_id, instances.c.account_id == account_id
+        )
+    ).first()
+    return InstanceRow.of(row) if row else None
+
+
+def get_instance_any_tenant(conn: Connection, instance_id: str) -> InstanceRow | None:
+    row = conn.execute(select(instances).where(instances.c.instance_id == instance_id)).first()
+    return InstanceRow.of(row) if row else None
+
+
+def list_instances(conn: Connection, account_id: str | None = None) -> list[InstanceRow]:
+    query = select(instances).order_by(instances.c.created_at, instances.c.instance_id)
+    if account_id is not None:
+        query = query.where(instances.c.account_id == account_id)
+    return [InstanceRow.of(r) for r in conn.execute(query)]
+
+
+def insert_instance(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(instances).values(created_at=datetime.now(UTC), **values))
+
+
+def set_instance_status(conn: Connection, instance_id: str, status: str) -> None:
+    conn.execute(
+        update(instances).where(instances.c.instance_id == instance_id).values(status=status)
+    )
+
+
+def delete_instance(conn: Connection, instance_id: str) -> None:
+    conn.execute(delete(accounts).where(accounts.c.instance_id == instance_id))
+    conn.execute(delete(nodes).where(nodes.c.instance_id == instance_id))
+    conn.execute(delete(instances).where(instances.c.instance_id == instance_id))
+
+
+def list_nodes(conn: Connection, instance_id: str) -> list[NodeRow]:
+    rows = conn.execute(
+        select(nodes)
+        .where(nodes.c.instance_id == instance_id)
+        .order_by(nodes.c.shard, nodes.c.role, nodes.c.node_id)
+    )
+    return [NodeRow.of(r) for r in rows]
+
+
+def nodes_in_use(conn: Connection, addresses: Sequence[tuple[str, int]]) -> bool:
+    """Whether any of these host:port pairs is a node of an instance already."""
+    rows = conn.execute(select(nodes.c.host, nodes.c.port)).all()
+    known = {(row.host, row.port) for row in rows}
+    return any(address in known for address in addresses)
+
+
+def replace_nodes(conn: Connection, instance_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    conn.execute(delete(nodes).where(nodes.c.instance_id == instance_id))
+    for values in rows:
+        conn.execute(insert(nodes).values(instance_id=instance_id, **values))
+
+
+def list_accounts(conn: Connection, instance_id: str) -> list[AccountRow]:
+    rows = conn.execute(
+        select(accounts).where(accounts.c.instance_id == instance_id).order_by(accounts.c.name)
+    )
+    return [AccountRow.of(r) for r in rows]
+
+
+def get_account(conn: Connection, instance_id: str, name: str) -> AccountRow | None:
+    row = conn.execute(
+        select(accounts).where(accounts.c.instance_id == instance_id, accounts.c.name == name)
+    ).first()
+    return AccountRow.of(row) if row else None
+
+
+def count_custom_accounts(conn: Connection, instance_id: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(accounts)
+            .where(accounts.c.instance_id == instance_id, accounts.c.account_type == "Normal")
+        ).scalar_one()
+    )
+
+
+def insert_account(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(accounts).values(created_at=datetime.now(UTC), **values))
+
+
+def update_account(conn: Connection, instance_id: str, name: str, **values: Any) -> None:
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.instance_id == instance_id, accounts.c.name == name)
+        .values(**values)
+    )
+
+
+def delete_account(conn: Connection, instance_id: str, name: str) -> None:
+    conn.execute(
+        delete(accounts).where(accounts.c.instance_id == instance_id, accounts.c.name == name)
+    )
