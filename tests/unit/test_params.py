@@ -275,9 +275,19 @@ def test_parse_params_max_length() -> None:
     with pytest.raises(ApiError) as info:
         _parse(AccountDescription="d" * 257)
     assert_api_error(info.value, "InvalidParameter", 400, _invalid("AccountDescription"))
+    # By default a value may be as long as a request may be: a field's own rule
+    # (with its own error code) is what refuses it, not the parser.
+    long_secret = "S" * (64 * 1024)
+    value = parse_params(
+        ParamSpec((Param("AccountPassword", "secret"),)), {"AccountPassword": long_secret}
+    )
+    assert len(value["AccountPassword"]) == 64 * 1024
     too_long = "S" * 4097
     with pytest.raises(ApiError) as info:
-        _parse(AccountPassword=too_long)
+        parse_params(
+            ParamSpec((Param("AccountPassword", "secret", max_length=4096),)),
+            {"AccountPassword": too_long},
+        )
     assert_api_error(info.value, "InvalidParameter", 400, _invalid("AccountPassword"))
     assert too_long not in str(info.value)
 

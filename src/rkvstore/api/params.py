@@ -64,7 +64,10 @@ class Param:
     choices: tuple[str, ...] = ()
     min_value: int | None = None
     max_value: int | None = None
-    max_length: int = 4096
+    # Beyond this, InvalidParameter. Fields with a rule of their own (names,
+    # passwords, descriptions) keep the default, the request's own bound, so
+    # that their rule, with its own error code, is what refuses them.
+    max_length: int = 64 * 1024
 
     def __post_init__(self) -> None:
         if self.name in SECRET_PARAMETERS and self.type != "secret":

@@ -10,8 +10,8 @@ from rkvstore.services.registry import ActionSpec, Registry
 ALL_INSTANCES = "instance/*"
 ONE_INSTANCE = "instance/{InstanceId}"
 
-INSTANCE_ID = Param("InstanceId", required=True, max_length=64)
-ACCOUNT_NAME = Param("AccountName", required=True, max_length=256)
+INSTANCE_ID = Param("InstanceId", required=True)
+ACCOUNT_NAME = Param("AccountName", required=True)
 PAGE_NUMBER = Param("PageNumber", "int", default=1, min_value=1, max_value=10**9)
 PAGE_SIZE = Param("PageSize", "int", default=30, min_value=1, max_value=100)
 
@@ -120,7 +120,7 @@ def build_registry() -> Registry:
                 Param("AccountPassword", "secret", required=True),
                 Param("AccountPrivilege"),
                 Param("AccountType"),
-                Param("AccountDescription", max_length=1024),
+                Param("AccountDescription"),
                 Param("SourceBiz"),
                 mutating=True,
             ),
@@ -130,8 +130,8 @@ def build_registry() -> Registry:
                 "read",
                 ONE_INSTANCE,
                 INSTANCE_ID,
-                Param("AccountName", max_length=256),
-                Param("SearchAccountName", max_length=256),
+                Param("AccountName"),
+                Param("SearchAccountName"),
                 PAGE_NUMBER,
                 PAGE_SIZE,
             ),
@@ -165,7 +165,7 @@ def build_registry() -> Registry:
                 ONE_INSTANCE,
                 INSTANCE_ID,
                 ACCOUNT_NAME,
-                Param("AccountDescription", required=True, max_length=1024),
+                Param("AccountDescription", required=True),
                 Param("SourceBiz"),
                 mutating=True,
             ),

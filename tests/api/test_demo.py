@@ -1,0 +1,71 @@
+"""The README's first command: ``rkvstore demo`` prints a snippet that really resets a password."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import ARTIFACT_DIRS, free_port, remember_secret
+
+
+def _wait_for(path: Path, marker: str, process: subprocess.Popen[bytes], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if marker in text:
+            return text
+        assert process.poll() is None, f"rkvstore demo exited early:\n{text}"
+        time.sleep(0.2)
+    raise AssertionError(f"no {marker!r} within {timeout} s")
+
+
+def test_demo_snippet_resets_the_demo_account(tmp_path_factory: pytest.TempPathFactory) -> None:
+    data_dir = tmp_path_factory.mktemp("demo")
+    ARTIFACT_DIRS.append(data_dir)
+    out = tmp_path_factory.mktemp("demo-out") / "stdout.txt"  # holds the printed key on purpose
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RKVSTORE_")}
+    with out.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rkvstore.cli",
+                "demo",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        text = _wait_for(out, "client.reset_account_password(", process, timeout=90)
+        secret = re.search(r"AccessKeySecret\s+(\S+)", text)
+        assert secret is not None
+        remember_secret(secret.group(1))
+        redis_port = int(re.search(r"-p (\d+) --user demo", text).group(1))  # type: ignore[union-attr]
+        snippet = [
+            line
+            for line in text.splitlines()
+            if line.startswith(("from alibabacloud", "client = ", "client.reset_account_password"))
+        ]
+        assert len(snippet) == 5, snippet
+        remember_secret("New_pass_123")
+        exec("\n".join(snippet), {})  # noqa: S102 - the README's own snippet, run as a user would
+        node = redis.Redis(port=redis_port, username="demo", password="New_pass_123")
+        assert node.ping() is True
+        node.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0

@@ -1,0 +1,402 @@
+"""The per-instance task slot (api.md §6): through HTTP under contention, and on the database.
+
+1. Ten ResetAccountPassword calls on one account at once, each from its own
+   client: every answer is 200 or TaskExists, never 5xx, and the password the
+   Redis nodes accept afterwards is one whose request got 200 (and the one the
+   database holds: ModifyAccountPassword accepts it as the old password).
+2. ``TaskSlots`` on SQLite and PostgreSQL: one holder at a time, a released slot
+   is free, an expired lease is taken over (and the taker is told), a held slot's
+   lease is renewed, and two ``TaskSlots`` on separate engines, or in separate
+   processes, respect each other.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import Engine
+
+from rkvstore.errors import ApiError
+from rkvstore.services.tasks import RECONCILE, TaskSlots
+from rkvstore.store.db import make_engine, migrate
+from tests.api.instances import (
+    MASTER_SLAVE,
+    Instance,
+    assert_wrongpass,
+    can_login,
+    new_password,
+    provision,
+    rpc_client,
+)
+from tests.conftest import LiveServer
+
+pytestmark = pytest.mark.filterwarnings(r"ignore:unclosed file .*server\.out:ResourceWarning")
+
+TASK_EXISTS = (400, "TaskExists", "Specified task have existed.")
+CALLERS = 10
+HTTP_TIMEOUT = 30.0
+PROCESS_TIMEOUT = 30.0
+CHILD_LEASE = 1.5  # seconds: the holder process's lease
+
+
+# --------------------------------------------------------------------------- through HTTP
+
+
+@pytest.fixture(scope="module")
+def instance(live_server: LiveServer) -> Iterator[Instance]:
+    with provision(live_server, MASTER_SLAVE) as (made,):
+        yield made
+
+
+@dataclass
+class Answer:
+    password: str
+    status: int
+    request_id: str
+    code: str | None
+    message: str | None
+
+
+def _concurrent_resets(
+    server: LiveServer, instance_id: str, account: str, passwords: list[str]
+) -> list[Answer]:
+    answers: list[Answer | None] = [None] * len(passwords)
+    errors: list[BaseException] = []
+    # Every caller connects first (a real request), then all send together.
+    start = threading.Barrier(len(passwords), timeout=HTTP_TIMEOUT)
+
+    def caller(i: int) -> None:
+        try:
+            with rpc_client(server) as client:
+                client.call("DescribeInstanceAttribute", {"InstanceId": instance_id})
+                start.wait()
+                response = client.request(
+                    "ResetAccountPassword",
+                    {
+                        "InstanceId": instance_id,
+                        "AccountName": account,
+                        "AccountPassword": passwords[i],
+                    },
+                )
+                body = response.json()
+                answers[i] = Answer(
+                    passwords[i],
+                    response.status_code,
+                    body["RequestId"],
+                    body.get("Code"),
+                    body.get("Message"),
+                )
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(len(passwords))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HTTP_TIMEOUT)
+    assert not any(t.is_alive() for t in threads), "a caller got no answer in time"
+    assert not errors, errors
+    done = [a for a in answers if a is not None]
+    assert len(done) == len(passwords)
+    return done
+
+
+def _finished_last(server: LiveServer, winners: list[Answer]) -> Answer:
+    """The winner whose access-log line (written when its handler returned) comes last."""
+    log = (server.data_dir / "rkvstore.log").read_text()
+    order = {
+        w.request_id: log.rfind(f"request_id={w.request_id} action=ResetAccountPassword")
+        for w in winners
+    }
+    assert all(pos >= 0 for pos in order.values()), "a winner is missing from the access log"
+    return max(winners, key=lambda w: order[w.request_id])
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_ten_concurrent_resets(live_server: LiveServer, instance: Instance, round_: int) -> None:
+    account = f"racer{round_}"
+    first = new_password()
+    with rpc_client(live_server) as rpc:
+        rpc.call(
+            "CreateAccount",
+            {"InstanceId": instance.instance_id, "AccountName": account, "AccountPassword": first},
+        )
+        try:
+            passwords = [new_password() for _ in range(CALLERS)]
+            answers = _concurrent_resets(live_server, instance.instance_id, account, passwords)
+
+            assert all(a.status < 500 for a in answers), answers
+            winners = [a for a in answers if a.status == 200]
+            losers = [a for a in answers if a.status != 200]
+            assert winners, "no reset succeeded"
+            for lost in losers:
+                assert (lost.status, lost.code, lost.message) == TASK_EXISTS
+
+            # Exactly one password works on every node, and it is a winner's.
+            working = {
+                port: [p for p in passwords if can_login(port, account, p)]
+                for port in instance.node_ports
+            }
+            (current,) = working[instance.port]
+            assert all(found == [current] for found in working.values()), working
+            assert current in {w.password for w in winners}
+            # The slot serialises the winners: the last one the server finished set the
+            # password. (Server-side order, from its access log: the order in which the
+            # clients read their answers can differ by a scheduling hiccup.)
+            last = _finished_last(live_server, winners)
+            assert current == last.password, (len(winners), "an earlier winner's password won")
+            for port in instance.node_ports:
+                assert_wrongpass(port, account, first)
+
+            # The database agrees with Redis: the working password is the stored one.
+            fresh = new_password()
+            rpc.call(
+                "ModifyAccountPassword",
+                {
+                    "InstanceId": instance.instance_id,
+                    "AccountName": account,
+                    "OldAccountPassword": current,
+                    "NewAccountPassword": fresh,
+                },
+            )
+            for port in instance.node_ports:
+                assert can_login(port, account, fresh)
+        finally:
+            rpc.call("DeleteAccount", {"InstanceId": instance.instance_id, "AccountName": account})
+
+
+# --------------------------------------------------------------------------- on the database
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = make_engine(database_url)
+    migrate(eng)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
+def second_engine(engine: Engine, database_url: str) -> Iterator[Engine]:
+    """Another engine (its own connection pool) on the same database, as a second process has."""
+    eng = make_engine(database_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def _task_exists(call: object) -> None:
+    assert callable(call)
+    with pytest.raises(ApiError) as info:
+        call()
+    exc = info.value
+    assert (exc.http_status, exc.code, exc.message) == TASK_EXISTS
+
+
+def test_one_holder_at_a_time(engine: Engine) -> None:
+    slots = TaskSlots(engine)
+    task = slots.acquire("r-slot1", "ResetAccountPassword")
+    assert task.instance_id == "r-slot1" and not task.took_over
+    _task_exists(lambda: slots.acquire("r-slot1", "CreateAccount"))
+    other = slots.acquire("r-slot2", "CreateAccount")  # the slot is per instance
+    slots.release(task)
+    again = slots.acquire("r-slot1", "CreateAccount")
+    assert not again.took_over and again.task_id != task.task_id
+    slots.release(again)
+    slots.release(other)
+
+
+def test_hold_releases_however_the_block_ends(engine: Engine) -> None:
+    slots = TaskSlots(engine)
+    with pytest.raises(RuntimeError), slots.hold("r-hold", "DeleteAccount"):
+        _task_exists(lambda: slots.acquire("r-hold", "CreateAccount"))
+        raise RuntimeError("the task failed")
+    slots.release(slots.acquire("r-hold", "CreateAccount"))
+
+
+def test_expired_lease_is_taken_over(engine: Engine) -> None:
+    short = TaskSlots(engine, lease_seconds=0.2)
+    dead = short.acquire("r-lease", "ResetAccountPassword")  # never released: its holder "died"
+    _task_exists(lambda: short.acquire("r-lease", "ResetAccountPassword"))
+    time.sleep(0.3)
+    taker = short.acquire("r-lease", "ResetAccountPassword")
+    assert taker.took_over and not dead.took_over
+    # The dead holder, should it wake, can neither renew nor free the taker's slot.
+    assert not short.renew(dead)
+    short.release(dead)
+    _task_exists(lambda: short.acquire("r-lease", "CreateAccount"))
+    assert short.renew(taker)
+    short.release(taker)
+    after = short.acquire("r-lease", "CreateAccount")
+    assert not after.took_over
+    short.release(after)
+
+
+def test_held_slot_keeps_its_lease(engine: Engine, second_engine: Engine) -> None:
+    """``hold`` renews the lease: a long task is not mistaken for a dead one."""
+    holder = TaskSlots(engine, lease_seconds=0.3)
+    other = TaskSlots(second_engine, lease_seconds=0.3)
+    with holder.hold("r-renew", "GrantAccountPrivilege"):
+        deadline = time.monotonic() + 1.0  # more than three leases
+        while time.monotonic() < deadline:
+            _task_exists(lambda: other.acquire("r-renew", "CreateAccount"))
+            time.sleep(0.1)
+    task = other.acquire("r-renew", "CreateAccount")
+    assert not task.took_over
+    other.release(task)
+
+
+def test_two_slot_objects_on_one_database(engine: Engine, second_engine: Engine) -> None:
+    a, b = TaskSlots(engine), TaskSlots(second_engine)
+    held = a.acquire("r-two", "ResetAccountPassword")
+    _task_exists(lambda: b.acquire("r-two", "ResetAccountPassword"))
+    b_other = b.acquire("r-two-other", "CreateAccount")
+    a.release(held)
+    b_held = b.acquire("r-two", "CreateAccount")
+    assert not b_held.took_over
+    _task_exists(lambda: a.acquire("r-two", "DeleteAccount"))
+    _task_exists(lambda: a.acquire("r-two-other", "DeleteAccount"))
+    b.release(b_held)
+    b.release(b_other)
+
+
+def test_racing_acquirers_one_winner(engine: Engine, database_url: str) -> None:
+    """Eight engines race for one slot: exactly one wins, the others get TaskExists."""
+    engines = [make_engine(database_url) for _ in range(8)]
+    try:
+        results: list[str] = []
+        lock = threading.Lock()
+        start = threading.Barrier(len(engines), timeout=30)
+
+        def race(eng: Engine) -> None:
+            slots = TaskSlots(eng)
+            start.wait()
+            try:
+                slots.acquire("r-race", "ResetAccountPassword")
+                outcome = "won"
+            except ApiError as exc:
+                outcome = exc.code
+            with lock:
+                results.append(outcome)
+
+        threads = [threading.Thread(target=race, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(results) == ["TaskExists"] * 7 + ["won"]
+    finally:
+        for eng in engines:
+            eng.dispose()
+
+
+def test_reconcile_holder_is_waited_for_briefly(engine: Engine, second_engine: Engine) -> None:
+    """A reconciler pass is not a caller's task: a caller waits for it (bounded)."""
+    reconciler, caller = TaskSlots(engine), TaskSlots(second_engine)
+    held = reconciler.acquire("r-rec", RECONCILE)
+    started = time.monotonic()
+    _task_exists(lambda: caller.acquire("r-rec", "ResetAccountPassword", wait_for_reconcile=0.3))
+    assert 0.25 <= time.monotonic() - started < 5
+    timer = threading.Timer(0.2, reconciler.release, args=(held,))
+    timer.start()
+    try:
+        task = caller.acquire("r-rec", "ResetAccountPassword", wait_for_reconcile=5)
+    finally:
+        timer.join()
+    assert not task.took_over
+    caller.release(task)
+
+
+# --------------------------------------------------------------------------- two real processes
+
+_HOLDER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from rkvstore.services.tasks import TaskSlots
+    from rkvstore.store.db import make_engine
+
+    url, lease = sys.argv[1], float(sys.argv[2])
+    slots = TaskSlots(make_engine(url), lease_seconds=lease)
+    task = slots.acquire("r-proc", "ResetAccountPassword")
+    print("held", flush=True)
+    if sys.stdin.readline().strip() == "release":
+        slots.release(task)
+        print("released", flush=True)
+    """
+)
+
+
+@pytest.fixture
+def holder_process(database_url: str) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER_SCRIPT, database_url, str(CHILD_LEASE)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert _read_line(process) == "held"
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(PROCESS_TIMEOUT)
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _read_line(process: subprocess.Popen[str]) -> str:
+    """One line from the child, bounded."""
+    stdout = process.stdout
+    assert stdout is not None
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(PROCESS_TIMEOUT)
+    assert box, "the holder process said nothing in time"
+    return box[0].strip()
+
+
+def test_another_process_holding_the_slot(
+    engine: Engine, holder_process: subprocess.Popen[str]
+) -> None:
+    slots = TaskSlots(engine)
+    _task_exists(lambda: slots.acquire("r-proc", "CreateAccount"))
+    assert holder_process.stdin is not None
+    holder_process.stdin.write("release\n")
+    holder_process.stdin.flush()
+    assert _read_line(holder_process) == "released"
+    task = slots.acquire("r-proc", "CreateAccount")
+    assert not task.took_over
+    slots.release(task)
+
+
+def test_a_dead_process_slot_is_taken_over_after_its_lease(
+    engine: Engine, holder_process: subprocess.Popen[str]
+) -> None:
+    slots = TaskSlots(engine)
+    holder_process.kill()  # SIGKILL: no release, no renewal
+    holder_process.wait(PROCESS_TIMEOUT)
+    _task_exists(lambda: slots.acquire("r-proc", "CreateAccount"))  # its lease still runs
+    deadline = time.monotonic() + CHILD_LEASE + 5
+    while True:
+        try:
+            task = slots.acquire("r-proc", "CreateAccount")
+            break
+        except ApiError:
+            assert time.monotonic() < deadline, "the dead holder's slot was never freed"
+            time.sleep(0.05)
+    assert task.took_over
+    slots.release(task)
