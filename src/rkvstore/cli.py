@@ -234,3 +234,205 @@ def _read_secret(name: str) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# --------------------------------------------------------------------------- operator commands
+
+
+@main.group()
+def tenants() -> None:
+    """Tenants (operator commands on the server's database)."""
+
+
+@tenants.command("create")
+@click.argument("name")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--database-url")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print AccountId, AccessKeyId, AccessKeySecret."
+)
+def tenants_create(
+    name: str, data_dir: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """Create tenant NAME and print its root AccessKey (once: it is stored encrypted)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from rkvstore.bootstrap import open_database, prepare_data_dir
+    from rkvstore.crypto import load_secret_box
+    from rkvstore.iam.credentials import create_tenant
+
+    os.umask(0o077)
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    prepare_data_dir(settings)
+    box = load_secret_box(settings.data_dir, settings.master_key)
+    engine = open_database(settings)
+    try:
+        with engine.begin() as conn:
+            tenant = create_tenant(conn, box, name)
+    except IntegrityError:
+        raise click.ClickException(f"a tenant named {name!r} exists already") from None
+    finally:
+        engine.dispose()
+    secret = tenant.access_key_secret.reveal()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "AccountId": tenant.account_id,
+                    "AccessKeyId": tenant.access_key_id,
+                    "AccessKeySecret": secret,
+                }
+            )
+        )
+    else:
+        click.echo(
+            f"tenant {name}: AccountId {tenant.account_id}\n"
+            f"  AccessKeyId:     {tenant.access_key_id}\n"
+            f"  AccessKeySecret: {secret}"
+        )
+
+
+# --------------------------------------------------------------------------- RAM, day to day
+
+
+def _client_options(func: Any) -> Any:
+    options = [
+        click.option(
+            "--endpoint",
+            envvar="RKVSTORE_ENDPOINT",
+            default="http://127.0.0.1:8080",
+            show_default=True,
+        ),
+        click.option("--access-key-id", envvar="ALIBABA_CLOUD_ACCESS_KEY_ID", required=True),
+        click.option(
+            "--access-key-secret",
+            envvar="ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            required=True,
+            help="Or ALIBABA_CLOUD_ACCESS_KEY_SECRET.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _ram_client(endpoint: str, access_key_id: str, access_key_secret: str) -> Any:
+    from rkvstore.client import RpcClient
+
+    return RpcClient(endpoint, access_key_id, Secret(access_key_secret), version="2015-05-01")
+
+
+def _ram_call(client: Any, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    from rkvstore.client import RpcError
+
+    try:
+        body: dict[str, Any] = client.call(action, params)
+    except RpcError as exc:
+        raise click.ClickException(f"{action}: {exc.code}: {exc.message}") from None
+    return body
+
+
+@main.group()
+def ram() -> None:
+    """Users, keys and policies (through the RAM API, with your AccessKey)."""
+
+
+@ram.command("create-user")
+@click.argument("user_name")
+@click.option("--display-name")
+@click.option("--with-key", is_flag=True, help="Also create an AccessKey and print it (once).")
+@_client_options
+def ram_create_user(
+    user_name: str, display_name: str | None, with_key: bool, **client: str
+) -> None:
+    """Create a RAM user, optionally with an AccessKey."""
+    with _ram_client(**client) as c:
+        user = _ram_call(c, "CreateUser", {"UserName": user_name, "DisplayName": display_name})
+        out: dict[str, Any] = {"User": user["User"]}
+        if with_key:
+            out["AccessKey"] = _ram_call(c, "CreateAccessKey", {"UserName": user_name})["AccessKey"]
+    click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+@ram.command("attach-policy")
+@click.argument("user_name")
+@click.option("--policy-name", required=True)
+@click.option(
+    "--file",
+    "document_file",
+    type=click.File("r"),
+    help="A policy document (JSON): creates the custom policy first.",
+)
+@click.option(
+    "--system", is_flag=True, help="Attach a system policy (e.g. AliyunKvstoreFullAccess)."
+)
+@_client_options
+def ram_attach_policy(
+    user_name: str, policy_name: str, document_file: Any, system: bool, **client: str
+) -> None:
+    """Attach a policy to a user; with --file, create it from a JSON document first."""
+    with _ram_client(**client) as c:
+        if document_file is not None:
+            _ram_call(
+                c,
+                "CreatePolicy",
+                {"PolicyName": policy_name, "PolicyDocument": document_file.read()},
+            )
+        _ram_call(
+            c,
+            "AttachPolicyToUser",
+            {
+                "UserName": user_name,
+                "PolicyName": policy_name,
+                "PolicyType": "System" if system else "Custom",
+            },
+        )
+    click.echo(f"attached {policy_name} to {user_name}")
+
+
+@ram.command("who-can")
+@click.option("--user", "only_user", help="Only this user.")
+@_client_options
+def ram_who_can(only_user: str | None, **client: str) -> None:
+    """List each user's effective statements: direct and through groups."""
+    with _ram_client(**client) as c:
+        users = (
+            [only_user]
+            if only_user
+            else [
+                u["UserName"]
+                for u in _ram_call(c, "ListUsers", {"MaxItems": 1000})["Users"]["User"]
+            ]
+        )
+        for user in users:
+            listed = _ram_call(c, "ListPoliciesForUser", {"UserName": user})
+            sources = [("user", p) for p in listed["Policies"]["Policy"]]
+            groups = _ram_call(c, "ListGroupsForUser", {"UserName": user})["Groups"]["Group"]
+            for group in groups:
+                name = group["GroupName"]
+                listed = _ram_call(c, "ListPoliciesForGroup", {"GroupName": name})
+                sources += [(f"group {name}", p) for p in listed["Policies"]["Policy"]]
+            click.echo(f"{user}:")
+            for via, policy in sources:
+                wanted = {"PolicyName": policy["PolicyName"], "PolicyType": policy["PolicyType"]}
+                got = _ram_call(c, "GetPolicy", wanted)
+                document = got["DefaultPolicyVersion"]["PolicyDocument"]
+                origin = f"[{policy['PolicyType']} {policy['PolicyName']}, via {via}]"
+                for statement in _statements(document):
+                    click.echo(f"  {statement}   {origin}")
+
+
+def _statements(document: str) -> list[str]:
+    from rkvstore.iam.policy import parse_policy
+
+    lines = []
+    for st in parse_policy(document).statements:
+        actions = ", ".join(st.actions) or "NOT " + ", ".join(st.not_actions)
+        resources = ", ".join(st.resources) or "NOT " + ", ".join(st.not_resources)
+        condition = (
+            " if " + "; ".join(f"{c.operator} {c.key} {list(c.values)}" for c in st.conditions)
+            if st.conditions
+            else ""
+        )
+        lines.append(f"{st.effect:5s} {actions} on {resources}{condition}")
+    return lines

@@ -168,10 +168,14 @@ class Dispatcher:
             secure_transport=raw.scheme == "https",
             deps=self.deps,
         )
+        arn_params = params
+        if spec.self_param and params.get(spec.self_param) is None and caller.user_name:
+            arn_params = {**params, spec.self_param: caller.user_name}
         authorize(
+            self.deps,
             caller,
             spec.ram_action,
-            spec.resource_arn(ctx.region, caller.account_id, params),
+            spec.resource_arn(ctx.region, caller.account_id, arn_params),
             self._condition_context(ctx),
         )
         body = spec.handler(ctx, params)

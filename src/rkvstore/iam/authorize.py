@@ -1,12 +1,18 @@
-"""Who may call what. The root principal may do everything in its own tenant."""
+"""Who may call what: root may do anything in its tenant; a RAM user, what its policies allow."""
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from rkvstore import errors
 from rkvstore.errors import ApiError
+from rkvstore.iam import ram_store
 from rkvstore.iam.credentials import AccessKey
+from rkvstore.iam.policy import Policy, evaluate, parse_policy
+
+if TYPE_CHECKING:
+    from rkvstore.services.context import Deps
 
 
 def denied(caller: AccessKey, action: str, explicit: bool) -> ApiError:
@@ -23,13 +29,25 @@ def denied(caller: AccessKey, action: str, explicit: bool) -> ApiError:
     )
 
 
-def authorize(caller: AccessKey, action: str, resource_arn: str, context: dict[str, Any]) -> None:
+@lru_cache(maxsize=4096)
+def _parsed(document: str) -> Policy:
+    # Documents were validated when stored, so this cannot fail here.
+    return parse_policy(document)
+
+
+def authorize(
+    deps: Deps, caller: AccessKey, action: str, resource_arn: str, context: dict[str, Any]
+) -> None:
     """Raise ``Forbidden.RAM`` unless ``caller`` may do ``action`` on ``resource_arn``.
 
-    Every resource ARN is built from the caller's own account ID, so the root
-    principal's own tenant is the only one it can name. RAM users (and their
-    policies) arrive with the RAM API; until a user has a policy, it has no rights.
+    Every ARN is built from the caller's own account ID, so no policy can
+    reach another tenant: there, an instance simply does not exist.
     """
     if caller.is_root:
         return
-    raise denied(caller, action, explicit=False)
+    assert caller.user_name is not None
+    with deps.engine.connect() as conn:
+        documents = ram_store.documents_for_user(conn, caller.account_id, caller.user_name)
+    decision = evaluate([_parsed(d) for d in documents], action, resource_arn, context)
+    if decision != "Allow":
+        raise denied(caller, action, explicit=decision == "ExplicitDeny")

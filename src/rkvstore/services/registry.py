@@ -25,14 +25,28 @@ class ActionSpec:
     resource: str
     service: str = "kvstore"
     mutating: bool = False
+    # A parameter that, left out, means the caller itself (RAM's UserName on
+    # AccessKey actions): the ARN then names the calling user.
+    self_param: str | None = None
 
     @property
     def ram_action(self) -> str:
         return f"{self.service}:{self.name}"
 
     def resource_arn(self, region: str, account_id: str, params: dict[str, Any]) -> str:
-        path = self.resource.format(**{k: v for k, v in params.items() if isinstance(v, str)})
+        """The ARN RAM evaluates; a parameter the call left out stands as ``*``.
+
+        RAM's own resources are global: their ARNs have an empty region.
+        """
+        values = _AnyMissing({k: v for k, v in params.items() if isinstance(v, str)})
+        path = self.resource.format_map(values)
+        region = "" if self.service == "ram" else region
         return f"acs:{self.service}:{region}:{account_id}:{path}"
+
+
+class _AnyMissing(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "*"
 
 
 class Registry:

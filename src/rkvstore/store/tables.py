@@ -145,3 +145,88 @@ tasks = Table(
     Column("lease_expires_at", Float, nullable=False),  # unix seconds
     UniqueConstraint("task_id", name="uq_tasks_task_id"),
 )
+
+# --------------------------------------------------------------------------- RAM (issue 4)
+
+ram_users = Table(
+    "ram_users",
+    metadata,
+    Column(
+        "account_id",
+        String(16),
+        ForeignKey("tenants.account_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_name", String(64), primary_key=True),
+    Column("user_id", String(32), nullable=False, unique=True),
+    Column("display_name", String(128), nullable=False),
+    Column("email", String(256), nullable=False),
+    Column("mobile_phone", String(64), nullable=False),
+    Column("comments", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+ram_groups = Table(
+    "ram_groups",
+    metadata,
+    Column(
+        "account_id",
+        String(16),
+        ForeignKey("tenants.account_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("group_name", String(64), primary_key=True),
+    Column("group_id", String(32), nullable=False, unique=True),
+    Column("comments", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+ram_group_members = Table(
+    "ram_group_members",
+    metadata,
+    Column("account_id", String(16), primary_key=True),
+    Column("group_name", String(64), primary_key=True),
+    Column("user_name", String(64), primary_key=True),
+    Column("joined_at", DateTime(timezone=True), nullable=False),
+)
+
+# Custom policies; the system policies exist in every tenant without a row.
+ram_policies = Table(
+    "ram_policies",
+    metadata,
+    Column(
+        "account_id",
+        String(16),
+        ForeignKey("tenants.account_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("policy_name", String(128), primary_key=True),
+    Column("description", String(1024), nullable=False),
+    Column("default_version", String(16), nullable=False),
+    Column("next_version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+ram_policy_versions = Table(
+    "ram_policy_versions",
+    metadata,
+    Column("account_id", String(16), primary_key=True),
+    Column("policy_name", String(128), primary_key=True),
+    Column("version_id", String(16), primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+ram_attachments = Table(
+    "ram_attachments",
+    metadata,
+    Column("account_id", String(16), primary_key=True),
+    Column("principal_type", String(8), primary_key=True),  # User | Group
+    Column("principal_name", String(64), primary_key=True),
+    Column("policy_type", String(8), primary_key=True),  # System | Custom
+    Column("policy_name", String(128), primary_key=True),
+    Column("attached_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,485 @@
+"""RAM entities in the database: users, groups, memberships, policies, attachments.
+
+Every query is scoped to one tenant (``account_id``). System policies have no
+rows: they exist in every tenant, from ``policy.SYSTEM_POLICIES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
+
+from rkvstore.iam.policy import SYSTEM_POLICIES
+from rkvstore.store.tables import (
+    access_keys,
+    ram_attachments,
+    ram_group_members,
+    ram_groups,
+    ram_policies,
+    ram_policy_versions,
+    ram_users,
+)
+
+SYSTEM, CUSTOM = "System", "Custom"
+USER, GROUP = "User", "Group"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:  # SQLite hands back naive datetimes
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _mapping(row: Row[Any] | None) -> dict[str, Any] | None:
+    return dict(row._mapping) if row is not None else None
+
+
+# --------------------------------------------------------------------------- users
+
+
+def get_user(conn: Connection, account_id: str, name: str) -> dict[str, Any] | None:
+    return _mapping(
+        conn.execute(
+            select(ram_users).where(
+                ram_users.c.account_id == account_id, ram_users.c.user_name == name
+            )
+        ).first()
+    )
+
+
+def list_users(conn: Connection, account_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(ram_users)
+        .where(ram_users.c.account_id == account_id)
+        .order_by(ram_users.c.user_name)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def insert_user(conn: Connection, account_id: str, values: dict[str, Any]) -> None:
+    moment = now()
+    conn.execute(
+        insert(ram_users).values(
+            account_id=account_id, created_at=moment, updated_at=moment, **values
+        )
+    )
+
+
+def update_user(conn: Connection, account_id: str, name: str, values: dict[str, Any]) -> None:
+    conn.execute(
+        update(ram_users)
+        .where(ram_users.c.account_id == account_id, ram_users.c.user_name == name)
+        .values(updated_at=now(), **values)
+    )
+
+
+def rename_user_references(conn: Connection, account_id: str, old: str, new: str) -> None:
+    conn.execute(
+        update(access_keys)
+        .where(access_keys.c.account_id == account_id, access_keys.c.user_name == old)
+        .values(user_name=new)
+    )
+    conn.execute(
+        update(ram_group_members)
+        .where(ram_group_members.c.account_id == account_id, ram_group_members.c.user_name == old)
+        .values(user_name=new)
+    )
+    conn.execute(
+        update(ram_attachments)
+        .where(
+            ram_attachments.c.account_id == account_id,
+            ram_attachments.c.principal_type == USER,
+            ram_attachments.c.principal_name == old,
+        )
+        .values(principal_name=new)
+    )
+
+
+def delete_user(conn: Connection, account_id: str, name: str) -> None:
+    conn.execute(
+        delete(ram_users).where(ram_users.c.account_id == account_id, ram_users.c.user_name == name)
+    )
+
+
+# --------------------------------------------------------------------------- access keys
+
+
+def list_access_keys(
+    conn: Connection, account_id: str, user_name: str | None
+) -> list[dict[str, Any]]:
+    owner = (
+        access_keys.c.user_name.is_(None)
+        if user_name is None
+        else access_keys.c.user_name == user_name
+    )
+    rows = conn.execute(
+        select(access_keys.c.access_key_id, access_keys.c.status, access_keys.c.created_at)
+        .where(access_keys.c.account_id == account_id, owner)
+        .order_by(access_keys.c.created_at, access_keys.c.access_key_id)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def set_access_key_status(
+    conn: Connection, account_id: str, user_name: str | None, key_id: str, status: str
+) -> bool:
+    owner = (
+        access_keys.c.user_name.is_(None)
+        if user_name is None
+        else access_keys.c.user_name == user_name
+    )
+    return bool(
+        conn.execute(
+            update(access_keys)
+            .where(
+                access_keys.c.account_id == account_id,
+                access_keys.c.access_key_id == key_id,
+                owner,
+            )
+            .values(status=status)
+        ).rowcount
+    )
+
+
+def delete_access_key(
+    conn: Connection, account_id: str, user_name: str | None, key_id: str
+) -> bool:
+    owner = (
+        access_keys.c.user_name.is_(None)
+        if user_name is None
+        else access_keys.c.user_name == user_name
+    )
+    return bool(
+        conn.execute(
+            delete(access_keys).where(
+                access_keys.c.account_id == account_id,
+                access_keys.c.access_key_id == key_id,
+                owner,
+            )
+        ).rowcount
+    )
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def get_group(conn: Connection, account_id: str, name: str) -> dict[str, Any] | None:
+    return _mapping(
+        conn.execute(
+            select(ram_groups).where(
+                ram_groups.c.account_id == account_id, ram_groups.c.group_name == name
+            )
+        ).first()
+    )
+
+
+def insert_group(conn: Connection, account_id: str, values: dict[str, Any]) -> None:
+    moment = now()
+    conn.execute(
+        insert(ram_groups).values(
+            account_id=account_id, created_at=moment, updated_at=moment, **values
+        )
+    )
+
+
+def groups_of_user(conn: Connection, account_id: str, user_name: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(ram_groups, ram_group_members.c.joined_at)
+        .join(
+            ram_group_members,
+            and_(
+                ram_group_members.c.account_id == ram_groups.c.account_id,
+                ram_group_members.c.group_name == ram_groups.c.group_name,
+            ),
+        )
+        .where(
+            ram_group_members.c.account_id == account_id, ram_group_members.c.user_name == user_name
+        )
+        .order_by(ram_groups.c.group_name)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def add_member(conn: Connection, account_id: str, group: str, user: str) -> None:
+    conn.execute(
+        insert(ram_group_members).values(
+            account_id=account_id, group_name=group, user_name=user, joined_at=now()
+        )
+    )
+
+
+def remove_member(conn: Connection, account_id: str, group: str, user: str) -> bool:
+    return bool(
+        conn.execute(
+            delete(ram_group_members).where(
+                ram_group_members.c.account_id == account_id,
+                ram_group_members.c.group_name == group,
+                ram_group_members.c.user_name == user,
+            )
+        ).rowcount
+    )
+
+
+# --------------------------------------------------------------------------- policies
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    name: str
+    policy_type: str
+    description: str
+    default_version: str
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+_EPOCH = datetime(2015, 5, 1, tzinfo=UTC)  # system policies' dates
+
+
+def get_policy(conn: Connection, account_id: str, policy_type: str, name: str) -> PolicyInfo | None:
+    if policy_type == SYSTEM:
+        if name not in SYSTEM_POLICIES:
+            return None
+        return PolicyInfo(name, SYSTEM, SYSTEM_POLICIES[name][0], "v1", _EPOCH, _EPOCH)
+    row = conn.execute(
+        select(ram_policies).where(
+            ram_policies.c.account_id == account_id, ram_policies.c.policy_name == name
+        )
+    ).first()
+    if row is None:
+        return None
+    return PolicyInfo(
+        row.policy_name,
+        CUSTOM,
+        row.description,
+        row.default_version,
+        row.created_at,
+        row.updated_at,
+    )
+
+
+def list_policies(conn: Connection, account_id: str, policy_type: str | None) -> list[PolicyInfo]:
+    found: list[PolicyInfo] = []
+    if policy_type in (None, SYSTEM):
+        found += [
+            PolicyInfo(name, SYSTEM, description, "v1", _EPOCH, _EPOCH)
+            for name, (description, _doc) in SYSTEM_POLICIES.items()
+        ]
+    if policy_type in (None, CUSTOM):
+        rows = conn.execute(select(ram_policies).where(ram_policies.c.account_id == account_id))
+        found += [
+            PolicyInfo(
+                r.policy_name, CUSTOM, r.description, r.default_version, r.created_at, r.updated_at
+            )
+            for r in rows
+        ]
+    return sorted(found, key=lambda p: (p.policy_type, p.name))
+
+
+def policy_document(
+    conn: Connection, account_id: str, policy_type: str, name: str, version: str
+) -> str | None:
+    if policy_type == SYSTEM:
+        return SYSTEM_POLICIES[name][1] if name in SYSTEM_POLICIES else None
+    return conn.execute(
+        select(ram_policy_versions.c.document).where(
+            ram_policy_versions.c.account_id == account_id,
+            ram_policy_versions.c.policy_name == name,
+            ram_policy_versions.c.version_id == version,
+        )
+    ).scalar_one_or_none()
+
+
+def policy_versions(conn: Connection, account_id: str, name: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(ram_policy_versions)
+        .where(
+            ram_policy_versions.c.account_id == account_id,
+            ram_policy_versions.c.policy_name == name,
+        )
+        .order_by(ram_policy_versions.c.created_at, ram_policy_versions.c.version_id)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def insert_policy(
+    conn: Connection, account_id: str, name: str, description: str, document: str
+) -> None:
+    moment = now()
+    conn.execute(
+        insert(ram_policies).values(
+            account_id=account_id,
+            policy_name=name,
+            description=description,
+            default_version="v1",
+            next_version=2,
+            created_at=moment,
+            updated_at=moment,
+        )
+    )
+    insert_version(conn, account_id, name, "v1", document)
+
+
+def insert_version(
+    conn: Connection, account_id: str, name: str, version: str, document: str
+) -> None:
+    conn.execute(
+        insert(ram_policy_versions).values(
+            account_id=account_id,
+            policy_name=name,
+            version_id=version,
+            document=document,
+            created_at=now(),
+        )
+    )
+
+
+def delete_version(conn: Connection, account_id: str, name: str, version: str) -> None:
+    conn.execute(
+        delete(ram_policy_versions).where(
+            ram_policy_versions.c.account_id == account_id,
+            ram_policy_versions.c.policy_name == name,
+            ram_policy_versions.c.version_id == version,
+        )
+    )
+
+
+def next_version_number(conn: Connection, account_id: str, name: str) -> int:
+    return int(
+        conn.execute(
+            select(ram_policies.c.next_version).where(
+                ram_policies.c.account_id == account_id, ram_policies.c.policy_name == name
+            )
+        ).scalar_one()
+    )
+
+
+def update_policy(conn: Connection, account_id: str, name: str, values: dict[str, Any]) -> None:
+    conn.execute(
+        update(ram_policies)
+        .where(ram_policies.c.account_id == account_id, ram_policies.c.policy_name == name)
+        .values(updated_at=now(), **values)
+    )
+
+
+def delete_policy(conn: Connection, account_id: str, name: str) -> None:
+    conn.execute(
+        delete(ram_policy_versions).where(
+            ram_policy_versions.c.account_id == account_id,
+            ram_policy_versions.c.policy_name == name,
+        )
+    )
+    conn.execute(
+        delete(ram_policies).where(
+            ram_policies.c.account_id == account_id, ram_policies.c.policy_name == name
+        )
+    )
+
+
+# --------------------------------------------------------------------------- attachments
+
+
+def attachments_of(
+    conn: Connection, account_id: str, principal_type: str, principal: str
+) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(ram_attachments)
+        .where(
+            ram_attachments.c.account_id == account_id,
+            ram_attachments.c.principal_type == principal_type,
+            ram_attachments.c.principal_name == principal,
+        )
+        .order_by(ram_attachments.c.policy_type, ram_attachments.c.policy_name)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def attach(
+    conn: Connection,
+    account_id: str,
+    principal_type: str,
+    principal: str,
+    policy_type: str,
+    policy: str,
+) -> None:
+    conn.execute(
+        insert(ram_attachments).values(
+            account_id=account_id,
+            principal_type=principal_type,
+            principal_name=principal,
+            policy_type=policy_type,
+            policy_name=policy,
+            attached_at=now(),
+        )
+    )
+
+
+def detach(
+    conn: Connection,
+    account_id: str,
+    principal_type: str,
+    principal: str,
+    policy_type: str,
+    policy: str,
+) -> bool:
+    return bool(
+        conn.execute(
+            delete(ram_attachments).where(
+                ram_attachments.c.account_id == account_id,
+                ram_attachments.c.principal_type == principal_type,
+                ram_attachments.c.principal_name == principal,
+                ram_attachments.c.policy_type == policy_type,
+                ram_attachments.c.policy_name == policy,
+            )
+        ).rowcount
+    )
+
+
+def attachment_count(
+    conn: Connection,
+    account_id: str,
+    policy_type: str,
+    policy: str,
+    principal_type: str | None = None,
+) -> int:
+    query = (
+        select(func.count())
+        .select_from(ram_attachments)
+        .where(
+            ram_attachments.c.account_id == account_id,
+            ram_attachments.c.policy_type == policy_type,
+            ram_attachments.c.policy_name == policy,
+        )
+    )
+    if principal_type is not None:
+        query = query.where(ram_attachments.c.principal_type == principal_type)
+    return int(conn.execute(query).scalar_one())
+
+
+def documents_for_user(conn: Connection, account_id: str, user_name: str) -> list[str]:
+    """The default-version documents of every policy on the user, directly or by group."""
+    groups = [g["group_name"] for g in groups_of_user(conn, account_id, user_name)]
+    principals = [(USER, user_name)] + [(GROUP, g) for g in groups]
+    documents: list[str] = []
+    for principal_type, name in principals:
+        for attachment in attachments_of(conn, account_id, principal_type, name):
+            info = get_policy(
+                conn, account_id, attachment["policy_type"], attachment["policy_name"]
+            )
+            if info is None:
+                continue
+            document = policy_document(
+                conn, account_id, info.policy_type, info.name, info.default_version
+            )
+            if document is not None:
+                documents.append(document)
+    return documents

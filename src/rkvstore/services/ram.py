@@ -1,0 +1,589 @@
+"""The RAM API (2015-05-01) on rkvstore's endpoint: users, AccessKeys, policies, groups.
+
+Names and shapes are the official ``alibabacloud-ram20150501`` SDK's
+(docs/ram-wire.md); errors are RAM's own codes and messages.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from sqlalchemy import Connection
+
+from rkvstore import errors
+from rkvstore.errors import ApiError
+from rkvstore.iam import ram_store as store
+from rkvstore.iam.credentials import (
+    ACTIVE,
+    INACTIVE,
+    add_access_key,
+    new_access_key_id,
+    new_access_key_secret,
+)
+from rkvstore.iam.policy import SYSTEM_POLICIES, parse_policy
+from rkvstore.iam.ram_store import CUSTOM, GROUP, SYSTEM, USER, iso
+from rkvstore.services.context import CallContext
+
+MAX_KEYS_PER_USER = 2
+MAX_VERSIONS_PER_POLICY = 5
+MAX_GROUPS_PER_USER = 5
+ROTATE = "DeleteOldestNonDefaultVersionWhenLimitExceeded"
+
+_PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_POLICY_NAME = re.compile(r"[A-Za-z0-9-]+")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE = re.compile(r"[0-9]{1,4}-[0-9]{4,20}")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_name(name: str, field: str, pattern: re.Pattern[str], max_length: int) -> None:
+    if not 1 <= len(name) <= max_length:
+        raise ApiError(errors.INVALID_NAME_LENGTH, name=field)
+    if not pattern.fullmatch(name):
+        raise ApiError(errors.INVALID_NAME_CHARS, name=field)
+
+
+def _check_text(value: str | None, field: str, max_length: int) -> str:
+    if value is None:
+        return ""
+    if len(value) > max_length:
+        raise ApiError(errors.INVALID_NAME_LENGTH, name=field)
+    return value
+
+
+def _check_format(value: str | None, field: str, pattern: re.Pattern[str]) -> str:
+    if value is None or value == "":
+        return ""
+    if len(value) > 256 or not pattern.fullmatch(value):
+        raise ApiError(errors.INVALID_FORMAT, name=field)
+    return value
+
+
+def _user_name(params: dict[str, Any], field: str = "UserName") -> str:
+    name: str = params[field]
+    _check_name(name, field, _PRINCIPAL_NAME, 64)
+    return name
+
+
+def _policy_type(params: dict[str, Any]) -> str:
+    policy_type = params["PolicyType"]
+    if policy_type not in (SYSTEM, CUSTOM):
+        raise ApiError(errors.INVALID_POLICY_TYPE)
+    return str(policy_type)
+
+
+def _require_user(conn: Connection, ctx: CallContext, name: str) -> dict[str, Any]:
+    user = store.get_user(conn, ctx.account_id, name)
+    if user is None:
+        raise ApiError(errors.ENTITY_NOT_EXIST_USER)
+    return user
+
+
+def _require_group(conn: Connection, ctx: CallContext, name: str) -> dict[str, Any]:
+    group = store.get_group(conn, ctx.account_id, name)
+    if group is None:
+        raise ApiError(errors.ENTITY_NOT_EXIST_GROUP)
+    return group
+
+
+def _require_policy(
+    conn: Connection, ctx: CallContext, policy_type: str, name: str
+) -> store.PolicyInfo:
+    info = store.get_policy(conn, ctx.account_id, policy_type, name)
+    if info is None:
+        raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
+    return info
+
+
+def _new_id() -> str:
+    return str(secrets.randbelow(9 * 10**15) + 10**15)
+
+
+def _user_body(
+    user: dict[str, Any], *, updated: bool = True, login: bool = False
+) -> dict[str, Any]:
+    body = {
+        "UserId": user["user_id"],
+        "UserName": user["user_name"],
+        "DisplayName": user["display_name"],
+        "Email": user["email"],
+        "MobilePhone": user["mobile_phone"],
+        "Comments": user["comments"],
+        "CreateDate": iso(user["created_at"]),
+    }
+    if updated:
+        body["UpdateDate"] = iso(user["updated_at"])
+    if login:
+        body["LastLoginDate"] = ""
+    return body
+
+
+def _page(params: dict[str, Any], names: list[str]) -> tuple[int, int, bool, str]:
+    """(start, end, truncated, next marker) over sorted ``names``: the marker is the last name."""
+    marker = params.get("Marker") or ""
+    start = 0
+    if marker:
+        start = next((i for i, name in enumerate(names) if name > marker), len(names))
+    end = start + params["MaxItems"]
+    truncated = end < len(names)
+    return start, end, truncated, names[end - 1] if truncated else ""
+
+
+# --------------------------------------------------------------------------- users
+
+
+def create_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _user_name(params)
+    values = {
+        "user_name": name,
+        "user_id": _new_id(),
+        "display_name": _check_text(params["DisplayName"], "DisplayName", 128),
+        "email": _check_format(params["Email"], "Email", _EMAIL),
+        "mobile_phone": _check_format(params["MobilePhone"], "MobilePhone", _PHONE),
+        "comments": _check_text(params["Comments"], "Comments", 128),
+    }
+    with ctx.deps.engine.begin() as conn:
+        if store.get_user(conn, ctx.account_id, name) is not None:
+            raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER)
+        store.insert_user(conn, ctx.account_id, values)
+        user = store.get_user(conn, ctx.account_id, name)
+    assert user is not None
+    return {"User": _user_body(user, updated=False)}
+
+
+def get_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _user_name(params)
+    with ctx.deps.engine.connect() as conn:
+        user = _require_user(conn, ctx, name)
+    return {"User": _user_body(user, login=True)}
+
+
+def list_users(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    with ctx.deps.engine.connect() as conn:
+        users = store.list_users(conn, ctx.account_id)
+    start, end, truncated, marker = _page(params, [u["user_name"] for u in users])
+    body: dict[str, Any] = {
+        "IsTruncated": truncated,
+        "Users": {"User": [_user_body(u) for u in users[start:end]]},
+    }
+    if truncated:
+        body["Marker"] = marker
+    return body
+
+
+def update_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _user_name(params)
+    values: dict[str, Any] = {}
+    if params["NewDisplayName"] is not None:
+        values["display_name"] = _check_text(params["NewDisplayName"], "NewDisplayName", 128)
+    if params["NewEmail"] is not None:
+        values["email"] = _check_format(params["NewEmail"], "NewEmail", _EMAIL)
+    if params["NewMobilePhone"] is not None:
+        values["mobile_phone"] = _check_format(params["NewMobilePhone"], "NewMobilePhone", _PHONE)
+    if params["NewComments"] is not None:
+        values["comments"] = _check_text(params["NewComments"], "NewComments", 128)
+    new_name = params["NewUserName"]
+    if new_name is not None:
+        _check_name(new_name, "NewUserName", _PRINCIPAL_NAME, 64)
+    with ctx.deps.engine.begin() as conn:
+        _require_user(conn, ctx, name)
+        if new_name is not None and new_name != name:
+            if store.get_user(conn, ctx.account_id, new_name) is not None:
+                raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER)
+            values["user_name"] = new_name
+            store.rename_user_references(conn, ctx.account_id, name, new_name)
+        store.update_user(conn, ctx.account_id, name, values)
+        user = store.get_user(conn, ctx.account_id, values.get("user_name", name))
+    assert user is not None
+    return {"User": _user_body(user)}
+
+
+def delete_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _user_name(params)
+    with ctx.deps.engine.begin() as conn:
+        _require_user(conn, ctx, name)
+        if store.list_access_keys(conn, ctx.account_id, name):
+            raise ApiError(errors.DELETE_CONFLICT_USER_ACCESS_KEY)
+        if store.groups_of_user(conn, ctx.account_id, name):
+            raise ApiError(errors.DELETE_CONFLICT_USER_GROUP)
+        if store.attachments_of(conn, ctx.account_id, USER, name):
+            raise ApiError(errors.DELETE_CONFLICT_USER_POLICY)
+        store.delete_user(conn, ctx.account_id, name)
+    return {}
+
+
+# --------------------------------------------------------------------------- access keys
+
+
+def _key_owner(conn: Connection, ctx: CallContext, params: dict[str, Any]) -> str | None:
+    """The named user, or (no UserName) the caller itself: a RAM user or the root."""
+    if params["UserName"] is None:
+        return ctx.caller.user_name
+    name = _user_name(params)
+    _require_user(conn, ctx, name)
+    return name
+
+
+def create_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    deps = ctx.deps
+    with deps.engine.begin() as conn:
+        owner = _key_owner(conn, ctx, params)
+        if len(store.list_access_keys(conn, ctx.account_id, owner)) >= MAX_KEYS_PER_USER:
+            raise ApiError(errors.LIMIT_EXCEEDED_USER_ACCESS_KEY)
+        key_id, secret = new_access_key_id(), new_access_key_secret()
+        add_access_key(conn, deps.box, ctx.account_id, owner, key_id, secret)
+        created = next(
+            k
+            for k in store.list_access_keys(conn, ctx.account_id, owner)
+            if k["access_key_id"] == key_id
+        )
+    return {
+        "AccessKey": {
+            "AccessKeyId": key_id,
+            # The one place the secret is ever shown.
+            "AccessKeySecret": secret.reveal(),
+            "Status": ACTIVE,
+            "CreateDate": iso(created["created_at"]),
+        }
+    }
+
+
+def list_access_keys(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    with ctx.deps.engine.connect() as conn:
+        owner = _key_owner(conn, ctx, params)
+        keys = store.list_access_keys(conn, ctx.account_id, owner)
+    return {
+        "AccessKeys": {
+            "AccessKey": [
+                {
+                    "AccessKeyId": k["access_key_id"],
+                    "Status": k["status"],
+                    "CreateDate": iso(k["created_at"]),
+                }
+                for k in keys
+            ]
+        }
+    }
+
+
+def update_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    status = params["Status"]
+    if status not in (ACTIVE, INACTIVE):
+        raise ApiError(errors.INVALID_PARAMETER, name="Status")
+    with ctx.deps.engine.begin() as conn:
+        owner = _key_owner(conn, ctx, params)
+        if not store.set_access_key_status(
+            conn, ctx.account_id, owner, params["UserAccessKeyId"], status
+        ):
+            raise ApiError(errors.ENTITY_NOT_EXIST_ACCESS_KEY)
+    return {}
+
+
+def delete_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    with ctx.deps.engine.begin() as conn:
+        owner = _key_owner(conn, ctx, params)
+        if not store.delete_access_key(conn, ctx.account_id, owner, params["UserAccessKeyId"]):
+            raise ApiError(errors.ENTITY_NOT_EXIST_ACCESS_KEY)
+    return {}
+
+
+# --------------------------------------------------------------------------- policies
+
+
+def _policy_name(params: dict[str, Any]) -> str:
+    name: str = params["PolicyName"]
+    _check_name(name, "PolicyName", _POLICY_NAME, 128)
+    return name
+
+
+def _policy_item(conn: Connection, ctx: CallContext, info: store.PolicyInfo) -> dict[str, Any]:
+    return {
+        "PolicyName": info.name,
+        "PolicyType": info.policy_type,
+        "Description": info.description,
+        "DefaultVersion": info.default_version,
+        "CreateDate": iso(info.created_at),
+        "UpdateDate": iso(info.updated_at),
+        "AttachmentCount": store.attachment_count(
+            conn, ctx.account_id, info.policy_type, info.name
+        ),
+    }
+
+
+def create_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _policy_name(params)
+    document: str = params["PolicyDocument"]
+    parse_policy(document)  # MalformedPolicyDocument now, never at evaluation time
+    description = _check_text(params["Description"], "Description", 1024)
+    with ctx.deps.engine.begin() as conn:
+        if name in SYSTEM_POLICIES or store.get_policy(conn, ctx.account_id, CUSTOM, name):
+            raise ApiError(errors.ENTITY_ALREADY_EXISTS_POLICY)
+        store.insert_policy(conn, ctx.account_id, name, description, document)
+        info = _require_policy(conn, ctx, CUSTOM, name)
+    return {
+        "Policy": {
+            "PolicyName": name,
+            "PolicyType": CUSTOM,
+            "Description": description,
+            "DefaultVersion": info.default_version,
+            "CreateDate": iso(info.created_at),
+        }
+    }
+
+
+def get_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _policy_name(params)
+    policy_type = _policy_type(params)
+    with ctx.deps.engine.connect() as conn:
+        info = _require_policy(conn, ctx, policy_type, name)
+        document = (
+            store.policy_document(conn, ctx.account_id, policy_type, name, info.default_version)
+            or ""
+        )
+        item = _policy_item(conn, ctx, info)
+        versions = (
+            {v["version_id"]: v for v in store.policy_versions(conn, ctx.account_id, name)}
+            if policy_type == CUSTOM
+            else {}
+        )
+    created = versions.get(info.default_version, {}).get("created_at", info.created_at)
+    return {
+        "Policy": {**item, "PolicyDocument": document},
+        "DefaultPolicyVersion": {
+            "VersionId": info.default_version,
+            "IsDefaultVersion": True,
+            "PolicyDocument": document,
+            "CreateDate": iso(created),
+        },
+    }
+
+
+def list_policies(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    policy_type = params["PolicyType"]
+    if policy_type is not None:
+        policy_type = _policy_type(params)
+    with ctx.deps.engine.connect() as conn:
+        policies = store.list_policies(conn, ctx.account_id, policy_type)
+        keys = [f"{p.policy_type}:{p.name}" for p in policies]
+        start, end, truncated, marker = _page(params, keys)
+        items = [_policy_item(conn, ctx, p) for p in policies[start:end]]
+    body: dict[str, Any] = {"IsTruncated": truncated, "Policies": {"Policy": items}}
+    if truncated:
+        body["Marker"] = marker
+    return body
+
+
+def delete_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _policy_name(params)
+    with ctx.deps.engine.begin() as conn:
+        info = _require_policy(conn, ctx, CUSTOM, name)
+        if store.attachment_count(conn, ctx.account_id, CUSTOM, name, USER):
+            raise ApiError(errors.DELETE_CONFLICT_POLICY_USER)
+        if store.attachment_count(conn, ctx.account_id, CUSTOM, name, GROUP):
+            raise ApiError(errors.DELETE_CONFLICT_POLICY_GROUP)
+        others = [
+            v
+            for v in store.policy_versions(conn, ctx.account_id, name)
+            if v["version_id"] != info.default_version
+        ]
+        if others and not params["CascadingDelete"]:
+            raise ApiError(errors.DELETE_CONFLICT_POLICY_VERSION)
+        store.delete_policy(conn, ctx.account_id, name)
+    return {}
+
+
+def create_policy_version(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _policy_name(params)
+    document: str = params["PolicyDocument"]
+    parse_policy(document)
+    rotate = params["RotateStrategy"] or "None"
+    if rotate not in ("None", ROTATE):
+        raise ApiError(errors.INVALID_PARAMETER, name="RotateStrategy")
+    with ctx.deps.engine.begin() as conn:
+        info = _require_policy(conn, ctx, CUSTOM, name)
+        versions = store.policy_versions(conn, ctx.account_id, name)
+        if len(versions) >= MAX_VERSIONS_PER_POLICY:
+            if rotate != ROTATE:
+                raise ApiError(errors.LIMIT_EXCEEDED_POLICY_VERSION)
+            oldest = next(v for v in versions if v["version_id"] != info.default_version)
+            store.delete_version(conn, ctx.account_id, name, oldest["version_id"])
+        number = store.next_version_number(conn, ctx.account_id, name)
+        version = f"v{number}"
+        store.insert_version(conn, ctx.account_id, name, version, document)
+        values: dict[str, Any] = {"next_version": number + 1}
+        if params["SetAsDefault"]:
+            values["default_version"] = version
+        store.update_policy(conn, ctx.account_id, name, values)
+        created = next(
+            v
+            for v in store.policy_versions(conn, ctx.account_id, name)
+            if v["version_id"] == version
+        )
+    return {
+        "PolicyVersion": {
+            "VersionId": version,
+            "IsDefaultVersion": bool(params["SetAsDefault"]),
+            "PolicyDocument": document,
+            "CreateDate": iso(created["created_at"]),
+        }
+    }
+
+
+# --------------------------------------------------------------------------- attachments
+
+
+def _attach(ctx: CallContext, params: dict[str, Any], principal_type: str, attach: bool) -> None:
+    policy_type = _policy_type(params)
+    policy = _policy_name(params)
+    field = "UserName" if principal_type == USER else "GroupName"
+    principal = _user_name(params, field)
+    with ctx.deps.engine.begin() as conn:
+        if principal_type == USER:
+            _require_user(conn, ctx, principal)
+        else:
+            _require_group(conn, ctx, principal)
+        _require_policy(conn, ctx, policy_type, policy)
+        attached = any(
+            a["policy_type"] == policy_type and a["policy_name"] == policy
+            for a in store.attachments_of(conn, ctx.account_id, principal_type, principal)
+        )
+        if attach:
+            if attached:
+                raise ApiError(
+                    errors.ENTITY_ALREADY_EXISTS_USER_POLICY
+                    if principal_type == USER
+                    else errors.ENTITY_ALREADY_EXISTS_GROUP_POLICY
+                )
+            store.attach(conn, ctx.account_id, principal_type, principal, policy_type, policy)
+        elif not store.detach(conn, ctx.account_id, principal_type, principal, policy_type, policy):
+            raise ApiError(
+                errors.ENTITY_NOT_EXIST_USER_POLICY
+                if principal_type == USER
+                else errors.ENTITY_NOT_EXIST_GROUP_POLICY
+            )
+
+
+def attach_policy_to_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    _attach(ctx, params, USER, attach=True)
+    return {}
+
+
+def detach_policy_from_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    _attach(ctx, params, USER, attach=False)
+    return {}
+
+
+def attach_policy_to_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    _attach(ctx, params, GROUP, attach=True)
+    return {}
+
+
+def detach_policy_from_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    _attach(ctx, params, GROUP, attach=False)
+    return {}
+
+
+def list_policies_for_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    return _list_policies_for(ctx, USER, _user_name(params))
+
+
+def list_policies_for_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    return _list_policies_for(ctx, GROUP, _user_name(params, "GroupName"))
+
+
+def _list_policies_for(ctx: CallContext, principal_type: str, name: str) -> dict[str, Any]:
+    with ctx.deps.engine.connect() as conn:
+        if principal_type == USER:
+            _require_user(conn, ctx, name)
+        else:
+            _require_group(conn, ctx, name)
+        items = []
+        for attachment in store.attachments_of(conn, ctx.account_id, principal_type, name):
+            info = store.get_policy(
+                conn, ctx.account_id, attachment["policy_type"], attachment["policy_name"]
+            )
+            if info is None:
+                continue
+            items.append(
+                {
+                    "PolicyName": info.name,
+                    "PolicyType": info.policy_type,
+                    "Description": info.description,
+                    "DefaultVersion": info.default_version,
+                    "AttachDate": iso(attachment["attached_at"]),
+                }
+            )
+    return {"Policies": {"Policy": items}}
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def create_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = _user_name(params, "GroupName")
+    comments = _check_text(params["Comments"], "Comments", 128)
+    with ctx.deps.engine.begin() as conn:
+        if store.get_group(conn, ctx.account_id, name) is not None:
+            raise ApiError(errors.ENTITY_ALREADY_EXISTS_GROUP)
+        store.insert_group(
+            conn, ctx.account_id, {"group_name": name, "group_id": _new_id(), "comments": comments}
+        )
+        group = _require_group(conn, ctx, name)
+    return {
+        "Group": {
+            "GroupId": group["group_id"],
+            "GroupName": name,
+            "Comments": comments,
+            "CreateDate": iso(group["created_at"]),
+        }
+    }
+
+
+def add_user_to_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    group = _user_name(params, "GroupName")
+    user = _user_name(params)
+    with ctx.deps.engine.begin() as conn:
+        _require_group(conn, ctx, group)
+        _require_user(conn, ctx, user)
+        joined = store.groups_of_user(conn, ctx.account_id, user)
+        if any(g["group_name"] == group for g in joined):
+            raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER_GROUP)
+        if len(joined) >= MAX_GROUPS_PER_USER:
+            raise ApiError(errors.LIMIT_EXCEEDED_USER_GROUP)
+        store.add_member(conn, ctx.account_id, group, user)
+    return {}
+
+
+def remove_user_from_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    group = _user_name(params, "GroupName")
+    user = _user_name(params)
+    with ctx.deps.engine.begin() as conn:
+        _require_group(conn, ctx, group)
+        _require_user(conn, ctx, user)
+        if not store.remove_member(conn, ctx.account_id, group, user):
+            raise ApiError(errors.ENTITY_NOT_EXIST_USER_GROUP)
+    return {}
+
+
+def list_groups_for_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    user = _user_name(params)
+    with ctx.deps.engine.connect() as conn:
+        _require_user(conn, ctx, user)
+        groups = store.groups_of_user(conn, ctx.account_id, user)
+    return {
+        "Groups": {
+            "Group": [
+                {
+                    "GroupId": g["group_id"],
+                    "GroupName": g["group_name"],
+                    "Comments": g["comments"],
+                    "JoinDate": iso(g["joined_at"]),
+                }
+                for g in groups
+            ]
+        }
+    }
