@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, delete, func, insert, select, update
 
 from rkvstore.iam.policy import SYSTEM_POLICIES
 from rkvstore.store.tables import (
@@ -113,14 +113,17 @@ def delete_user(conn: Connection, account_id: str, name: str) -> None:
 # --------------------------------------------------------------------------- access keys
 
 
+def _key_owner(user_name: str | None) -> ColumnElement[bool]:
+    """The keys of ``user_name``, or of the root principal when None."""
+    if user_name is None:
+        return access_keys.c.user_name.is_(None)
+    return access_keys.c.user_name == user_name
+
+
 def list_access_keys(
     conn: Connection, account_id: str, user_name: str | None
 ) -> list[dict[str, Any]]:
-    owner = (
-        access_keys.c.user_name.is_(None)
-        if user_name is None
-        else access_keys.c.user_name == user_name
-    )
+    owner = _key_owner(user_name)
     rows = conn.execute(
         select(access_keys.c.access_key_id, access_keys.c.status, access_keys.c.created_at)
         .where(access_keys.c.account_id == account_id, owner)
@@ -132,11 +135,7 @@ def list_access_keys(
 def set_access_key_status(
     conn: Connection, account_id: str, user_name: str | None, key_id: str, status: str
 ) -> bool:
-    owner = (
-        access_keys.c.user_name.is_(None)
-        if user_name is None
-        else access_keys.c.user_name == user_name
-    )
+    owner = _key_owner(user_name)
     return bool(
         conn.execute(
             update(access_keys)
@@ -153,11 +152,7 @@ def set_access_key_status(
 def delete_access_key(
     conn: Connection, account_id: str, user_name: str | None, key_id: str
 ) -> bool:
-    owner = (
-        access_keys.c.user_name.is_(None)
-        if user_name is None
-        else access_keys.c.user_name == user_name
-    )
+    owner = _key_owner(user_name)
     return bool(
         conn.execute(
             delete(access_keys).where(
