@@ -31,6 +31,9 @@ def test_no_secret_in_anything_the_run_left_behind() -> None:
     needles = {s.encode() for s in USED_SECRETS if len(s) >= 6}
     found: list[str] = []
     for path in files:
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # a Redis temp file (AOF/RDB rewrite) gone since the listing
+            continue
         found += [f"{path}: {n[:3]!r}…" for n in needles if n in data]
     assert not found, "secrets left behind:\n" + "\n".join(found)

@@ -232,10 +232,6 @@ def _read_secret(name: str) -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 # --------------------------------------------------------------------------- operator commands
 
 
@@ -436,3 +432,32 @@ def _statements(document: str) -> list[str]:
         )
         lines.append(f"{st.effect:5s} {actions} on {resources}{condition}")
     return lines
+
+
+@main.group()
+def instances() -> None:
+    """Operator tasks on instances (through the API, with your AccessKey)."""
+
+
+@instances.command("rotate-management-password")
+@click.argument("instance_id")
+@_client_options
+def instances_rotate(instance_id: str, **client: str) -> None:
+    """Give rkvstore's management user (and replication) a new password on every node."""
+    from rkvstore.client import RpcClient, RpcError
+
+    endpoint, key_id, secret = (
+        client["endpoint"],
+        client["access_key_id"],
+        client["access_key_secret"],
+    )
+    with RpcClient(endpoint, key_id, Secret(secret)) as c:
+        try:
+            c.call("RotateManagementPassword", {"InstanceId": instance_id})
+        except RpcError as exc:
+            raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    click.echo(f"management password of {instance_id} rotated")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -175,7 +175,7 @@ class Dispatcher:
             self.deps,
             caller,
             spec.ram_action,
-            spec.resource_arn(ctx.region, caller.account_id, arn_params),
+            spec.resource_arns(ctx.region, caller.account_id, arn_params),
             self._condition_context(ctx),
         )
         body = spec.handler(ctx, params)

@@ -36,9 +36,9 @@ def _parsed(document: str) -> Policy:
 
 
 def authorize(
-    deps: Deps, caller: AccessKey, action: str, resource_arn: str, context: dict[str, Any]
+    deps: Deps, caller: AccessKey, action: str, resource_arns: list[str], context: dict[str, Any]
 ) -> None:
-    """Raise ``Forbidden.RAM`` unless ``caller`` may do ``action`` on ``resource_arn``.
+    """Raise ``Forbidden.RAM`` unless ``caller`` may do ``action`` on each of ``resource_arns``.
 
     Every ARN is built from the caller's own account ID, so no policy can
     reach another tenant: there, an instance simply does not exist.
@@ -48,6 +48,9 @@ def authorize(
     assert caller.user_name is not None
     with deps.engine.connect() as conn:
         documents = ram_store.documents_for_user(conn, caller.account_id, caller.user_name)
-    decision = evaluate([_parsed(d) for d in documents], action, resource_arn, context)
-    if decision != "Allow":
-        raise denied(caller, action, explicit=decision == "ExplicitDeny")
+    policies = [_parsed(d) for d in documents]
+    decisions = [evaluate(policies, action, arn, context) for arn in resource_arns]
+    if "ExplicitDeny" in decisions:
+        raise denied(caller, action, explicit=True)
+    if any(d != "Allow" for d in decisions):
+        raise denied(caller, action, explicit=False)

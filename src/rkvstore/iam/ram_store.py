@@ -57,12 +57,10 @@ def get_user(conn: Connection, account_id: str, name: str) -> dict[str, Any] | N
 
 
 def list_users(conn: Connection, account_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(ram_users)
-        .where(ram_users.c.account_id == account_id)
-        .order_by(ram_users.c.user_name)
-    )
-    return [dict(r._mapping) for r in rows]
+    rows = conn.execute(select(ram_users).where(ram_users.c.account_id == account_id))
+    # Sorted here, not by the database's collation: the paging marker compares
+    # names the same way (code points) on every engine.
+    return sorted((dict(r._mapping) for r in rows), key=lambda u: str(u["user_name"]))
 
 
 def insert_user(conn: Connection, account_id: str, values: dict[str, Any]) -> None:

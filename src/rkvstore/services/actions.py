@@ -213,6 +213,7 @@ def _ram(
     resource: str,
     *params: Param,
     self_param: str | None = None,
+    also_on: tuple[str, ...] = (),
 ) -> ActionSpec:
     return ActionSpec(
         name=name,
@@ -224,6 +225,7 @@ def _ram(
         service="ram",
         mutating=level != "read" and level != "list",
         self_param=self_param,
+        also_on=also_on,
     )
 
 
@@ -339,6 +341,7 @@ def ram_actions() -> list[ActionSpec]:
             POLICY_TYPE,
             POLICY_NAME,
             USER_NAME,
+            also_on=(policy,),
         ),
         _ram(
             "DetachPolicyFromUser",
@@ -348,6 +351,7 @@ def ram_actions() -> list[ActionSpec]:
             POLICY_TYPE,
             POLICY_NAME,
             USER_NAME,
+            also_on=(policy,),
         ),
         _ram("ListPoliciesForUser", ram.list_policies_for_user, "list", user, USER_NAME),
         _ram("ListPoliciesForGroup", ram.list_policies_for_group, "list", group, GROUP_NAME),
@@ -369,6 +373,7 @@ def ram_actions() -> list[ActionSpec]:
             POLICY_TYPE,
             POLICY_NAME,
             GROUP_NAME,
+            also_on=(policy,),
         ),
         _ram(
             "DetachPolicyFromGroup",
@@ -378,6 +383,7 @@ def ram_actions() -> list[ActionSpec]:
             POLICY_TYPE,
             POLICY_NAME,
             GROUP_NAME,
+            also_on=(policy,),
         ),
         _ram("ListGroupsForUser", ram.list_groups_for_user, "list", user, USER_NAME),
     ]

@@ -28,20 +28,25 @@ class ActionSpec:
     # A parameter that, left out, means the caller itself (RAM's UserName on
     # AccessKey actions): the ARN then names the calling user.
     self_param: str | None = None
+    # Further resources the caller must also be allowed on (attaching a policy
+    # needs the policy as well as the user: else anyone could attach anything).
+    also_on: tuple[str, ...] = ()
 
     @property
     def ram_action(self) -> str:
         return f"{self.service}:{self.name}"
 
-    def resource_arn(self, region: str, account_id: str, params: dict[str, Any]) -> str:
-        """The ARN RAM evaluates; a parameter the call left out stands as ``*``.
+    def resource_arns(self, region: str, account_id: str, params: dict[str, Any]) -> list[str]:
+        """The ARNs RAM evaluates; a parameter the call left out stands as ``*``.
 
         RAM's own resources are global: their ARNs have an empty region.
         """
         values = _AnyMissing({k: v for k, v in params.items() if isinstance(v, str)})
-        path = self.resource.format_map(values)
         region = "" if self.service == "ram" else region
-        return f"acs:{self.service}:{region}:{account_id}:{path}"
+        return [
+            f"acs:{self.service}:{region}:{account_id}:{resource.format_map(values)}"
+            for resource in (self.resource, *self.also_on)
+        ]
 
 
 class _AnyMissing(dict[str, str]):
