@@ -59,7 +59,8 @@ def build_deps(settings: Settings) -> Deps:
 
 def start_background(deps: Deps) -> None:
     """Bring local nodes up (adopting ones still running), then supervise and reconcile."""
-    from rkvstore.services.instances import CREATING, LOCAL, resume_creation
+    from rkvstore.services.common import CREATING, LOCAL
+    from rkvstore.services.instances import resume_creation
 
     with deps.engine.connect() as conn:
         instances = [i for i in repo.list_instances(conn) if i.provider == LOCAL]

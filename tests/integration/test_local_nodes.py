@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import secrets
 import signal
@@ -38,11 +39,16 @@ from rkvstore.engine.local import (
     LocalNodeError,
     LocalNodeManager,
 )
-from rkvstore.engine.localfiles import render_acl_file
+from rkvstore.engine.localfiles import accept_management_password, render_acl_file
 from rkvstore.secret import Secret
 from tests.conftest import remember_secret
 
 T = TypeVar("T")
+
+ACL_MISSING = (
+    "node {}: ACL file missing; started with the management user only; "
+    "the reconciler restores its accounts"
+)
 
 BINARIES = find_binaries()
 ENGINES = [
@@ -124,6 +130,23 @@ def port_refuses(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def assert_masterauth(manager: LocalNodeManager, node: LocalNode, mgmt: Secret) -> None:
+    """masteruser/masterauth are the management user's (waits: a restarted node answers first)."""
+
+    def probe() -> bool:
+        with manager.client(node, mgmt) as conn:
+            auth = conn.config_get("masterauth")["masterauth"]
+            user = conn.config_get("masteruser")["masteruser"]
+        return bool(auth == mgmt.reveal() and user == MANAGEMENT_USER)
+
+    wait_for(f"masterauth on {node.node_id}", probe, 5)
+
+
+def link_up(manager: LocalNodeManager, replica: LocalNode, mgmt: Secret) -> bool:
+    with manager.client(replica, mgmt) as conn:
+        return bool(conn.info("replication").get("master_link_status") == "up")
 
 
 def files_under(root: Path) -> list[Path]:
@@ -244,6 +267,29 @@ def test_acl_file_refuses_plaintext_and_disables_a_missing_default() -> None:
             render_acl_file(mgmt, bad)
 
 
+def test_the_acl_file_is_made_to_accept_the_current_management_password() -> None:
+    old, new = Secret(password()), Secret(password())
+    saved_70 = (
+        "user app on #" + "a" * 64 + " ~* resetchannels &* +@all\n"
+        f"user {MANAGEMENT_USER} on sanitize-payload #{old.sha256_hex()} "
+        "~* resetchannels &* +@all\n"
+        "user default off nopass sanitize-payload resetchannels -@all\n"
+    )
+    fixed = accept_management_password(saved_70, new)
+    assert fixed.splitlines() == [
+        saved_70.splitlines()[0],
+        f"user {MANAGEMENT_USER} on #{new.sha256_hex()} #{old.sha256_hex()} ~* &* +@all",
+        saved_70.splitlines()[2],
+    ]
+    assert accept_management_password(fixed, new) == fixed  # already accepted: unchanged
+    assert accept_management_password(fixed, old) == fixed
+    assert accept_management_password("user default off\n", new).splitlines() == [
+        "user default off",
+        f"user {MANAGEMENT_USER} on #{new.sha256_hex()} ~* &* +@all",
+    ]
+    assert new.reveal() not in fixed and old.reveal() not in fixed
+
+
 def test_allocated_ports_are_free_distinct_and_below_the_ephemeral_range(nodes: Nodes) -> None:
     manager = nodes.manager()
     ports = {manager.allocate_port() for _ in range(20)}
@@ -318,9 +364,15 @@ def test_master_and_replica_replicate_authenticated_as_management_user(
         assert info["role"] == "slave" and info["master_port"] == master.port
         assert conn.config_get("masteruser")["masteruser"] == MANAGEMENT_USER
 
+    # masterauth on every node (a master becomes a replica after a failover), set at
+    # runtime only: masteruser is in redis.conf, the password in no file.
+    for node in (master, replica):
+        assert_masterauth(manager, node, mgmt)
+        conf = (manager.node_dir(node) / "redis.conf").read_text()
+        assert f"masteruser {MANAGEMENT_USER}" in conf.splitlines()
+        assert "masterauth" not in conf
     replica_conf = (manager.node_dir(replica) / "redis.conf").read_text()
     assert f"replicaof 127.0.0.1 {master.port}" in replica_conf
-    assert "masterauth" not in replica_conf
     # The management password and the accounts' are in no file, argument list or environment.
     assert_in_no_file(manager.root, mgmt.reveal(), app_pw, default_pw)
     for node in (master, replica):
@@ -384,7 +436,9 @@ def test_supervisor_restarts_a_killed_node_on_its_port(nodes: Nodes, engine: str
             with connect(node.port, user, pw) as conn:
                 assert conn.ping()
 
-    # The restarted replica got masterauth again: the link comes back and data flows.
+    # Both got masterauth again; for the replica: the link comes back and data flows.
+    for node in (master, replica):
+        assert_masterauth(manager, node, mgmt)
     with manager.client(replica, mgmt) as conn:
         wait_for(
             "replica link up",
@@ -434,6 +488,9 @@ def test_a_new_manager_adopts_running_nodes_and_starts_stopped_ones(nodes: Nodes
     for node in (master, replica, lone):
         earlier.create(node, mgmt, acl)
     running_pids = {n.node_id: server_pid(n.port, mgmt) for n in (master, replica)}
+    for node in (master, replica):  # forgotten (as after CONFIG SET by hand): adoption sets it
+        with earlier.client(node, mgmt) as conn:
+            conn.config_set("masterauth", "")
     with connect(lone.port, "app", app_pw) as conn:
         conn.set("kept", "yes")
     earlier.stop(lone)  # SIGTERM: Redis saves
@@ -444,6 +501,8 @@ def test_a_new_manager_adopts_running_nodes_and_starts_stopped_ones(nodes: Nodes
         later.ensure_running(node, mgmt)
         later.watch(node, mgmt)
 
+    for node in (master, replica, lone):
+        assert_masterauth(later, node, mgmt)
     for node in (master, replica):
         assert processes_on_port(node.port) == [running_pids[node.node_id]]
         assert server_pid(node.port, mgmt) == running_pids[node.node_id]
@@ -464,6 +523,53 @@ def test_a_new_manager_adopts_running_nodes_and_starts_stopped_ones(nodes: Nodes
     )
     with connect(master.port, "app", app_pw) as conn:
         assert conn.ping()
+
+
+def test_adopting_a_frozen_node_sets_masterauth_once_it_answers(nodes: Nodes) -> None:
+    earlier = nodes.manager()
+    mgmt = Secret(password())
+    node = LocalNode(
+        "r-cold", "r-cold-0", earlier.allocate_port(), "master", None, engine_binary("7.0")
+    )
+    earlier.create(node, mgmt, [])
+    with earlier.client(node, mgmt) as conn:
+        conn.config_set("masterauth", "")
+    pid = server_pid(node.port, mgmt)
+    later = nodes.manager()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        later.ensure_running(node, mgmt)  # adopted (a second process could not bind)
+        assert time.monotonic() - started < 10
+        later.watch(node, mgmt)
+        assert later.check_watched() == []
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert later.check_watched() == []  # answers again: the pass sets masterauth
+    with later.client(node, mgmt) as conn:
+        assert conn.config_get("masterauth")["masterauth"] == mgmt.reveal()
+    assert processes_on_port(node.port) == [pid]
+
+
+def test_ensure_running_starts_a_stopped_node_whose_acl_file_is_gone(
+    nodes: Nodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="rkvstore.engine.local")
+    manager = nodes.manager()
+    mgmt = Secret(password())
+    app_pw = password()
+    node = LocalNode(
+        "r-bare", "r-bare-0", manager.allocate_port(), "master", None, engine_binary("7.0")
+    )
+    manager.create(node, mgmt, [acl_line("app", app_pw)])
+    manager.stop(node)
+    (manager.node_dir(node) / "users.acl").unlink()
+
+    nodes.manager().ensure_running(node, mgmt)  # as at rkvstore's start
+    with manager.client(node, mgmt) as conn:
+        assert sorted(conn.acl_users()) == ["default", MANAGEMENT_USER]
+    assert_masterauth(manager, node, mgmt)
+    assert ACL_MISSING.format(node.node_id) in [r.getMessage() for r in caplog.records]
 
 
 def test_ensure_running_refuses_a_port_held_by_another_server(nodes: Nodes) -> None:
@@ -562,3 +668,196 @@ def test_a_frozen_node_is_left_alone_by_the_supervisor_and_still_stops(nodes: No
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
+
+
+# --------------------------------------------------------------------------- lost ACL file
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_node_restarted_without_its_acl_file_has_the_management_user_only(
+    nodes: Nodes, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="rkvstore.engine.local")
+    manager = nodes.manager()
+    mgmt = Secret(password())
+    app_pw = password()
+    master, replica = nodes.pair(manager, engine_binary(engine), new_instance_id())
+    for node in (master, replica):
+        manager.create(node, mgmt, [acl_line("app", app_pw)])
+        manager.watch(node, mgmt)
+    manager.start_supervisor()
+
+    # An operator deletes one file and empties the other (an empty one would open `default`);
+    # then the nodes die. Redis would not start with a missing aclfile.
+    (manager.node_dir(master) / "users.acl").unlink()
+    (manager.node_dir(replica) / "users.acl").write_text("")
+    for node in (master, replica):
+        old_pid = server_pid(node.port, mgmt)
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(
+            f"{node.node_id} restarted",
+            functools.partial(new_server_pid, node.port, mgmt, old_pid),
+            10,
+        )
+
+    for node in (master, replica):
+        with manager.client(node, mgmt) as conn:
+            assert sorted(conn.acl_users()) == ["default", MANAGEMENT_USER]
+            assert "off" in conn.acl_getuser("default")["flags"]
+        with connect(node.port) as conn, pytest.raises(redis.AuthenticationError):
+            conn.ping()
+        with connect(node.port, "app", app_pw) as conn, pytest.raises(redis.AuthenticationError):
+            conn.ping()  # gone until the reconciler puts it back
+        assert_masterauth(manager, node, mgmt)
+        acl_file = manager.node_dir(node) / "users.acl"
+        assert acl_file.read_text().splitlines() == [
+            "user default off",
+            f"user {MANAGEMENT_USER} on #{mgmt.sha256_hex()} ~* &* +@all",
+        ]
+        assert acl_file.stat().st_mode & 0o777 == 0o600
+    wait_for("the replica's link up", lambda: link_up(manager, replica, mgmt), 10)
+
+    warned = [r.getMessage() for r in caplog.records if "ACL file missing" in r.getMessage()]
+    assert sorted(warned) == sorted(ACL_MISSING.format(n.node_id) for n in (master, replica))
+    assert mgmt.reveal() not in caplog.text and app_pw not in caplog.text
+    assert_in_no_file(manager.root, mgmt.reveal(), app_pw)
+
+
+# --------------------------------------------------------------------------- rotation
+
+
+def replica_connection(manager: LocalNodeManager, master: LocalNode, mgmt: Secret) -> str | None:
+    """The id of the master's one replica connection, if logged in as the management user."""
+    with manager.client(master, mgmt) as conn:
+        replicas = conn.client_list(_type="replica")
+    if len(replicas) != 1 or replicas[0]["user"] != MANAGEMENT_USER:
+        return None
+    return str(replicas[0]["id"])
+
+
+def set_management_hash(
+    manager: LocalNodeManager, node: LocalNode, login: Secret, rule: str, save: bool = False
+) -> None:
+    with manager.client(node, login) as conn:
+        conn.execute_command("ACL", "SETUSER", MANAGEMENT_USER, rule)
+        if save:
+            conn.execute_command("ACL", "SAVE")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rotating_the_management_password_keeps_replication(
+    nodes: Nodes, engine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rkvstore.engine.local")
+    manager = nodes.manager()
+    old, new = Secret(password()), Secret(password())
+    app_pw = password()
+    binary = engine_binary(engine)
+    instance_id = new_instance_id()
+    master, replica = nodes.pair(manager, binary, instance_id)
+    bystander_id = new_instance_id()
+    bystander = LocalNode(
+        bystander_id, f"{bystander_id}-0", manager.allocate_port(), "master", None, binary
+    )
+    for node in (master, replica, bystander):
+        manager.create(node, old, [acl_line("app", app_pw)])
+        manager.watch(node, old)
+    manager.start_supervisor()
+
+    # The rotation's first step (the caller's): the new password beside the old, on every
+    # node; not saved here, so the replica's restart below finds only the old one in its file.
+    for node in (master, replica):
+        set_management_hash(manager, node, old, f"#{new.sha256_hex()}")
+    manager.set_management_password(instance_id, new)
+    for node in (master, replica):
+        assert_masterauth(manager, node, new)
+    assert_masterauth(manager, bystander, old)  # another instance keeps its own
+
+    # The master drops the old password; the replica's next connection logs in with the new.
+    set_management_hash(manager, master, new, f"!{old.sha256_hex()}", save=True)
+    before = wait_for("a replica connection", lambda: replica_connection(manager, master, new), 10)
+    with manager.client(master, new) as conn:
+        assert conn.client_kill_filter(_type="replica") == 1
+    wait_for(
+        "a new replica connection as the management user",
+        lambda: (after := replica_connection(manager, master, new)) and after != before,
+        10,
+    )
+    wait_for("the replica's link up", lambda: link_up(manager, replica, new), 10)
+    with connect(master.port, "app", app_pw) as conn:
+        conn.set("rotated", "yes")
+    with connect(replica.port, "app", app_pw) as conn:
+        wait_for("replicated after the rotation", lambda: conn.get("rotated") == "yes", 10)
+
+    # A supervisor restart uses the new password (and adds it to the file's management user).
+    old_pid = server_pid(replica.port, new)
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(
+        "the replica restarted",
+        functools.partial(new_server_pid, replica.port, new, old_pid),
+        10,
+    )
+    assert_masterauth(manager, replica, new)
+    wait_for("the replica's link up", lambda: link_up(manager, replica, new), 10)
+    assert any(
+        f"node {replica.node_id}: its ACL file did not accept" in r.getMessage()
+        for r in caplog.records
+    )
+
+    # The replica drops the old password too; restarted from its saved file, it replicates.
+    set_management_hash(manager, replica, new, f"!{old.sha256_hex()}", save=True)
+    for node in (master, replica):
+        with (
+            connect(node.port, MANAGEMENT_USER, old.reveal()) as conn,
+            pytest.raises(redis.AuthenticationError),
+        ):
+            conn.ping()
+    old_pid = server_pid(replica.port, new)
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for(
+        "the replica restarted again",
+        functools.partial(new_server_pid, replica.port, new, old_pid),
+        10,
+    )
+    wait_for("the replica's link up", lambda: link_up(manager, replica, new), 10)
+    with connect(master.port, "app", app_pw) as conn:
+        conn.set("rotated", "twice")
+    with connect(replica.port, "app", app_pw) as conn:
+        wait_for("replicated after the restart", lambda: conn.get("rotated") == "twice", 10)
+    for secret in (old, new):
+        assert secret.reveal() not in caplog.text
+    assert_in_no_file(manager.root, old.reveal(), new.reveal(), app_pw)
+
+
+def test_set_management_password_reports_failures_without_secrets(nodes: Nodes) -> None:
+    manager = nodes.manager()
+    mgmt, new = Secret(password()), Secret(password())
+    instance_id = new_instance_id()
+    master, replica = nodes.pair(manager, engine_binary("7.0"), instance_id)
+    for node in (master, replica):
+        manager.create(node, mgmt, [])
+        manager.watch(node, mgmt)
+    set_management_hash(manager, master, mgmt, f"#{new.sha256_hex()}")  # the replica: forgotten
+
+    with pytest.raises(LocalNodeError) as refused:
+        manager.set_management_password(instance_id, new, timeout=2)
+    message = str(refused.value)
+    assert "1 of 2 nodes" in message and f"{replica.node_id}: " in message
+    assert f"{master.node_id}: " not in message
+    assert mgmt.reveal() not in message and new.reveal() not in message
+    assert_masterauth(manager, master, new)
+
+    manager.set_management_password(instance_id, mgmt)  # back, as the caller's rollback does
+    for node in (master, replica):
+        assert_masterauth(manager, node, mgmt)
+    manager.set_management_password("r-nothing-here", new)  # no node: nothing to do
+
+    pid = server_pid(replica.port, mgmt)
+    os.kill(pid, signal.SIGSTOP)  # a frozen node: a bounded failure
+    try:
+        started = time.monotonic()
+        with pytest.raises(LocalNodeError, match=f"{replica.node_id}: .*TimeoutError"):
+            manager.set_management_password(instance_id, mgmt, timeout=1)
+        assert time.monotonic() - started < 5
+    finally:
+        os.kill(pid, signal.SIGCONT)

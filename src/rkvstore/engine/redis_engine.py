@@ -100,6 +100,14 @@ class RedisEngine:
         results = self.fanout.apply(nodes, changes)
         self._learn(results, [c.desired for c in changes if c.desired is not None])
 
+    def run_all_or_nothing(
+        self,
+        nodes: Sequence[Node],
+        commands: Sequence[Sequence[str]],
+        undo: Sequence[Sequence[str]],
+    ) -> None:
+        self.fanout.run_all_or_nothing(nodes, commands, undo)
+
     def _learn(self, results: dict[str, NodeResult], desired: Sequence[DesiredUser]) -> None:
         for label, result in results.items():
             if result.after is None:
@@ -129,7 +137,12 @@ class RedisEngine:
             if repaired:
                 report.repaired[label] = repaired
                 self.repairs_total += len(repaired)
-                log.warning("repaired drift on node %s: users %s", label, ", ".join(repaired))
+                log.warning(
+                    "repaired drift on node %s: users %s (repairs since start: %d)",
+                    label,
+                    ", ".join(repaired),
+                    self.repairs_total,
+                )
         return report
 
     def _reconcile_node(

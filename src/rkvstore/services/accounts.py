@@ -11,15 +11,16 @@ from rkvstore.domain import accounts as rules
 from rkvstore.engine.acl import NodeFailure, UserChange
 from rkvstore.engine.redis_engine import desired_user
 from rkvstore.errors import ApiError
+from rkvstore.faults import crash_point
 from rkvstore.secret import Secret
-from rkvstore.services.context import CallContext
-from rkvstore.services.instances import (
+from rkvstore.services.common import (
     check_account_engine,
     instance_nodes,
     load_instance,
     require_normal,
     task_slot,
 )
+from rkvstore.services.context import CallContext
 from rkvstore.store import repo
 from rkvstore.store.repo import AccountRow, InstanceRow
 
@@ -145,6 +146,7 @@ def _change_password(
     require_normal(instance)
     _load_account(ctx, instance, name)
     with task_slot(ctx.deps, instance.instance_id, action):
+        crash_point("task-acquired")
         account = _load_account(ctx, instance, name)  # again, inside the slot
         if old is not None and not hmac.compare_digest(
             old.sha256_hex().encode(), account.password_sha256.encode()
@@ -152,8 +154,10 @@ def _change_password(
             raise ApiError(errors.ACCOUNT_PASSWORD_NOT_MATCH)
         digest = password.sha256_hex()
         _set_user(ctx, instance, name, digest, account.privilege)
+        crash_point("nodes-changed")
         with ctx.deps.engine.begin() as conn:
             repo.update_account(conn, instance.instance_id, name, password_sha256=digest)
+        crash_point("db-committed")
 
 
 def modify_account_description(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:

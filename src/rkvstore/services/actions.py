@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rkvstore.api.params import Param, ParamSpec
 from rkvstore.config import API_VERSION
-from rkvstore.services import accounts, instances, ram, regions
+from rkvstore.services import accounts, instances, ram, regions, registered
 from rkvstore.services.registry import ActionSpec, Registry
 
 ALL_INSTANCES = "instance/*"
@@ -92,7 +92,7 @@ def build_registry() -> Registry:
             ),
             _spec(
                 "RegisterInstance",
-                instances.register_instance,
+                registered.register_instance,
                 "create",
                 ALL_INSTANCES,
                 Param("Endpoint", required=True, max_length=300),
@@ -100,6 +100,14 @@ def build_registry() -> Registry:
                 Param("AdminPassword", "secret", required=True),
                 Param("InstanceName", max_length=128),
                 Param("DryRun", "bool", default=False),
+                mutating=True,
+            ),
+            _spec(
+                "RotateManagementPassword",
+                instances.rotate_management_password,
+                "update",
+                ONE_INSTANCE,
+                INSTANCE_ID,
                 mutating=True,
             ),
             _spec(

@@ -1,94 +1,48 @@
-"""The instance actions (api.md §4) on the local provider and on registered deployments."""
+"""The instance actions (api.md §4): CreateInstance on the local provider, Describe*, Delete."""
 
 from __future__ import annotations
 
 import logging
-import secrets
-import string
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from rkvstore import errors
 from rkvstore.domain import accounts as rules
 from rkvstore.domain.accounts import MANAGEMENT_USER
-from rkvstore.engine.acl import Node, NodeFailure, UserChange
-from rkvstore.engine.discovery import DiscoveryError, discover
-from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
+from rkvstore.engine.acl import NodeFailure, UserChange
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
+from rkvstore.services.common import (
+    CLUSTER,
+    CREATING,
+    LOCAL,
+    MASTER_SLAVE,
+    NORMAL,
+    STAND_ALONE,
+    STANDARD,
+    UNAVAILABLE,
+    desired_users,
+    instance_nodes,
+    load_instance,
+    new_instance_id,
+    random_password,
+    require_normal,
+    task_slot,
+)
 from rkvstore.services.context import CallContext, Deps
-from rkvstore.services.tasks import Task
+from rkvstore.services.registered import remove_management_user
 from rkvstore.store import repo
-from rkvstore.store.repo import InstanceRow, NodeRow
+from rkvstore.store.repo import InstanceRow
 
 log = logging.getLogger("rkvstore.instances")
 
-CREATING, NORMAL, UNAVAILABLE = "Creating", "Normal", "Unavailable"
-STAND_ALONE, MASTER_SLAVE = "STAND_ALONE", "MASTER_SLAVE"
 NODE_TYPES = {
     "STAND_ALONE": STAND_ALONE,
     "single": STAND_ALONE,
     "MASTER_SLAVE": MASTER_SLAVE,
     "double": MASTER_SLAVE,
 }
-LOCAL, REGISTERED = "local", "registered"
-_ID_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def new_instance_id() -> str:
-    return "r-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(18))
-
-
-def random_password() -> Secret:
-    """A password that passes the API's own rule (three classes, 24 characters)."""
-    alphabet = string.ascii_letters + string.digits
-    body = "".join(secrets.choice(alphabet) for _ in range(21))
-    return Secret("Aa1" + body)
-
-
-# --------------------------------------------------------------------------- shared checks
-
-
-def load_instance(ctx: CallContext, instance_id: str) -> InstanceRow:
-    """The caller's instance; another tenant's is ``InvalidInstanceId.NotFound`` too."""
-    with ctx.deps.engine.connect() as conn:
-        instance = repo.get_instance(conn, ctx.account_id, instance_id)
-    if instance is None:
-        raise ApiError(errors.INSTANCE_NOT_FOUND)
-    return instance
-
-
-def require_normal(instance: InstanceRow) -> None:
-    if instance.status != NORMAL:
-        raise ApiError(errors.INCORRECT_INSTANCE_STATE)
-
-
-def check_account_engine(instance: InstanceRow) -> None:
-    """Custom accounts need ACLs: Redis 6.0 or later (api.md §3)."""
-    major = int(instance.engine_version.split(".")[0])
-    if major < 6:
-        raise ApiError(errors.ENGINE_VERSION_FORMAT)
-
-
-@contextmanager
-def task_slot(deps: Deps, instance_id: str, action: str) -> Iterator[Task]:
-    """Hold the instance's task slot; after a dead holder, first bring the nodes in line."""
-    with deps.slots.hold(instance_id, action) as task:
-        if task.took_over:
-            deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
-        yield task
-
-
-def node_addresses(rows: list[NodeRow]) -> list[NodeAddress]:
-    return [NodeAddress(r.host, r.port) for r in rows]
-
-
-def instance_nodes(deps: Deps, instance: InstanceRow) -> list[Node]:
-    with deps.engine.connect() as conn:
-        rows = repo.list_nodes(conn, instance.instance_id)
-    return deps.redis.nodes(node_addresses(rows), deps.box.open(instance.mgmt_password_encrypted))
+MAX_SHARDS = 32
 
 
 # --------------------------------------------------------------------------- CreateInstance
@@ -109,8 +63,7 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     if node_type is None:
         raise ApiError(errors.INVALID_PARAMETER, name="NodeType")
     shards = params["ShardCount"] or 1
-    if shards > 1:
-        # Cluster instances come with the cluster engine; until then, say so plainly.
+    if shards > MAX_SHARDS:
         raise ApiError(errors.INVALID_PARAMETER, name="ShardCount")
     binary = deps.local.binary_for(params["EngineVersion"])
     if binary is None:
@@ -122,28 +75,7 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["InstanceName"] or instance_id
     mgmt = random_password()
     default_password = password or random_password()
-    ports = deps.local.allocate_ports(2 if node_type == MASTER_SLAVE else 1)
-    node_rows = [
-        {
-            "node_id": f"{instance_id}-0",
-            "host": "127.0.0.1",
-            "port": ports[0],
-            "role": "master",
-            "shard": 0,
-            "master_node_id": None,
-        }
-    ]
-    if node_type == MASTER_SLAVE:
-        node_rows.append(
-            {
-                "node_id": f"{instance_id}-1",
-                "host": "127.0.0.1",
-                "port": ports[1],
-                "role": "replica",
-                "shard": 0,
-                "master_node_id": f"{instance_id}-0",
-            }
-        )
+    node_rows = plan_nodes(deps, instance_id, shards, replicas=node_type == MASTER_SLAVE)
     digest = default_password.sha256_hex()
     with deps.engine.begin() as conn:
         repo.insert_instance(
@@ -155,14 +87,14 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
                 "status": CREATING,
                 "provider": LOCAL,
                 "engine_version": binary.engine_version,
-                "architecture": "standard",
+                "architecture": CLUSTER if shards > 1 else STANDARD,
                 "node_type": node_type,
-                "shard_count": 1,
+                "shard_count": shards,
                 "zone_id": zone,
                 "instance_class": params["InstanceClass"] or "redis.master.small.default",
                 "charge_type": params["ChargeType"] or "PostPaid",
                 "host": "127.0.0.1",
-                "port": ports[0],
+                "port": node_rows[0]["port"],
                 "mgmt_password_encrypted": deps.box.seal(mgmt),
                 "admin_user": None,
                 "admin_password_encrypted": None,
@@ -187,7 +119,7 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         "InstanceName": name,
         "InstanceStatus": CREATING,
         "ConnectionDomain": "127.0.0.1",
-        "Port": ports[0],
+        "Port": node_rows[0]["port"],
         "RegionId": settings.region,
         "ZoneId": zone,
         "ChargeType": params["ChargeType"] or "PostPaid",
@@ -202,14 +134,40 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def desired_users(deps: Deps, instance: InstanceRow) -> list[Any]:
-    with deps.engine.connect() as conn:
-        accounts = repo.list_accounts(conn, instance.instance_id)
-    mgmt = deps.box.open(instance.mgmt_password_encrypted)
-    return [management_user(mgmt)] + [
-        desired_user(a.name, a.password_sha256, a.privilege, instance.engine_version)
-        for a in accounts
-    ]
+def plan_nodes(
+    deps: Deps, instance_id: str, shards: int, *, replicas: bool
+) -> list[dict[str, Any]]:
+    """Node rows of a new local instance: a master per shard, and a replica each if asked.
+
+    Masters come first, so the first row is where clients connect.
+    """
+    per_shard = 2 if replicas else 1
+    ports = deps.local.allocate_ports(shards * per_shard, cluster=shards > 1)
+    rows: list[dict[str, Any]] = []
+    for shard in range(shards):
+        rows.append(
+            {
+                "node_id": f"{instance_id}-{shard}",
+                "host": "127.0.0.1",
+                "port": ports[shard],
+                "role": "master",
+                "shard": shard,
+                "master_node_id": None,
+            }
+        )
+    if replicas:
+        for shard in range(shards):
+            rows.append(
+                {
+                    "node_id": f"{instance_id}-{shards + shard}",
+                    "host": "127.0.0.1",
+                    "port": ports[shards + shard],
+                    "role": "replica",
+                    "shard": shard,
+                    "master_node_id": f"{instance_id}-{shard}",
+                }
+            )
+    return rows
 
 
 def resume_creation(deps: Deps, instance_id: str) -> None:
@@ -351,124 +309,52 @@ def delete_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         if instance.provider == LOCAL:
             deps.local.delete_instance(instance, rows)
         else:
-            _remove_management_user(ctx, instance, rows)
+            remove_management_user(ctx, instance, rows)
         with deps.engine.begin() as conn:
             repo.delete_instance(conn, instance.instance_id)
     deps.reconciler.forget(instance.instance_id)
     return {}
 
 
-# --------------------------------------------------------------------------- RegisterInstance
+# ------------------------------------------------------------------ RotateManagementPassword
 
 
-def _remove_management_user(ctx: CallContext, instance: InstanceRow, rows: list[NodeRow]) -> None:
-    """Forgetting a registered deployment takes rkvstore's user off it (accounts stay)."""
+def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """(extension) A new password for rkvstore's management user, without breaking replication.
+
+    The new password is added beside the old one on every node (all or
+    nothing), replicas learn it (``CONFIG SET masterauth``), the database
+    records it, and only then is the old one removed. A replica that
+    reconnects at any moment finds a password its master accepts.
+    """
     deps = ctx.deps
-    assert instance.admin_password_encrypted is not None
-    admin = deps.box.open(instance.admin_password_encrypted)
-    nodes = [
-        deps.redis.node(a, admin, user=instance.admin_user or "default")
-        for a in node_addresses(rows)
-    ]
-    try:
-        deps.redis.apply(nodes, [UserChange(MANAGEMENT_USER, None)])
-    except NodeFailure as exc:
-        log.warning(
-            "request %s: management user left on %s: %s", ctx.request_id, instance.instance_id, exc
-        )
-
-
-def _parse_endpoint(endpoint: str) -> tuple[str, int]:
-    host, sep, port_text = endpoint.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
-    return host, int(port_text)
-
-
-def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    """Adopt an existing deployment: discover it, put rkvstore's management user on every node."""
-    deps = ctx.deps
-    host, port = _parse_endpoint(params["Endpoint"])
-    admin_user: str | None = params["AdminUserName"]
-    admin_password: Secret = params["AdminPassword"]
-    try:
-        topology = discover(
-            host, port, admin_user, admin_password, timeout=deps.settings.node_timeout_seconds
-        )
-    except DiscoveryError as exc:
-        log.info("request %s: registering %s failed: %s", ctx.request_id, params["Endpoint"], exc)
-        raise ApiError(errors.INVALID_ENDPOINT) from exc
-    if topology.cluster:
-        # Cluster deployments are adopted through CLUSTER NODES by the cluster engine.
-        raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
-    if int(topology.version.split(".")[0]) < 6:
-        raise ApiError(errors.ENGINE_VERSION_FORMAT)
-    with deps.engine.connect() as conn:
-        # Two registrations of one node would fight over its management user.
-        if repo.nodes_in_use(conn, [(n.host, n.port) for n in topology.nodes]):
-            raise ApiError(errors.INVALID_ENDPOINT_REGISTERED)
-    if params["DryRun"]:
-        raise ApiError(errors.DRY_RUN_OPERATION)
-
-    instance_id = new_instance_id()
-    mgmt = random_password()
-    admin_nodes = [
-        deps.redis.node(NodeAddress(n.host, n.port), admin_password, user=admin_user or "default")
-        for n in topology.nodes
-    ]
-    user = management_user(mgmt)
-    try:
-        deps.redis.apply(admin_nodes, [UserChange(user.name, user)])
-    except NodeFailure as exc:
-        log.warning("request %s: management user not set on every node: %s", ctx.request_id, exc)
-        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
-    master = topology.master
-    name = params["InstanceName"] or instance_id
-    with deps.engine.begin() as conn:
-        repo.insert_instance(
-            conn,
-            {
-                "instance_id": instance_id,
-                "account_id": ctx.account_id,
-                "name": name,
-                "status": NORMAL,
-                "provider": REGISTERED,
-                "engine_version": topology.engine_version,
-                "architecture": "standard",
-                "node_type": MASTER_SLAVE if len(topology.nodes) > 1 else STAND_ALONE,
-                "shard_count": 1,
-                "zone_id": deps.settings.zone_ids[0],
-                "instance_class": "registered",
-                "charge_type": "PostPaid",
-                "host": master.host,
-                "port": master.port,
-                "mgmt_password_encrypted": deps.box.seal(mgmt),
-                "admin_user": admin_user,
-                "admin_password_encrypted": deps.box.seal(admin_password),
-            },
-        )
-        repo.replace_nodes(
-            conn,
-            instance_id,
-            [
-                {
-                    "node_id": f"{instance_id}-{i}",
-                    "host": n.host,
-                    "port": n.port,
-                    "role": n.role,
-                    "shard": n.shard,
-                    "master_node_id": f"{instance_id}-0" if n.role == "replica" else None,
-                }
-                for i, n in enumerate([master, *[n for n in topology.nodes if n is not master]])
-            ],
-        )
-    return {
-        "InstanceId": instance_id,
-        "InstanceName": name,
-        "InstanceStatus": NORMAL,
-        "EngineVersion": topology.engine_version,
-        "ConnectionDomain": master.host,
-        "Port": master.port,
-        "NodeCount": len(topology.nodes),
-    }
+    instance = load_instance(ctx, params["InstanceId"])
+    require_normal(instance)
+    with task_slot(deps, instance.instance_id, "RotateManagementPassword"):
+        old = deps.box.open(instance.mgmt_password_encrypted)
+        new = random_password()
+        nodes = instance_nodes(deps, instance)
+        add = [["ACL", "SETUSER", MANAGEMENT_USER, f"#{new.sha256_hex()}"]]
+        try:
+            deps.redis.run_all_or_nothing(
+                nodes, add, undo=[["ACL", "SETUSER", MANAGEMENT_USER, f"!{new.sha256_hex()}"]]
+            )
+        except NodeFailure as exc:
+            log.warning(
+                "request %s: rotation on %s rolled back: %s",
+                ctx.request_id,
+                instance.instance_id,
+                exc,
+            )
+            raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+        if instance.provider == LOCAL:
+            deps.local.manager.set_management_password(instance.instance_id, new)
+        with deps.engine.begin() as conn:
+            repo.set_management_password(conn, instance.instance_id, deps.box.seal(new))
+        refreshed = load_instance(ctx, instance.instance_id)
+        drop = [["ACL", "SETUSER", MANAGEMENT_USER, f"!{old.sha256_hex()}"]]
+        results = deps.redis.fanout.run(instance_nodes(deps, refreshed), drop)
+        if any(r.error for r in results.values()):
+            deps.reconciler.mark_dirty(instance.instance_id)  # it resets the user to the new one
+    log.info("request %s: management password of %s rotated", ctx.request_id, instance.instance_id)
+    return {}

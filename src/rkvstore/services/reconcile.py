@@ -73,7 +73,7 @@ class Reconciler:
         return report
 
     def _pass(self, instance: repo.InstanceRow) -> ReconcileReport:
-        from rkvstore.services.instances import LOCAL, desired_users, instance_nodes
+        from rkvstore.services.common import LOCAL, desired_users, instance_nodes
 
         deps = self.deps
         return deps.redis.reconcile(

@@ -100,6 +100,14 @@ def set_instance_status(conn: Connection, instance_id: str, status: str) -> None
     )
 
 
+def set_management_password(conn: Connection, instance_id: str, sealed: str) -> None:
+    conn.execute(
+        update(instances)
+        .where(instances.c.instance_id == instance_id)
+        .values(mgmt_password_encrypted=sealed)
+    )
+
+
 def delete_instance(conn: Connection, instance_id: str) -> None:
     conn.execute(delete(accounts).where(accounts.c.instance_id == instance_id))
     conn.execute(delete(nodes).where(nodes.c.instance_id == instance_id))

@@ -1,0 +1,173 @@
+"""What the instance and account actions share: states, lookups, the task slot, the nodes."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rkvstore import errors
+from rkvstore.domain.accounts import MANAGEMENT_USER
+from rkvstore.engine.acl import DesiredUser, Node, NodeFailure, UserChange
+from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
+from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
+from rkvstore.errors import ApiError
+from rkvstore.secret import Secret
+from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.tasks import Task
+from rkvstore.store import repo
+from rkvstore.store.repo import InstanceRow, NodeRow
+
+log = logging.getLogger("rkvstore.instances")
+
+CREATING, NORMAL, UNAVAILABLE = "Creating", "Normal", "Unavailable"
+STAND_ALONE, MASTER_SLAVE = "STAND_ALONE", "MASTER_SLAVE"
+LOCAL, REGISTERED = "local", "registered"
+STANDARD, CLUSTER = "standard", "cluster"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_instance_id() -> str:
+    return "r-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(18))
+
+
+def random_password() -> Secret:
+    """A password that passes the API's own rule (three classes, 24 characters)."""
+    alphabet = string.ascii_letters + string.digits
+    body = "".join(secrets.choice(alphabet) for _ in range(21))
+    return Secret("Aa1" + body)
+
+
+# --------------------------------------------------------------------------- shared checks
+
+
+def load_instance(ctx: CallContext, instance_id: str) -> InstanceRow:
+    """The caller's instance; another tenant's is ``InvalidInstanceId.NotFound`` too."""
+    with ctx.deps.engine.connect() as conn:
+        instance = repo.get_instance(conn, ctx.account_id, instance_id)
+    if instance is None:
+        raise ApiError(errors.INSTANCE_NOT_FOUND)
+    return instance
+
+
+def require_normal(instance: InstanceRow) -> None:
+    if instance.status != NORMAL:
+        raise ApiError(errors.INCORRECT_INSTANCE_STATE)
+
+
+def check_account_engine(instance: InstanceRow) -> None:
+    """Custom accounts need ACLs: Redis 6.0 or later (api.md §3)."""
+    major = int(instance.engine_version.split(".")[0])
+    if major < 6:
+        raise ApiError(errors.ENGINE_VERSION_FORMAT)
+
+
+@contextmanager
+def task_slot(deps: Deps, instance_id: str, action: str) -> Iterator[Task]:
+    """Hold the instance's task slot; after a dead holder, first bring the nodes in line."""
+    with deps.slots.hold(instance_id, action) as task:
+        if task.took_over:
+            deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
+        yield task
+
+
+def node_addresses(rows: list[NodeRow]) -> list[NodeAddress]:
+    return [NodeAddress(r.host, r.port) for r in rows]
+
+
+def instance_nodes(deps: Deps, instance: InstanceRow) -> list[Node]:
+    """Every node a change must reach, as rkvstore's management user.
+
+    A registered deployment is looked at again first, so that a replica or
+    shard added since registration is changed too (and gets the management
+    user, through the stored admin login). A node that no longer answers stays
+    on the list: a change must not pretend it reached it.
+    """
+    with deps.engine.connect() as conn:
+        rows = repo.list_nodes(conn, instance.instance_id)
+    if instance.provider == REGISTERED:
+        rows = _include_new_nodes(deps, instance, rows)
+    return deps.redis.nodes(node_addresses(rows), deps.box.open(instance.mgmt_password_encrypted))
+
+
+def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[NodeRow]:
+    mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    topology = None
+    for row in rows:
+        try:
+            topology = discover(
+                row.host,
+                row.port,
+                MANAGEMENT_USER,
+                mgmt,
+                timeout=deps.settings.node_timeout_seconds,
+            )
+            break
+        except DiscoveryError:
+            continue
+    if topology is None:
+        return rows
+    known = {(r.host, r.port) for r in rows}
+    new = [n for n in topology.nodes if (n.host, n.port) not in known]
+    if not new:
+        return rows
+    log.info("instance %s: %d node(s) found since registration", instance.instance_id, len(new))
+    _put_management_user(deps, instance, new, mgmt)
+    merged = topology.nodes + [
+        FoundNode(r.host, r.port, r.role, r.shard)
+        for r in rows
+        if (r.host, r.port) not in {(n.host, n.port) for n in topology.nodes}
+    ]
+    with deps.engine.begin() as conn:
+        repo.replace_nodes(conn, instance.instance_id, node_rows_for(instance.instance_id, merged))
+        fresh = repo.list_nodes(conn, instance.instance_id)
+    deps.reconciler.mark_dirty(instance.instance_id)  # the new nodes lack the accounts
+    return fresh
+
+
+def _put_management_user(
+    deps: Deps, instance: InstanceRow, nodes: list[FoundNode], mgmt: Secret
+) -> None:
+    if instance.admin_password_encrypted is None:
+        return
+    admin = deps.box.open(instance.admin_password_encrypted)
+    admin_nodes = [
+        deps.redis.node(NodeAddress(n.host, n.port), admin, user=instance.admin_user or "default")
+        for n in nodes
+    ]
+    user = management_user(mgmt)
+    try:
+        deps.redis.apply(admin_nodes, [UserChange(user.name, user)])
+    except NodeFailure as exc:
+        log.warning(
+            "instance %s: management user not set on new nodes: %s", instance.instance_id, exc
+        )
+
+
+def node_rows_for(instance_id: str, found: list[FoundNode]) -> list[dict[str, object]]:
+    """Node rows for discovered nodes: masters first (by shard), replicas pointing at theirs."""
+    ordered = sorted(found, key=lambda n: (n.role != "master", n.shard, n.port))
+    ids = {(n.host, n.port): f"{instance_id}-{i}" for i, n in enumerate(ordered)}
+    return [
+        {
+            "node_id": ids[(n.host, n.port)],
+            "host": n.host,
+            "port": n.port,
+            "role": n.role,
+            "shard": n.shard,
+            "master_node_id": ids.get(n.master) if n.master else None,
+        }
+        for n in ordered
+    ]
+
+
+def desired_users(deps: Deps, instance: InstanceRow) -> list[DesiredUser]:
+    with deps.engine.connect() as conn:
+        accounts = repo.list_accounts(conn, instance.instance_id)
+    mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    return [management_user(mgmt)] + [
+        desired_user(a.name, a.password_sha256, a.privilege, instance.engine_version)
+        for a in accounts
+    ]

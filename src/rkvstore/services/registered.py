@@ -1,0 +1,129 @@
+"""RegisterInstance (an extension): adopt a deployment someone else runs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rkvstore import errors
+from rkvstore.domain.accounts import MANAGEMENT_USER
+from rkvstore.engine.acl import NodeFailure, UserChange
+from rkvstore.engine.discovery import DiscoveryError, discover
+from rkvstore.engine.redis_engine import NodeAddress, management_user
+from rkvstore.errors import ApiError
+from rkvstore.secret import Secret
+from rkvstore.services.common import (
+    CLUSTER,
+    MASTER_SLAVE,
+    NORMAL,
+    REGISTERED,
+    STAND_ALONE,
+    STANDARD,
+    new_instance_id,
+    node_addresses,
+    node_rows_for,
+    random_password,
+)
+from rkvstore.services.context import CallContext
+from rkvstore.store import repo
+from rkvstore.store.repo import InstanceRow, NodeRow
+
+log = logging.getLogger("rkvstore.instances")
+
+
+def remove_management_user(ctx: CallContext, instance: InstanceRow, rows: list[NodeRow]) -> None:
+    """Forgetting a registered deployment takes rkvstore's user off it (accounts stay)."""
+    deps = ctx.deps
+    assert instance.admin_password_encrypted is not None
+    admin = deps.box.open(instance.admin_password_encrypted)
+    nodes = [
+        deps.redis.node(a, admin, user=instance.admin_user or "default")
+        for a in node_addresses(rows)
+    ]
+    try:
+        deps.redis.apply(nodes, [UserChange(MANAGEMENT_USER, None)])
+    except NodeFailure as exc:
+        log.warning(
+            "request %s: management user left on %s: %s", ctx.request_id, instance.instance_id, exc
+        )
+
+
+def _parse_endpoint(endpoint: str) -> tuple[str, int]:
+    host, sep, port_text = endpoint.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
+    return host, int(port_text)
+
+
+def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Adopt an existing deployment: discover it, put rkvstore's management user on every node."""
+    deps = ctx.deps
+    host, port = _parse_endpoint(params["Endpoint"])
+    admin_user: str | None = params["AdminUserName"]
+    admin_password: Secret = params["AdminPassword"]
+    try:
+        topology = discover(
+            host, port, admin_user, admin_password, timeout=deps.settings.node_timeout_seconds
+        )
+    except DiscoveryError as exc:
+        log.info("request %s: registering %s failed: %s", ctx.request_id, params["Endpoint"], exc)
+        raise ApiError(errors.INVALID_ENDPOINT) from exc
+    if int(topology.version.split(".")[0]) < 6:
+        raise ApiError(errors.ENGINE_VERSION_FORMAT)
+    with deps.engine.connect() as conn:
+        # Two registrations of one node would fight over its management user.
+        if repo.nodes_in_use(conn, [(n.host, n.port) for n in topology.nodes]):
+            raise ApiError(errors.INVALID_ENDPOINT_REGISTERED)
+    if params["DryRun"]:
+        raise ApiError(errors.DRY_RUN_OPERATION)
+
+    instance_id = new_instance_id()
+    mgmt = random_password()
+    admin_nodes = [
+        deps.redis.node(NodeAddress(n.host, n.port), admin_password, user=admin_user or "default")
+        for n in topology.nodes
+    ]
+    user = management_user(mgmt)
+    try:
+        deps.redis.apply(admin_nodes, [UserChange(user.name, user)])
+    except NodeFailure as exc:
+        log.warning("request %s: management user not set on every node: %s", ctx.request_id, exc)
+        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+    master = topology.master
+    masters = [n for n in topology.nodes if n.role == "master"]
+    replicas = [n for n in topology.nodes if n.role == "replica"]
+    name = params["InstanceName"] or instance_id
+    with deps.engine.begin() as conn:
+        repo.insert_instance(
+            conn,
+            {
+                "instance_id": instance_id,
+                "account_id": ctx.account_id,
+                "name": name,
+                "status": NORMAL,
+                "provider": REGISTERED,
+                "engine_version": topology.engine_version,
+                "architecture": CLUSTER if topology.cluster else STANDARD,
+                "node_type": MASTER_SLAVE if replicas else STAND_ALONE,
+                "shard_count": len(masters),
+                "zone_id": deps.settings.zone_ids[0],
+                "instance_class": "registered",
+                "charge_type": "PostPaid",
+                "host": master.host,
+                "port": master.port,
+                "mgmt_password_encrypted": deps.box.seal(mgmt),
+                "admin_user": admin_user,
+                "admin_password_encrypted": deps.box.seal(admin_password),
+            },
+        )
+        repo.replace_nodes(conn, instance_id, node_rows_for(instance_id, topology.nodes))
+    return {
+        "InstanceId": instance_id,
+        "InstanceName": name,
+        "InstanceStatus": NORMAL,
+        "EngineVersion": topology.engine_version,
+        "ConnectionDomain": master.host,
+        "Port": master.port,
+        "NodeCount": len(topology.nodes),
+    }
