@@ -61,8 +61,10 @@ def main() -> None:
             version = binary.engine_version
             for i in range(20):  # warm-up: connections, rendering
                 engine.apply(targets, [_change(i, version)])
-            print(f"one ACL change (snapshot, SETUSER, SAVE, read back), {rounds} rounds, "
-                  f"Redis {binary.version}")
+            print(
+                f"one ACL change (snapshot, SETUSER, SAVE, read back), {rounds} rounds, "
+                f"Redis {binary.version}"
+            )
             base = 0.0
             for count in (1, 3, 6):
                 times = []
@@ -72,8 +74,10 @@ def main() -> None:
                     times.append(time.perf_counter() - started)
                 p50 = statistics.median(times)
                 base = base or p50
-                print(f"  {count} node(s) concurrently: p50 {p50 * 1000:6.2f} ms  "
-                      f"p99 {_p(times, 0.99) * 1000:6.2f} ms  ratio to 1 node {p50 / base:4.2f}")
+                print(
+                    f"  {count} node(s) concurrently: p50 {p50 * 1000:6.2f} ms  "
+                    f"p99 {_p(times, 0.99) * 1000:6.2f} ms  ratio to 1 node {p50 / base:4.2f}"
+                )
             times = []
             for i in range(rounds):
                 started = time.perf_counter()
@@ -81,8 +85,10 @@ def main() -> None:
                     engine.apply([target], [_change(i, version)])
                 times.append(time.perf_counter() - started)
             p50 = statistics.median(times)
-            print(f"  6 node(s) one by one:     p50 {p50 * 1000:6.2f} ms  "
-                  f"p99 {_p(times, 0.99) * 1000:6.2f} ms  ratio to 1 node {p50 / base:4.2f}")
+            print(
+                f"  6 node(s) one by one:     p50 {p50 * 1000:6.2f} ms  "
+                f"p99 {_p(times, 0.99) * 1000:6.2f} ms  ratio to 1 node {p50 / base:4.2f}"
+            )
         finally:
             engine.close()
             manager.stop_all()

@@ -1,4 +1,4 @@
-"""Shared fixtures: free ports, databases (SQLite always, PostgreSQL where reachable), a live server."""
+"""Shared fixtures: free ports, SQLite and PostgreSQL databases, a live server."""
 
 from __future__ import annotations
 
