@@ -69,6 +69,12 @@ def start_background(deps: Deps) -> None:
         if instance.status == CREATING:
             resume_creation(deps, instance.instance_id)
             continue
+        if not deps.local.holds(instance, rows[instance.instance_id]):
+            # Another rkvstore process on this database created it, under its
+            # own data dir: that process supervises the nodes; this one still
+            # changes them over the network.
+            log.info("instance %s: nodes held by another data dir", instance.instance_id)
+            continue
         try:
             deps.local.resume_instance(instance, rows[instance.instance_id])
         except Exception:

@@ -73,6 +73,10 @@ class LocalProvider:
                 lambda member: self.manager.client(members[member], mgmt, timeout=5.0),
             )
 
+    def holds(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> bool:
+        """Whether this data dir holds the instance's nodes (the process that created it)."""
+        return all(self.manager.node_dir(n).exists() for n in self._nodes(instance, rows))
+
     def resume_instance(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> None:
         """At start: adopt nodes still running from an earlier run, start the others."""
         mgmt = self.box.open(instance.mgmt_password_encrypted)

@@ -184,12 +184,16 @@ def resume_creation(deps: Deps, instance_id: str) -> None:
 
 
 def _build_local_instance(deps: Deps, instance_id: str) -> None:
+    # Another process may be building it still (a restart of several on one
+    # database): wait, up to its lease, for it to finish or to be taken over.
+    patience = deps.settings.task_lease_seconds + 5
     try:
-        with deps.slots.hold(instance_id, "CreateInstance"):
+        with deps.slots.hold(instance_id, "CreateInstance", patience=patience):
             with deps.engine.connect() as conn:
                 instance = repo.get_instance_any_tenant(conn, instance_id)
                 rows = repo.list_nodes(conn, instance_id)
-            assert instance is not None
+            if instance is None or instance.status != CREATING:
+                return  # built, or deleted, meanwhile by another process
             desired = desired_users(deps, instance)
             deps.local.start_instance(instance, rows, desired)
             # Once more through the engine: every node now shows each user as
@@ -303,9 +307,13 @@ def delete_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     instance = load_instance(ctx, params["InstanceId"])
     if instance.status == CREATING:
         raise ApiError(errors.INCORRECT_INSTANCE_STATE)
+    with deps.engine.connect() as conn:
+        rows = repo.list_nodes(conn, instance.instance_id)
+    if instance.provider == LOCAL and not deps.local.holds(instance, rows):
+        # Its processes and files belong to another rkvstore process's data
+        # dir, which would restart what this one stopped.
+        raise ApiError(errors.INCORRECT_INSTANCE_STATE)
     with task_slot(deps, instance.instance_id, "DeleteInstance"):
-        with deps.engine.connect() as conn:
-            rows = repo.list_nodes(conn, instance.instance_id)
         if instance.provider == LOCAL:
             deps.local.delete_instance(instance, rows)
         else:

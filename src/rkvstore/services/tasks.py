@@ -125,10 +125,27 @@ class TaskSlots:
 
     @contextmanager
     def hold(
-        self, instance_id: str, action: str, *, wait_for_reconcile: float = 5.0
+        self,
+        instance_id: str,
+        action: str,
+        *,
+        wait_for_reconcile: float = 5.0,
+        patience: float = 0.0,
     ) -> Iterator[Task]:
-        """Hold the slot for the block, renewing its lease; released however the block ends."""
-        task = self.acquire(instance_id, action, wait_for_reconcile=wait_for_reconcile)
+        """Hold the slot for the block, renewing its lease; released however the block ends.
+
+        ``patience`` (background work only, never a caller's request): keep
+        trying that long instead of raising ``TaskExists`` at once.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                task = self.acquire(instance_id, action, wait_for_reconcile=wait_for_reconcile)
+                break
+            except ApiError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
         with self._held_lock:
             self._held[task.task_id] = task
             if self._renewer is None:
