@@ -79,6 +79,11 @@ def start_background(deps: Deps) -> None:
             deps.local.resume_instance(instance, rows[instance.instance_id])
         except Exception:
             log.exception("instance %s: starting its nodes failed", instance.instance_id)
+    # A task row left from before this start is a task whose process died: its
+    # instance may be out of line until the lease lets the reconciler in.
+    with deps.engine.connect() as conn:
+        for instance_id in repo.instances_with_tasks(conn):
+            deps.reconciler.mark_dirty(instance_id)
     deps.local.start()
     deps.reconciler.start()
 

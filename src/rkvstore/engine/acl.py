@@ -154,8 +154,11 @@ class Node:
         replies: list[Any] = []
         try:
             for _ in range(sent.count):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not connection.can_read(timeout=remaining):
+                # Past the deadline a reply that has arrived is still read: a slow
+                # node must not hide what the others answered (and so their
+                # snapshots, which a roll-back needs).
+                remaining = max(0.0, deadline - time.monotonic())
+                if not connection.can_read(timeout=remaining):
                     raise redis.TimeoutError("no answer before the deadline")
                 try:
                     replies.append(connection.read_response())

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
-from rkvstore.store.tables import accounts, instances, nodes
+from rkvstore.store.tables import accounts, instances, nodes, tasks
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,10 @@ def set_instance_status(conn: Connection, instance_id: str, status: str) -> None
     conn.execute(
         update(instances).where(instances.c.instance_id == instance_id).values(status=status)
     )
+
+
+def instances_with_tasks(conn: Connection) -> list[str]:
+    return [str(r.instance_id) for r in conn.execute(select(tasks.c.instance_id))]
 
 
 def set_management_password(conn: Connection, instance_id: str, sealed: str) -> None:
