@@ -578,3 +578,40 @@ def test_sdks_see_throttling(throttled_server: LiveServer, kind: str) -> None:
         assert caught.get_error_msg() == THROTTLED
         assert caught.get_http_status() == 400
         assert REQUEST_ID.match(caught.get_request_id())
+
+
+# --------------------------------------------------------------------------- found in review
+
+
+def test_an_action_name_cannot_forge_access_log_lines(live_server: LiveServer) -> None:
+    """The action is logged before any signature check: a line break in it stays in its line."""
+    forged = "request_id=FORGED action=DeleteInstance principal=root status=200"
+    response = httpx.post(
+        f"{live_server.url}/?" + encode([("Action", f"x\n{forged}"), ("Version", API_VERSION)])
+    )
+    expect_response_error(
+        response,
+        http_status=400,
+        code="MissingSignature",
+        message="The request signature does not conform to Aliyun standards.",
+    )
+    log = (live_server.data_dir / "rkvstore.log").read_text()
+    assert not any(line.startswith("request_id=FORGED") for line in log.splitlines())
+    assert "action=x?request_id=FORGED" in log
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("ChargeType", "Monthly"), ("InstanceClass", "c" * 65)]
+)
+def test_create_instance_refuses_unfit_values_before_the_database(
+    live_server: LiveServer, name: str, value: str
+) -> None:
+    """PostgreSQL would refuse a too-long value with a 500; SQLite would store it."""
+    with rpc(live_server) as client:
+        response = client.request("CreateInstance", {name: value, "DryRun": "true"})
+    expect_response_error(
+        response,
+        http_status=400,
+        code="InvalidParameter",
+        message=f'The specified parameter "{name}" is not valid.',
+    )

@@ -646,8 +646,37 @@ def test_register_instance_manages_accounts_on_every_node(data_dir: Path, own_ro
         assert client.call("DescribeInstances", {})["TotalCount"] == 0
         assert all(MANAGEMENT_USER not in own.users(n) for n in own.nodes)
 
+        # An endpoint that is not one: a clear 400, not a 500.
+        err = api_error(
+            client,
+            "RegisterInstance",
+            {"Endpoint": "127.0.0.1:²", "AdminUserName": "admin", "AdminPassword": wrong},
+        )
+        assert (err.status, err.code, err.message) == (
+            400,
+            "InvalidParameter",
+            'The specified parameter "Endpoint" is not valid.',
+        )
+
+        # A user of the deployment's own, there before rkvstore came.
+        theirs = remember_secret("Theirs_" + secrets.token_hex(8))
+        for node in own.nodes:
+            with own.admin(node) as conn:
+                conn.execute_command("ACL", "SETUSER", "app", "on", f">{theirs}", "~*", "+@all")
         body = register(client, f"127.0.0.1:{own.master.port}", own.admin_password)
         instance_id = body["InstanceId"]
+        # rkvstore does not take over a user it did not create.
+        err = api_error(
+            client,
+            "CreateAccount",
+            {"InstanceId": instance_id, "AccountName": "app", "AccountPassword": new_password()},
+        )
+        assert (err.status, err.code, err.message) == (
+            400,
+            "InvalidAccountName.Duplicate",
+            "Specified AccountName already exists.",
+        )
+        assert all(auth_ok(node.port, "app", theirs) for node in own.nodes)
         assert re.fullmatch(r"r-[a-z0-9]{18}", instance_id)
         attribute = client.call("DescribeInstanceAttribute", {"InstanceId": instance_id})
         item = attribute["Instances"]["DBInstanceAttribute"][0]

@@ -254,3 +254,12 @@ def test_error_message_keeps_non_ascii_and_colon() -> None:
         "Specified signature is not matched with our calculation. "
         "server string to sign is:POST&%2F&A%3D测"
     )
+
+
+def test_xml_answer_with_control_characters_still_parses() -> None:
+    """A value may hold characters XML 1.0 cannot carry; the answer must stay XML."""
+    response = render.success(
+        "DescribeAccounts", "R", {"AccountDescription": "a\x01b\x1fc\td"}, "XML"
+    )
+    root = ElementTree.fromstring(response.body)  # noqa: S314 - our own answer
+    assert root.findtext("AccountDescription") == "a\ufffdb\ufffdc\td"

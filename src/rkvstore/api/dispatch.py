@@ -141,7 +141,9 @@ class Dispatcher:
 
         action = values.get("Action") or headers.get("x-acs-action", "")
         version = values.get("Version") or headers.get("x-acs-version", "")
-        trace.action = action[:64] or "-"
+        # Printable only: the name arrives before any signature check, and a
+        # line break in it would forge access-log lines.
+        trace.action = "".join(c if c.isprintable() else "?" for c in action[:64]) or "-"
 
         caller = self._authenticate(raw, query, form, headers)
         trace.principal = f"{caller.account_id}/{caller.principal_name}"

@@ -7,6 +7,7 @@ error body, and the new SDK reads one only with V3 (wire-protocol.md).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, tostring
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from rkvstore.errors import ApiError
 
 HOST_ID = "rkvstore"
+_XML_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 JSON_TYPE = "application/json;charset=utf-8"
 XML_TYPE = "text/xml;charset=utf-8"
 
@@ -36,7 +38,9 @@ def _xml_fill(parent: Element, value: Any) -> None:
     elif isinstance(value, bool):
         parent.text = "true" if value else "false"
     elif value is not None:
-        parent.text = str(value)
+        # XML 1.0 has no place for most control characters: they would make
+        # the answer unparsable.
+        parent.text = _XML_UNSAFE.sub("\ufffd", str(value))
 
 
 def to_xml(root_name: str, body: dict[str, Any]) -> bytes:

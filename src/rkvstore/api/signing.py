@@ -200,15 +200,18 @@ def signed_request_v3(
     # else a captured request could be replayed with a fresh date and nonce.
     if auth is None or not set(auth.signed_headers) >= V3_REQUIRED_SIGNED_HEADERS:
         raise SignatureFormatError
-    canonical = v3_canonical_request(
-        method=method,
-        path=path,
-        query=query,
-        headers=headers,
-        signed_headers=auth.signed_headers,
-        payload_hash=v3_payload_hash(auth.algorithm, body),
-    )
-    sts = v3_string_to_sign(auth.algorithm, canonical)
+    try:
+        canonical = v3_canonical_request(
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            signed_headers=auth.signed_headers,
+            payload_hash=v3_payload_hash(auth.algorithm, body),
+        )
+        sts = v3_string_to_sign(auth.algorithm, canonical)
+    except ValueError as exc:  # an OpenSSL without SM3
+        raise SignatureFormatError from exc
     return SignedRequest(
         version="V3",
         access_key_id=auth.access_key_id,

@@ -172,6 +172,12 @@ class Node:
         return self._result(replies)
 
     def _result(self, replies: list[Any]) -> NodeResult:
+        if isinstance(replies[0], Exception):
+            # No snapshot (BUSY, NOPERM, …): the change may still have run after
+            # it, and without a snapshot it cannot be put back here; the
+            # reconciler will.
+            errors = [r for r in replies[1:-2] if isinstance(r, Exception)]
+            return NodeResult(error=_short(replies[0]), maybe_applied=not errors)
         result = NodeResult(maybe_applied=True)
         result.before = acl_lines_by_user(replies[0])
         errors = [r for r in replies[1:-2] if isinstance(r, Exception)]
@@ -237,9 +243,15 @@ class FanOut:
         )
         results: dict[str, NodeResult] = {}
         for node, pending in sent:
-            results[node.label] = (
-                pending if isinstance(pending, NodeResult) else node.receive(pending, deadline)
-            )
+            if isinstance(pending, NodeResult):
+                results[node.label] = pending
+                continue
+            try:
+                results[node.label] = node.receive(pending, deadline)
+            except Exception as exc:  # an odd reply must not stop the other nodes' reads
+                pending.connection.disconnect()
+                node.client.connection_pool.release(pending.connection)
+                results[node.label] = NodeResult(error=_short(exc), maybe_applied=True)
             if len(results) == 1:
                 crash_point("fanout-first-node")
         return results

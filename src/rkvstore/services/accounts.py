@@ -6,6 +6,8 @@ import hmac
 import logging
 from typing import Any
 
+import redis
+
 from rkvstore import errors
 from rkvstore.domain import accounts as rules
 from rkvstore.engine.acl import NodeFailure, UserChange
@@ -14,6 +16,7 @@ from rkvstore.errors import ApiError
 from rkvstore.faults import crash_point
 from rkvstore.secret import Secret
 from rkvstore.services.common import (
+    REGISTERED,
     check_account_engine,
     instance_nodes,
     load_instance,
@@ -37,6 +40,26 @@ def _load_account(ctx: CallContext, instance: InstanceRow, name: str) -> Account
     if account is None:
         raise ApiError(errors.ACCOUNT_NAME_NOT_FOUND)
     return account
+
+
+def _reload(ctx: CallContext, instance: InstanceRow) -> InstanceRow:
+    """The instance as it is now that the slot is ours (it may have been deleted or rotated)."""
+    fresh = load_instance(ctx, instance.instance_id)
+    require_normal(fresh)
+    return fresh
+
+
+def _refuse_existing_user(ctx: CallContext, instance: InstanceRow, name: str) -> None:
+    """On a registered deployment, a user rkvstore did not create is not ours to take over."""
+    if name == instance.admin_user:
+        raise ApiError(errors.ACCOUNT_NAME_FORBID)
+    for node in instance_nodes(ctx.deps, instance):
+        try:
+            users = node.list_users()
+        except (redis.RedisError, OSError) as exc:
+            raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+        if name in users:
+            raise ApiError(errors.ACCOUNT_NAME_DUPLICATE)
 
 
 def _apply(ctx: CallContext, instance: InstanceRow, change: UserChange) -> None:
@@ -87,14 +110,15 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         rules.check_description(description)
     require_normal(instance)
     with task_slot(ctx.deps, instance.instance_id, "CreateAccount"):
+        instance = _reload(ctx, instance)
         with ctx.deps.engine.connect() as conn:
             if repo.get_account(conn, instance.instance_id, name) is not None:
                 raise ApiError(errors.ACCOUNT_NAME_DUPLICATE)
-            if (
-                repo.count_custom_accounts(conn, instance.instance_id)
-                >= ctx.deps.settings.max_accounts
-            ):
-                raise ApiError(errors.ACCOUNT_LIMIT_EXCEEDED)
+            count = repo.count_custom_accounts(conn, instance.instance_id)
+        if count >= ctx.deps.settings.max_accounts:
+            raise ApiError(errors.ACCOUNT_LIMIT_EXCEEDED)
+        if instance.provider == REGISTERED:
+            _refuse_existing_user(ctx, instance, name)
         digest = password.sha256_hex()
         _set_user(ctx, instance, name, digest, privilege)
         with ctx.deps.engine.begin() as conn:
@@ -146,6 +170,7 @@ def _change_password(
     require_normal(instance)
     _load_account(ctx, instance, name)
     with task_slot(ctx.deps, instance.instance_id, action):
+        instance = _reload(ctx, instance)
         crash_point("task-acquired")
         account = _load_account(ctx, instance, name)  # again, inside the slot
         if old is not None and not hmac.compare_digest(
@@ -169,6 +194,7 @@ def modify_account_description(ctx: CallContext, params: dict[str, Any]) -> dict
     _load_account(ctx, instance, name)
     # Only the database holds descriptions, but the slot still orders it with other changes.
     with task_slot(ctx.deps, instance.instance_id, "ModifyAccountDescription"):
+        instance = _reload(ctx, instance)
         _load_account(ctx, instance, name)
         with ctx.deps.engine.begin() as conn:
             repo.update_account(
@@ -186,6 +212,7 @@ def grant_account_privilege(ctx: CallContext, params: dict[str, Any]) -> dict[st
     require_normal(instance)
     _load_account(ctx, instance, name)
     with task_slot(ctx.deps, instance.instance_id, "GrantAccountPrivilege"):
+        instance = _reload(ctx, instance)
         account = _load_account(ctx, instance, name)
         _set_user(ctx, instance, name, account.password_sha256, privilege)
         with ctx.deps.engine.begin() as conn:
@@ -200,6 +227,7 @@ def delete_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     require_normal(instance)
     _load_account(ctx, instance, name)
     with task_slot(ctx.deps, instance.instance_id, "DeleteAccount"):
+        instance = _reload(ctx, instance)
         _load_account(ctx, instance, name)
         _apply(ctx, instance, UserChange(name, None))
         with ctx.deps.engine.begin() as conn:

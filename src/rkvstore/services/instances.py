@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -10,6 +11,7 @@ from rkvstore import errors
 from rkvstore.domain import accounts as rules
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import NodeFailure, UserChange
+from rkvstore.engine.local import LocalNodeError
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
 from rkvstore.services.common import (
@@ -338,6 +340,11 @@ def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict
     deps = ctx.deps
     instance = load_instance(ctx, params["InstanceId"])
     require_normal(instance)
+    with deps.engine.connect() as conn:
+        rows = repo.list_nodes(conn, instance.instance_id)
+    if instance.provider == LOCAL and not deps.local.holds(instance, rows):
+        # Only the process that supervises the nodes can give them masterauth.
+        raise ApiError(errors.INCORRECT_INSTANCE_STATE)
     with task_slot(deps, instance.instance_id, "RotateManagementPassword"):
         old = deps.box.open(instance.mgmt_password_encrypted)
         new = random_password()
@@ -356,7 +363,21 @@ def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict
             )
             raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
         if instance.provider == LOCAL:
-            deps.local.manager.set_management_password(instance.instance_id, new)
+            try:
+                deps.local.manager.set_management_password(instance.instance_id, new)
+            except LocalNodeError as exc:
+                # Back to the old password everywhere; the nodes never lost it.
+                log.warning(
+                    "request %s: masterauth not set on %s (%s); rolling back",
+                    ctx.request_id,
+                    instance.instance_id,
+                    exc,
+                )
+                with contextlib.suppress(LocalNodeError):
+                    deps.local.manager.set_management_password(instance.instance_id, old)
+                undo = [["ACL", "SETUSER", MANAGEMENT_USER, f"!{new.sha256_hex()}"]]
+                deps.redis.fanout.run(instance_nodes(deps, instance), undo)
+                raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
         with deps.engine.begin() as conn:
             repo.set_management_password(conn, instance.instance_id, deps.box.seal(new))
         refreshed = load_instance(ctx, instance.instance_id)

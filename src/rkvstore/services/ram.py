@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from rkvstore import errors
-from rkvstore.errors import ApiError
+from rkvstore.errors import ApiError, ErrorSpec
 from rkvstore.iam import ram_store as store
 from rkvstore.iam.credentials import (
     ACTIVE,
@@ -99,6 +102,15 @@ def _require_policy(
     return info
 
 
+@contextmanager
+def _unique(conflict: ErrorSpec) -> Iterator[None]:
+    """Two concurrent creates of one name: the loser gets the entity's conflict, not a 500."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise ApiError(conflict) from exc
+
+
 def _new_id() -> str:
     return str(secrets.randbelow(9 * 10**15) + 10**15)
 
@@ -146,7 +158,7 @@ def create_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         "mobile_phone": _check_format(params["MobilePhone"], "MobilePhone", _PHONE),
         "comments": _check_text(params["Comments"], "Comments", 128),
     }
-    with ctx.deps.engine.begin() as conn:
+    with _unique(errors.ENTITY_ALREADY_EXISTS_USER), ctx.deps.engine.begin() as conn:
         if store.get_user(conn, ctx.account_id, name) is not None:
             raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER)
         store.insert_user(conn, ctx.account_id, values)
@@ -319,7 +331,7 @@ def create_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     document: str = params["PolicyDocument"]
     parse_policy(document)  # MalformedPolicyDocument now, never at evaluation time
     description = _check_text(params["Description"], "Description", 1024)
-    with ctx.deps.engine.begin() as conn:
+    with _unique(errors.ENTITY_ALREADY_EXISTS_POLICY), ctx.deps.engine.begin() as conn:
         if name in SYSTEM_POLICIES or store.get_policy(conn, ctx.account_id, CUSTOM, name):
             raise ApiError(errors.ENTITY_ALREADY_EXISTS_POLICY)
         store.insert_policy(conn, ctx.account_id, name, description, document)
@@ -526,7 +538,7 @@ def _list_policies_for(ctx: CallContext, principal_type: str, name: str) -> dict
 def create_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name = _user_name(params, "GroupName")
     comments = _check_text(params["Comments"], "Comments", 128)
-    with ctx.deps.engine.begin() as conn:
+    with _unique(errors.ENTITY_ALREADY_EXISTS_GROUP), ctx.deps.engine.begin() as conn:
         if store.get_group(conn, ctx.account_id, name) is not None:
             raise ApiError(errors.ENTITY_ALREADY_EXISTS_GROUP)
         store.insert_group(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from rkvstore import errors
@@ -51,7 +52,12 @@ def remove_management_user(ctx: CallContext, instance: InstanceRow, rows: list[N
 def _parse_endpoint(endpoint: str) -> tuple[str, int]:
     host, sep, port_text = endpoint.strip().rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if (
+        not sep
+        or not host
+        or not re.fullmatch(r"[0-9]{1,5}", port_text)
+        or not 0 < int(port_text) < 65536
+    ):
         raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
     return host, int(port_text)
 
@@ -69,7 +75,10 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
     except DiscoveryError as exc:
         log.info("request %s: registering %s failed: %s", ctx.request_id, params["Endpoint"], exc)
         raise ApiError(errors.INVALID_ENDPOINT) from exc
-    if int(topology.version.split(".")[0]) < 6:
+    major = topology.version.split(".")[0]
+    if not major.isascii() or not major.isdigit():
+        raise ApiError(errors.INVALID_ENDPOINT)
+    if int(major) < 6:
         raise ApiError(errors.ENGINE_VERSION_FORMAT)
     with deps.engine.connect() as conn:
         # Two registrations of one node would fight over its management user.

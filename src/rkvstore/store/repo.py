@@ -141,10 +141,9 @@ def replace_nodes(conn: Connection, instance_id: str, rows: Sequence[dict[str, A
 
 
 def list_accounts(conn: Connection, instance_id: str) -> list[AccountRow]:
-    rows = conn.execute(
-        select(accounts).where(accounts.c.instance_id == instance_id).order_by(accounts.c.name)
-    )
-    return [AccountRow.of(r) for r in rows]
+    """Ordered by name in code points, the same on every database's collation."""
+    rows = conn.execute(select(accounts).where(accounts.c.instance_id == instance_id))
+    return sorted((AccountRow.of(r) for r in rows), key=lambda a: a.name)
 
 
 def get_account(conn: Connection, instance_id: str, name: str) -> AccountRow | None:
