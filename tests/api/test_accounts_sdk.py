@@ -52,7 +52,6 @@ from tests.conftest import ARTIFACT_DIRS, LiveServer, remember_secret, start_ser
 
 # tests/conftest.py's start_server may leave its server.out handle to the garbage
 # collector; with filterwarnings=error that would fail whichever test collects it.
-pytestmark = pytest.mark.filterwarnings(r"ignore:unclosed file .*server\.out:ResourceWarning")
 
 INSTANCE_NOT_FOUND = ("InvalidInstanceId.NotFound", 404, "The specified instance is not found.")
 ACCOUNT_NOT_FOUND = ("InvalidAccountName.NotFound", 404, "Specified AccountName does not exist.")

@@ -33,7 +33,6 @@ from tests.conftest import LiveServer, start_server
 # tests/conftest.py's start_server leaves its server.out handle to the garbage
 # collector; with filterwarnings=error that ResourceWarning fails the first test
 # to set up a server. Only that one warning is let through.
-pytestmark = pytest.mark.filterwarnings(r"ignore:unclosed file .*server\.out:ResourceWarning")
 
 API_VERSION = "2015-01-01"
 FORM = "application/x-www-form-urlencoded"

@@ -60,8 +60,6 @@ from tests.api.ram_helpers import (
 from tests.api.sdk_clients import legacy_client, legacy_request, rpc_params
 from tests.conftest import LiveServer
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:unclosed file .*server\.out:ResourceWarning")
-
 ACCOUNT = "app"  # the custom account on both instances
 
 # RAM's own errors (docs/ram-wire.md §4; src/rkvstore/errors.py)

@@ -33,7 +33,6 @@ from tests.conftest import LiveServer, remember_secret
 # tests/conftest.py's start_server leaves its server.out handle to the garbage
 # collector; with filterwarnings=error that ResourceWarning fails the first test
 # to set up live_server. Only that one warning is let through.
-pytestmark = pytest.mark.filterwarnings(r"ignore:unclosed file .*server\.out:ResourceWarning")
 
 REQUEST_ID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 

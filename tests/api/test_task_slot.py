@@ -37,8 +37,6 @@ from tests.api.instances import (
 )
 from tests.conftest import LiveServer
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:unclosed file .*server\.out:ResourceWarning")
-
 TASK_EXISTS = (400, "TaskExists", "Specified task have existed.")
 CALLERS = 10
 HTTP_TIMEOUT = 30.0
@@ -400,3 +398,40 @@ def test_a_dead_process_slot_is_taken_over_after_its_lease(
             time.sleep(0.05)
     assert task.took_over
     slots.release(task)
+
+
+def test_accounts_are_unavailable_while_a_task_changes_them(
+    live_server: LiveServer, instance: Instance
+) -> None:
+    """api.md §3: Unavailable while a task is changing it (a slot any process may hold)."""
+    from sqlalchemy import delete, insert
+
+    from rkvstore.store.tables import tasks
+    from tests.api.instances import rpc_client
+
+    def status() -> str:
+        with rpc_client(live_server) as client:
+            body = client.call("DescribeAccounts", {"InstanceId": instance.instance_id})
+        return str(body["Accounts"]["Account"][0]["AccountStatus"])
+
+    engine = make_engine(f"sqlite:///{live_server.data_dir / 'rkvstore.db'}")
+    try:
+        assert status() == "Available"
+        with engine.begin() as conn:  # another process's task, as the database shows it
+            conn.execute(
+                insert(tasks).values(
+                    instance_id=instance.instance_id,
+                    task_id="t-other",
+                    action="GrantAccountPrivilege",
+                    holder="elsewhere:1",
+                    lease_expires_at=time.time() + 60,
+                )
+            )
+        try:
+            assert status() == "Unavailable"
+        finally:
+            with engine.begin() as conn:
+                conn.execute(delete(tasks).where(tasks.c.task_id == "t-other"))
+        assert status() == "Available"
+    finally:
+        engine.dispose()

@@ -53,8 +53,6 @@ from tests.api.ram_helpers import (
 )
 from tests.conftest import LiveServer
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:unclosed file .*server\.out:ResourceWarning")
-
 ACCOUNT = "app"
 MADE_UP = "r-" + "q7" * 9  # shaped like an instance ID; no tenant has it
 TIMING_CALLS = 20

@@ -38,8 +38,6 @@ from tests.api.instances import (
 )
 from tests.conftest import ARTIFACT_DIRS, LiveServer, remember_secret, start_server
 
-pytestmark = pytest.mark.filterwarnings(r"ignore:unclosed file .*server\.out:ResourceWarning")
-
 Error = tuple[int, str, str]  # HTTP status, Code, Message
 
 NAME_FORMAT: Final = (400, "InvalidAccountName.Format", "Specified AccountName is not valid.")

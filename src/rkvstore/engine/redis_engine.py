@@ -17,6 +17,7 @@ from rkvstore.engine.acl import DesiredUser, FanOut, Node, NodeResult, UserChang
 from rkvstore.secret import Secret
 
 log = logging.getLogger("rkvstore.engine")
+_RENDERED_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class RedisEngine:
                 client is None
                 or client.connection_pool.connection_kwargs.get("password") != password.reveal()
             ):
+                if client is not None:  # the password changed (a rotation): drop the old sockets
+                    client.close()
                 client = redis.Redis(
                     host=address.host,
                     port=address.port,
@@ -115,6 +118,8 @@ class RedisEngine:
             for user in desired:
                 line = result.after.get(user.name)
                 if line is not None:
+                    if len(self._rendered) > _RENDERED_MAX:  # one entry per password ever set
+                        self._rendered.clear()  # re-learnt on the next pass, at one re-apply each
                     self._rendered[(label, user)] = line
 
     # ------------------------------------------------------------------ reconciliation

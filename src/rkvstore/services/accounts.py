@@ -24,6 +24,7 @@ from rkvstore.services.common import (
     task_slot,
 )
 from rkvstore.services.context import CallContext
+from rkvstore.services.tasks import RECONCILE
 from rkvstore.store import repo
 from rkvstore.store.repo import AccountRow, InstanceRow
 
@@ -245,7 +246,12 @@ def describe_accounts(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
     if search is not None:
         rows = [r for r in rows if search in r.name]
     page, size = params["PageNumber"], params["PageSize"]
-    status = "Available" if ctx.deps.reconciler.in_line(instance.instance_id) else "Unavailable"
+    # Unavailable while a node is out of line, or while a task (of any process:
+    # the slot is in the database) is changing the instance's accounts.
+    with ctx.deps.engine.connect() as conn:
+        busy = repo.task_action(conn, instance.instance_id) not in (None, RECONCILE)
+    in_line = ctx.deps.reconciler.in_line(instance.instance_id)
+    status = "Available" if in_line and not busy else "Unavailable"
     items = [
         {
             "AccountName": r.name,

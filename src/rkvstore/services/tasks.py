@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from rkvstore import errors
 from rkvstore.errors import ApiError
+from rkvstore.store import repo
 from rkvstore.store.tables import tasks
 
 log = logging.getLogger("rkvstore.tasks")
@@ -92,9 +93,7 @@ class TaskSlots:
 
     def _holder_action(self, instance_id: str) -> str | None:
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(tasks.c.action).where(tasks.c.instance_id == instance_id)
-            ).scalar_one_or_none()
+            return repo.task_action(conn, instance_id)
 
     def _free_if_expired(self, instance_id: str) -> bool:
         with self.engine.begin() as conn:

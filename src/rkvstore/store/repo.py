@@ -100,6 +100,14 @@ def set_instance_status(conn: Connection, instance_id: str, status: str) -> None
     )
 
 
+def task_action(conn: Connection, instance_id: str) -> str | None:
+    """The action holding the instance's task slot, if any."""
+    action = conn.execute(
+        select(tasks.c.action).where(tasks.c.instance_id == instance_id)
+    ).scalar_one_or_none()
+    return None if action is None else str(action)
+
+
 def instances_with_tasks(conn: Connection) -> list[str]:
     return [str(r.instance_id) for r in conn.execute(select(tasks.c.instance_id))]
 
