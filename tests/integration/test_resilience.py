@@ -770,3 +770,42 @@ def test_reconciler_repairs_a_password_set_by_hand(data_dir: Path, own_root: Pat
             assert f"repaired drift on node 127.0.0.1:{node.port}: users demo" in repairs
         assert account_status(client, instance_id, "demo") == "Available"
         client.call("DeleteInstance", {"InstanceId": instance_id})
+
+
+def test_two_registrations_at_once_leave_one_working_instance(
+    data_dir: Path, own_root: Path
+) -> None:
+    """Of two RegisterInstance calls racing for one deployment, one wins and keeps working."""
+    import threading
+
+    with own_deployment(own_root) as own, serving(data_dir, FAST) as server:
+        outcomes: list[Any] = []
+
+        def register_once() -> None:
+            with api(server) as client:
+                try:
+                    outcomes.append(
+                        register(client, f"127.0.0.1:{own.master.port}", own.admin_password)
+                    )
+                except RpcError as exc:
+                    outcomes.append(exc)
+
+        threads = [threading.Thread(target=register_once) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        won = [o for o in outcomes if isinstance(o, dict)]
+        lost = [o for o in outcomes if isinstance(o, RpcError)]
+        assert len(won) == 1 and len(lost) == 1, outcomes
+        assert (lost[0].status, lost[0].code) == (400, "InvalidEndpoint.Registered")
+        with api(server) as client:
+            instance_id = won[0]["InstanceId"]
+            assert client.call("DescribeInstances", {})["TotalCount"] == 1
+            password = new_password()
+            client.call(
+                "CreateAccount",
+                {"InstanceId": instance_id, "AccountName": "demo", "AccountPassword": password},
+            )
+            assert all(auth_ok(node.port, "demo", password) for node in own.nodes)
+            client.call("DeleteInstance", {"InstanceId": instance_id})

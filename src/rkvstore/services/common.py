@@ -111,14 +111,17 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
         return rows
     known = {(r.host, r.port) for r in rows}
     new = [n for n in topology.nodes if (n.host, n.port) not in known]
+    with deps.engine.connect() as conn:  # a node another instance manages is not ours
+        new = [n for n in new if not repo.nodes_in_use(conn, [(n.host, n.port)])]
     if not new:
         return rows
     log.info("instance %s: %d node(s) found since registration", instance.instance_id, len(new))
     _put_management_user(deps, instance, new, mgmt)
-    merged = topology.nodes + [
+    found = [n for n in topology.nodes if (n.host, n.port) in known or n in new]
+    merged = found + [
         FoundNode(r.host, r.port, r.role, r.shard)
         for r in rows
-        if (r.host, r.port) not in {(n.host, n.port) for n in topology.nodes}
+        if (r.host, r.port) not in {(n.host, n.port) for n in found}
     ]
     with deps.engine.begin() as conn:
         repo.replace_nodes(conn, instance.instance_id, node_rows_for(instance.instance_id, merged))

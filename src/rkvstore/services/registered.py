@@ -6,6 +6,8 @@ import logging
 import re
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import NodeFailure, UserChange
@@ -15,6 +17,7 @@ from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
 from rkvstore.services.common import (
     CLUSTER,
+    CREATING,
     MASTER_SLAVE,
     NORMAL,
     REGISTERED,
@@ -93,40 +96,50 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         deps.redis.node(NodeAddress(n.host, n.port), admin_password, user=admin_user or "default")
         for n in topology.nodes
     ]
+    master = topology.master
+    masters = [n for n in topology.nodes if n.role == "master"]
+    replicas = [n for n in topology.nodes if n.role == "replica"]
+    name = params["InstanceName"] or instance_id
+    # The rows first, while Creating: the unique node address claims the
+    # deployment before its management user is touched, so of two
+    # registrations at once only one ever sets it.
+    try:
+        with deps.engine.begin() as conn:
+            repo.insert_instance(
+                conn,
+                {
+                    "instance_id": instance_id,
+                    "account_id": ctx.account_id,
+                    "name": name,
+                    "status": CREATING,
+                    "provider": REGISTERED,
+                    "engine_version": topology.engine_version,
+                    "architecture": CLUSTER if topology.cluster else STANDARD,
+                    "node_type": MASTER_SLAVE if replicas else STAND_ALONE,
+                    "shard_count": len(masters),
+                    "zone_id": deps.settings.zone_ids[0],
+                    "instance_class": "registered",
+                    "charge_type": "PostPaid",
+                    "host": master.host,
+                    "port": master.port,
+                    "mgmt_password_encrypted": deps.box.seal(mgmt),
+                    "admin_user": admin_user,
+                    "admin_password_encrypted": deps.box.seal(admin_password),
+                },
+            )
+            repo.replace_nodes(conn, instance_id, node_rows_for(instance_id, topology.nodes))
+    except IntegrityError as exc:
+        raise ApiError(errors.INVALID_ENDPOINT_REGISTERED) from exc
     user = management_user(mgmt)
     try:
         deps.redis.apply(admin_nodes, [UserChange(user.name, user)])
     except NodeFailure as exc:
         log.warning("request %s: management user not set on every node: %s", ctx.request_id, exc)
+        with deps.engine.begin() as conn:
+            repo.delete_instance(conn, instance_id)
         raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
-    master = topology.master
-    masters = [n for n in topology.nodes if n.role == "master"]
-    replicas = [n for n in topology.nodes if n.role == "replica"]
-    name = params["InstanceName"] or instance_id
     with deps.engine.begin() as conn:
-        repo.insert_instance(
-            conn,
-            {
-                "instance_id": instance_id,
-                "account_id": ctx.account_id,
-                "name": name,
-                "status": NORMAL,
-                "provider": REGISTERED,
-                "engine_version": topology.engine_version,
-                "architecture": CLUSTER if topology.cluster else STANDARD,
-                "node_type": MASTER_SLAVE if replicas else STAND_ALONE,
-                "shard_count": len(masters),
-                "zone_id": deps.settings.zone_ids[0],
-                "instance_class": "registered",
-                "charge_type": "PostPaid",
-                "host": master.host,
-                "port": master.port,
-                "mgmt_password_encrypted": deps.box.seal(mgmt),
-                "admin_user": admin_user,
-                "admin_password_encrypted": deps.box.seal(admin_password),
-            },
-        )
-        repo.replace_nodes(conn, instance_id, node_rows_for(instance_id, topology.nodes))
+        repo.set_instance_status(conn, instance_id, NORMAL)
     return {
         "InstanceId": instance_id,
         "InstanceName": name,

@@ -111,6 +111,7 @@ nodes = Table(
     Column("shard", Integer, nullable=False),
     Column("master_node_id", String(64), nullable=True),
     Index("ix_nodes_instance_id", "instance_id"),
+    UniqueConstraint("host", "port", name="uq_nodes_host_port"),
 )
 
 # Desired state of every account; Redis is brought in line with it. Only the
