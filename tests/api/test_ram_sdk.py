@@ -1380,3 +1380,23 @@ def test_zz_no_access_key_secret_in_the_servers_log_or_database(
     assert (live_server.data_dir / "rkvstore.log").is_file()
     found = secrets_in_server_files(live_server.data_dir, SECRETS_SEEN)
     assert not found, found
+
+
+def test_a_deny_on_one_instance_hides_it_from_describe_instances(
+    root: Principal, account_id: str, targets: tuple[Target, Target]
+) -> None:
+    """DescribeInstances is authorized on instance/*, and each instance listed must be allowed."""
+    a, b = targets
+    user = user_with(
+        root,
+        account_id,
+        document(
+            statement("kvstore:DescribeInstances"),
+            statement("kvstore:DescribeInstances", instance_arn(a.id), effect="Deny"),
+        ),
+    )
+    listed = {i.instance_id for i in describe_instances(user).instances.kvstore_instance}
+    assert b.id in listed
+    assert a.id not in listed
+    everything = {i.instance_id for i in describe_instances(root).instances.kvstore_instance}
+    assert {a.id, b.id} <= everything

@@ -8,7 +8,6 @@ import time
 from calendar import timegm
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.responses import Response
 
@@ -169,6 +168,7 @@ class Dispatcher:
             source_ip=raw.client_ip,
             secure_transport=raw.scheme == "https",
             deps=self.deps,
+            now=self.clock(),
         )
         arn_params = params
         if spec.self_param and params.get(spec.self_param) is None and caller.user_name:
@@ -178,17 +178,10 @@ class Dispatcher:
             caller,
             spec.ram_action,
             spec.resource_arns(ctx.region, caller.account_id, arn_params),
-            self._condition_context(ctx),
+            ctx.condition_context(),
         )
         body = spec.handler(ctx, params)
         return render.success(spec.name, request_id, body, values.get("Format", "JSON"))
-
-    def _condition_context(self, ctx: CallContext) -> dict[str, Any]:
-        return {
-            "acs:SourceIp": ctx.source_ip,
-            "acs:SecureTransport": ctx.secure_transport,
-            "acs:CurrentTime": self.clock(),
-        }
 
     # ------------------------------------------------------------------ authentication
 

@@ -9,7 +9,7 @@ from rkvstore import errors
 from rkvstore.errors import ApiError
 from rkvstore.iam import ram_store
 from rkvstore.iam.credentials import AccessKey
-from rkvstore.iam.policy import Policy, evaluate, parse_policy
+from rkvstore.iam.policy import Decision, Policy, evaluate, parse_policy
 
 if TYPE_CHECKING:
     from rkvstore.services.context import Deps
@@ -43,14 +43,21 @@ def authorize(
     Every ARN is built from the caller's own account ID, so no policy can
     reach another tenant: there, an instance simply does not exist.
     """
-    if caller.is_root:
-        return
-    assert caller.user_name is not None
-    with deps.engine.connect() as conn:
-        documents = ram_store.documents_for_user(conn, caller.account_id, caller.user_name)
-    policies = [_parsed(d) for d in documents]
-    decisions = [evaluate(policies, action, arn, context) for arn in resource_arns]
+    decisions = decide(deps, caller, action, resource_arns, context)
     if "ExplicitDeny" in decisions:
         raise denied(caller, action, explicit=True)
     if any(d != "Allow" for d in decisions):
         raise denied(caller, action, explicit=False)
+
+
+def decide(
+    deps: Deps, caller: AccessKey, action: str, resource_arns: list[str], context: dict[str, Any]
+) -> list[Decision]:
+    """The decision for each ARN, without raising (a list filtered by permission uses it)."""
+    if caller.is_root:
+        return ["Allow"] * len(resource_arns)
+    assert caller.user_name is not None
+    with deps.engine.connect() as conn:
+        documents = ram_store.documents_for_user(conn, caller.account_id, caller.user_name)
+    policies = [_parsed(d) for d in documents]
+    return [evaluate(policies, action, arn, context) for arn in resource_arns]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -41,6 +41,15 @@ class CallContext:
     source_ip: str
     secure_transport: bool
     deps: Deps
+    now: float  # the request's time, for acs:CurrentTime
+
+    def condition_context(self) -> dict[str, Any]:
+        """What RAM conditions may test about this request (api.md §5)."""
+        return {
+            "acs:SourceIp": self.source_ip,
+            "acs:SecureTransport": self.secure_transport,
+            "acs:CurrentTime": self.now,
+        }
 
     @property
     def region(self) -> str:

@@ -13,6 +13,7 @@ from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import NodeFailure, UserChange
 from rkvstore.engine.local import LocalNodeError
 from rkvstore.errors import ApiError
+from rkvstore.iam.authorize import decide
 from rkvstore.secret import Secret
 from rkvstore.services.common import (
     CLUSTER,
@@ -273,6 +274,14 @@ def describe_instances(ctx: CallContext, params: dict[str, Any]) -> dict[str, An
     if params["SearchKey"]:
         key = params["SearchKey"]
         rows = [r for r in rows if key in r.instance_id or key in r.name]
+    if not ctx.caller.is_root:
+        # Allowed on instance/* to list at all; each instance shown must be
+        # allowed too, so a Deny on one instance hides it here as well.
+        arns = [f"acs:kvstore:{ctx.region}:{ctx.account_id}:instance/{r.instance_id}" for r in rows]
+        decisions = decide(
+            deps, ctx.caller, "kvstore:DescribeInstances", arns, ctx.condition_context()
+        )
+        rows = [r for r, d in zip(rows, decisions, strict=True) if d == "Allow"]
     page, size = params["PageNumber"], params["PageSize"]
     shown = rows[(page - 1) * size : page * size]
     counts = _node_counts(deps, shown)
