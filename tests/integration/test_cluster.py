@@ -65,6 +65,7 @@ from tests.integration.test_resilience import (
     SERVICE_UNAVAILABLE_MESSAGE,
     SYSTEM_REDIS,
     LocalNodeFiles,
+    OwnRedis,
     account_status,
     api,
     auth_ok,
@@ -75,6 +76,8 @@ from tests.integration.test_resilience import (
     pid_alive,
     processes_on_port,
     reset,
+    start_own_redis,
+    stop_own_redis,
     stop_server,
     wait_for,
 )
@@ -766,17 +769,10 @@ def test_account_status_is_unavailable_while_a_dead_tasks_change_is_out_of_line(
 
 
 @dataclass
-class OwnNode:
-    port: int
-    directory: Path
-    process: subprocess.Popen[bytes]
-
-
-@dataclass
 class OwnCluster:
     root: Path
     admin_password: str
-    nodes: list[OwnNode] = field(default_factory=list)
+    nodes: list[OwnRedis] = field(default_factory=list)
     taken: set[int] = field(default_factory=set)  # ports (and bus ports) handed out
 
     @property
@@ -810,53 +806,18 @@ def cluster_port(taken: set[int]) -> int:
     raise AssertionError("no free port pair for a cluster node")
 
 
-def start_own_node(root: Path, port: int, admin_hash: str, password: str) -> OwnNode:
-    directory = root / f"node-{port}"
-    directory.mkdir(mode=0o700)
-    (directory / "users.acl").write_text(
-        f"user admin on #{admin_hash} ~* &* +@all\nuser default off\n"
-    )
-    conf = [
-        "bind 127.0.0.1",
-        f"port {port}",
-        f'dir "{directory}"',
-        "daemonize no",
-        f'pidfile "{directory / "redis.pid"}"',
-        f'logfile "{directory / "redis.log"}"',
-        f'aclfile "{directory / "users.acl"}"',
-        'save ""',
-        "appendonly no",
-        "repl-diskless-sync-delay 0",
+def start_own_node(root: Path, port: int, admin_hash: str, password: str) -> OwnRedis:
+    cluster = [
         "cluster-enabled yes",
         'cluster-config-file "nodes.conf"',
         "cluster-node-timeout 5000",
         "masteruser admin",  # masterauth is set at runtime: no file holds the password
     ]
-    (directory / "redis.conf").write_text("\n".join(conf) + "\n")
-    process = subprocess.Popen(
-        [str(SYSTEM_REDIS), str(directory / "redis.conf")],
-        cwd=directory,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    node = OwnNode(port, directory, process)
+    node = start_own_redis(root / f"node-{port}", port, admin_hash, None, extra=cluster)
     wait_for(f"own node on {port}", lambda: auth_ok(port, "admin", password), 15)
     with connect(port, "admin", password) as conn:
         conn.config_set("masterauth", password)
     return node
-
-
-def stop_own_node(node: OwnNode) -> None:
-    if node.process.poll() is None:
-        node.process.send_signal(signal.SIGCONT)
-        node.process.terminate()
-        try:
-            node.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            node.process.kill()
-            node.process.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -890,7 +851,7 @@ def own_cluster(root: Path, masters: int = 3) -> Iterator[OwnCluster]:
         yield own
     finally:
         for node in reversed(own.nodes):
-            stop_own_node(node)
+            stop_own_redis(node)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -538,9 +538,14 @@ class OwnDeployment:
             return list(conn.acl_users())
 
 
-def _start_own_redis(
-    directory: Path, port: int, admin_hash: str, master_port: int | None
+def start_own_redis(
+    directory: Path,
+    port: int,
+    admin_hash: str,
+    master_port: int | None,
+    extra: Sequence[str] = (),
 ) -> OwnRedis:
+    """A redis-server of the test's own (system binary): an ``admin`` user, ``default`` off."""
     directory.mkdir(mode=0o700)
     (directory / "users.acl").write_text(
         f"user admin on #{admin_hash} ~* &* +@all\nuser default off\n"
@@ -560,9 +565,11 @@ def _start_own_redis(
     if master_port is not None:
         # masterauth is set at runtime (CONFIG SET), so no file here holds the password.
         lines += [f"replicaof 127.0.0.1 {master_port}", "masteruser admin"]
+    lines += extra
     (directory / "redis.conf").write_text("\n".join(lines) + "\n")
     process = subprocess.Popen(
         [str(SYSTEM_REDIS), str(directory / "redis.conf")],
+        cwd=directory,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -571,7 +578,7 @@ def _start_own_redis(
     return OwnRedis(port, directory, process)
 
 
-def _stop_own_redis(node: OwnRedis) -> None:
+def stop_own_redis(node: OwnRedis) -> None:
     if node.process.poll() is None:
         node.process.send_signal(signal.SIGCONT)
         node.process.terminate()
@@ -591,9 +598,9 @@ def own_deployment(root: Path) -> Iterator[OwnDeployment]:
     digest = hashlib.sha256(password.encode()).hexdigest()
     started: list[OwnRedis] = []
     try:
-        master = _start_own_redis(root / "master", free_port(), digest, None)
+        master = start_own_redis(root / "master", free_port(), digest, None)
         started.append(master)
-        replica = _start_own_redis(root / "replica", free_port(), digest, master.port)
+        replica = start_own_redis(root / "replica", free_port(), digest, master.port)
         started.append(replica)
         deployment = OwnDeployment(master, replica, password)
         for node in started:
@@ -612,7 +619,7 @@ def own_deployment(root: Path) -> Iterator[OwnDeployment]:
         yield deployment
     finally:
         for node in reversed(started):
-            _stop_own_redis(node)
+            stop_own_redis(node)
 
 
 def register(client: RpcClient, endpoint: str, password: str) -> dict[str, Any]:
