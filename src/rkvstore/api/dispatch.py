@@ -7,7 +7,7 @@ import re
 import time
 from calendar import timegm
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.responses import Response
 
@@ -53,7 +53,6 @@ class _Trace:
     action: str = "-"
     principal: str = "-"
     code: str = "-"
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def parse_timestamp(value: str) -> int:

@@ -20,7 +20,6 @@ from rkvstore.secret import MASK, SECRET_PARAMETERS
 V1_METHOD: Final = "HMAC-SHA1"
 V3_SHA256: Final = "ACS3-HMAC-SHA256"
 V3_SM3: Final = "ACS3-HMAC-SM3"
-V3_ALGORITHMS: Final = (V3_SHA256, V3_SM3)
 V3_REQUIRED_SIGNED_HEADERS: Final = frozenset(
     {"host", "x-acs-date", "x-acs-signature-nonce", "x-acs-action", "x-acs-version"}
 )

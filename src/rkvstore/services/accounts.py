@@ -169,11 +169,10 @@ def _change_password(
     old: Secret | None,
 ) -> None:
     require_normal(instance)
-    _load_account(ctx, instance, name)
     with task_slot(ctx.deps, instance.instance_id, action):
         instance = _reload(ctx, instance)
         crash_point("task-acquired")
-        account = _load_account(ctx, instance, name)  # again, inside the slot
+        account = _load_account(ctx, instance, name)
         if old is not None and not hmac.compare_digest(
             old.sha256_hex().encode(), account.password_sha256.encode()
         ):
@@ -192,7 +191,6 @@ def modify_account_description(ctx: CallContext, params: dict[str, Any]) -> dict
     rules.check_addressable_name(name, instance.instance_id)
     rules.check_description(params["AccountDescription"])
     require_normal(instance)
-    _load_account(ctx, instance, name)
     # Only the database holds descriptions, but the slot still orders it with other changes.
     with task_slot(ctx.deps, instance.instance_id, "ModifyAccountDescription"):
         instance = _reload(ctx, instance)
@@ -211,7 +209,6 @@ def grant_account_privilege(ctx: CallContext, params: dict[str, Any]) -> dict[st
     privilege: str = params["AccountPrivilege"]
     rules.check_privilege_for_grant(privilege)
     require_normal(instance)
-    _load_account(ctx, instance, name)
     with task_slot(ctx.deps, instance.instance_id, "GrantAccountPrivilege"):
         instance = _reload(ctx, instance)
         account = _load_account(ctx, instance, name)
@@ -226,7 +223,6 @@ def delete_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name: str = params["AccountName"]
     rules.check_modifiable_name(name, instance.instance_id)
     require_normal(instance)
-    _load_account(ctx, instance, name)
     with task_slot(ctx.deps, instance.instance_id, "DeleteAccount"):
         instance = _reload(ctx, instance)
         _load_account(ctx, instance, name)

@@ -16,9 +16,7 @@ PAGE_NUMBER = Param("PageNumber", "int", default=1, min_value=1, max_value=10**9
 PAGE_SIZE = Param("PageSize", "int", default=30, min_value=1, max_value=100)
 
 
-def _spec(
-    name: str, handler: object, level: str, resource: str, *params: Param, mutating: bool = False
-) -> ActionSpec:
+def _spec(name: str, handler: object, level: str, resource: str, *params: Param) -> ActionSpec:
     return ActionSpec(
         name=name,
         version=API_VERSION,
@@ -26,7 +24,6 @@ def _spec(
         handler=handler,  # type: ignore[arg-type]
         access_level=level,  # type: ignore[arg-type]
         resource=resource,
-        mutating=mutating,
     )
 
 
@@ -65,7 +62,6 @@ def build_registry() -> Registry:
                 Param("InstanceClass", max_length=64),
                 Param("ChargeType", "enum", choices=("PostPaid", "PrePaid")),
                 Param("DryRun", "bool", default=False),
-                mutating=True,
             ),
             _spec(
                 "DescribeInstances",
@@ -100,7 +96,6 @@ def build_registry() -> Registry:
                 Param("AdminPassword", "secret", required=True),
                 Param("InstanceName", max_length=128),
                 Param("DryRun", "bool", default=False),
-                mutating=True,
             ),
             _spec(
                 "RotateManagementPassword",
@@ -108,7 +103,6 @@ def build_registry() -> Registry:
                 "update",
                 ONE_INSTANCE,
                 INSTANCE_ID,
-                mutating=True,
             ),
             _spec(
                 "DeleteInstance",
@@ -116,7 +110,6 @@ def build_registry() -> Registry:
                 "delete",
                 ONE_INSTANCE,
                 INSTANCE_ID,
-                mutating=True,
             ),
             # ---- accounts
             _spec(
@@ -131,7 +124,6 @@ def build_registry() -> Registry:
                 Param("AccountType"),
                 Param("AccountDescription"),
                 Param("SourceBiz"),
-                mutating=True,
             ),
             _spec(
                 "DescribeAccounts",
@@ -153,7 +145,6 @@ def build_registry() -> Registry:
                 ACCOUNT_NAME,
                 Param("AccountPassword", "secret", required=True),
                 Param("SourceBiz"),
-                mutating=True,
             ),
             _spec(
                 "ModifyAccountPassword",
@@ -165,7 +156,6 @@ def build_registry() -> Registry:
                 Param("OldAccountPassword", "secret", required=True),
                 Param("NewAccountPassword", "secret", required=True),
                 Param("SourceBiz"),
-                mutating=True,
             ),
             _spec(
                 "ModifyAccountDescription",
@@ -176,7 +166,6 @@ def build_registry() -> Registry:
                 ACCOUNT_NAME,
                 Param("AccountDescription", required=True),
                 Param("SourceBiz"),
-                mutating=True,
             ),
             _spec(
                 "GrantAccountPrivilege",
@@ -187,7 +176,6 @@ def build_registry() -> Registry:
                 ACCOUNT_NAME,
                 Param("AccountPrivilege", required=True),
                 Param("SourceBiz"),
-                mutating=True,
             ),
             _spec(
                 "DeleteAccount",
@@ -197,7 +185,6 @@ def build_registry() -> Registry:
                 INSTANCE_ID,
                 ACCOUNT_NAME,
                 Param("SourceBiz"),
-                mutating=True,
             ),
         ]
     )
@@ -231,7 +218,6 @@ def _ram(
         access_level=level,  # type: ignore[arg-type]
         resource=resource,
         service="ram",
-        mutating=level != "read" and level != "list",
         self_param=self_param,
         also_on=also_on,
     )

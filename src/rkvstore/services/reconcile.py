@@ -29,7 +29,6 @@ class Reconciler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.passes = 0
 
     # ------------------------------------------------------------------ state for Describe*
 
@@ -92,7 +91,6 @@ class Reconciler:
                 self.reconcile_instance(instance_id)
             except Exception:
                 log.exception("reconciling %s failed; will retry", instance_id)
-        self.passes += 1
 
     # ------------------------------------------------------------------ the loop
 

@@ -24,7 +24,6 @@ class ActionSpec:
     # filled from the parsed parameters.
     resource: str
     service: str = "kvstore"
-    mutating: bool = False
     # A parameter that, left out, means the caller itself (RAM's UserName on
     # AccessKey actions): the ARN then names the calling user.
     self_param: str | None = None
