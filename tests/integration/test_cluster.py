@@ -484,7 +484,7 @@ def test_node_restarted_without_its_acl_file_is_repaired(cluster: Shared) -> Non
     _master, victim_port = replication_pairs(ports, "default", cluster.default_pw)[-1]
     victim = next(n for n in cluster.nodes() if n.port == victim_port)
     mgmt = cluster.mgmt()
-    old_pid = victim.pid()
+    old_pid = victim.running_pid()
     log_mark = len(log_text(cluster.server))
     (victim.directory / "users.acl").unlink()
     os.kill(old_pid, signal.SIGKILL)
@@ -492,8 +492,9 @@ def test_node_restarted_without_its_acl_file_is_repaired(cluster: Shared) -> Non
 
     def serving() -> int | None:
         pid = victim.pid()
-        ok = pid != old_pid and pid_alive(pid) and auth_ok(victim_port, MANAGEMENT_USER, mgmt)
-        return pid if ok else None
+        if pid is None or pid == old_pid or not pid_alive(pid):
+            return None
+        return pid if auth_ok(victim_port, MANAGEMENT_USER, mgmt) else None
 
     new_pid = wait_for(f"node on {victim_port} restarted", serving, 20)
     back = time.monotonic()
@@ -563,7 +564,7 @@ class StoppedReset:
 def reset_with_a_stopped_node(cluster: Shared, hung: LocalNodeFiles, new: str) -> StoppedReset:
     """SIGSTOP ``hung``, reset ``app`` to ``new``, SIGCONT; wait until every node converged."""
     ports = cluster.ports()
-    old, iid, pid = cluster.passwords["app"], cluster.instance_id, hung.pid()
+    old, iid, pid = cluster.passwords["app"], cluster.instance_id, hung.running_pid()
     with api(cluster.server) as client:
         log_mark = len(log_text(cluster.server))
         os.kill(pid, signal.SIGSTOP)
@@ -662,7 +663,7 @@ def test_a_failed_reset_puts_back_every_node_that_answered_before_it_answers(
 def test_serve_killed_mid_reset_recovers_every_node(cluster: Shared, point: str) -> None:
     iid = cluster.instance_id
     ports = cluster.ports()
-    pids = {n.port: n.pid() for n in cluster.nodes()}
+    pids = {n.port: n.running_pid() for n in cluster.nodes()}
     old, new = cluster.passwords["app"], new_password()
 
     crashing = cluster.restart({CRASH_VARIABLE: point})
@@ -989,14 +990,15 @@ def check_rotation(
     # A replica killed -9 comes back and syncs again: with the new masterauth.
     master, replica = pairs[0]
     node = next(n for n in node_files(server, instance_id) if n.port == replica)
-    old_pid = node.pid()
+    old_pid = node.running_pid()
     os.kill(old_pid, signal.SIGKILL)
     killed = time.monotonic()
 
     def back_in_sync() -> bool:
         pid = node.pid()
         return (
-            pid != old_pid
+            pid is not None
+            and pid != old_pid
             and pid_alive(pid)
             and link_status(replica, "default", default_pw) == "up"
         )

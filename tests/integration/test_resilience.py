@@ -30,6 +30,7 @@ from redis.retry import Retry
 
 from rkvstore.client import RpcClient, RpcError
 from rkvstore.domain.accounts import MANAGEMENT_USER
+from rkvstore.engine.localfiles import read_pidfile
 from rkvstore.secret import Secret
 from tests.conftest import ARTIFACT_DIRS, LiveServer, free_port, remember_secret, start_server
 
@@ -184,8 +185,15 @@ class LocalNodeFiles:
         assert match, f"no port in {self.directory / 'redis.conf'}"
         return int(match.group(1))
 
-    def pid(self) -> int:
-        return int((self.directory / "redis.pid").read_text().strip())
+    def pid(self) -> int | None:
+        """The pid in ``redis.pid``; None while redis-server is (re)writing it."""
+        return read_pidfile(self.directory / "redis.pid")
+
+    def running_pid(self) -> int:
+        """The pid of the node's live process, where the test knows it runs."""
+        pid = self.pid()
+        assert pid is not None and pid_alive(pid), f"{self.node_id}: no live process"
+        return pid
 
 
 def local_nodes(server: LiveServer, instance_id: str) -> dict[str, LocalNodeFiles]:
@@ -203,7 +211,7 @@ def wait_serving(node: LocalNodeFiles, user: str, password: str, old_pid: int | 
 
     def serving() -> int | None:
         pid = node.pid()
-        if pid == old_pid or not pid_alive(pid):
+        if pid is None or pid == old_pid or not pid_alive(pid):
             return None
         return pid if auth_ok(node.port, user, password) else None
 
@@ -283,7 +291,7 @@ def test_killed_node_comes_back_on_its_port_with_every_account(data_dir: Path) -
 
         for role in ("master", "replica"):
             node = nodes[role]
-            port, old_pid = node.port, node.pid()
+            port, old_pid = node.port, node.running_pid()
             assert processes_on_port(port) == [old_pid]
             os.kill(old_pid, signal.SIGKILL)
             started = time.monotonic()
@@ -332,7 +340,7 @@ class Fleet:
                 for user, pw in accounts.items():
                     assert auth_ok(node.port, user, pw), f"{user} on {node.node_id}"
                 found = processes_on_port(node.port)
-                assert found == [node.pid()], f"port {node.port}: processes {found}"
+                assert found == [node.running_pid()], f"port {node.port}: processes {found}"
                 pids[node.port] = found[0]
         return pids
 
