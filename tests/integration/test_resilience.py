@@ -457,7 +457,7 @@ def test_hung_node_gives_service_unavailable_and_is_brought_back(
         )
         nodes = local_nodes(server, instance_id)
         hung = nodes[stopped]
-        pid = hung.pid()
+        pid = hung.running_pid()
         new_pw = new_password()
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -516,6 +516,50 @@ def test_hung_node_gives_service_unavailable_and_is_brought_back(
             assert auth_ok(node.port, "demo", newer_pw)
             assert not auth_ok(node.port, "demo", old_pw)
         assert account_status(client, instance_id, "demo") == "Available"
+
+
+def test_a_change_that_reaches_every_node_makes_its_accounts_available_at_once(
+    data_dir: Path,
+) -> None:
+    """A pass saw a node out of reach; once a change reaches it, no need to wait a minute."""
+    slow_passes = {**HANGING, "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "60"}
+    with serving(data_dir, slow_passes) as server, api(server) as client:
+        instance_id = create_instance(client, "MASTER_SLAVE", new_password())
+        client.call(
+            "CreateAccount",
+            {"InstanceId": instance_id, "AccountName": "demo", "AccountPassword": new_password()},
+        )
+        hung = local_nodes(server, instance_id)["replica"]
+        pid = hung.running_pid()
+        log_mark = len(log_text(server))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            response = client.request(
+                "ResetAccountPassword",
+                {
+                    "InstanceId": instance_id,
+                    "AccountName": "demo",
+                    "AccountPassword": new_password(),
+                },
+            )
+            assert response.status_code == 503, response.text
+            assert response.json()["Code"] == "ServiceUnavailable"
+            # The failure woke the reconciler; its pass finds the node out of reach.
+            wait_for(
+                "a pass that meets the hung node",
+                lambda: f"node 127.0.0.1:{hung.port} out of reach" in log_text(server)[log_mark:],
+                15,
+            )
+            assert account_status(client, instance_id, "demo") == "Unavailable"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        newer = new_password()
+        reset(client, instance_id, "demo", newer)
+        # Long before the next pass (60 s away): the change itself showed every node answers.
+        assert account_status(client, instance_id, "demo") == "Available"
+        for node in local_nodes(server, instance_id).values():
+            assert auth_ok(node.port, "demo", newer), node.node_id
+        assert f"node 127.0.0.1:{hung.port} in reach again" in log_text(server)[log_mark:]
 
 
 # --------------------------------------------------------------------------- 5, 6. RegisterInstance

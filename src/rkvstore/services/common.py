@@ -66,11 +66,22 @@ def check_account_engine(instance: InstanceRow) -> None:
 
 @contextmanager
 def task_slot(deps: Deps, instance_id: str, action: str) -> Iterator[Task]:
-    """Hold the instance's task slot; after a dead holder, first bring the nodes in line."""
+    """Hold the instance's task slot; after a dead holder, first bring the nodes in line.
+
+    An action that succeeded while the instance was flagged out of line (a node
+    missed by the last pass, a rolled-back change) reached its nodes just now:
+    one pass before the slot is released makes ``AccountStatus`` tell the truth
+    at once instead of at the reconciler's next interval.
+    """
     with deps.slots.hold(instance_id, action) as task:
         if task.took_over:
             deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
         yield task
+        if not deps.reconciler.in_line(instance_id):
+            try:
+                deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
+            except Exception:  # the action is done; the loop retries the pass
+                log.exception("pass over %s after %s failed; will retry", instance_id, action)
 
 
 def node_addresses(rows: list[NodeRow]) -> list[NodeAddress]:

@@ -66,9 +66,19 @@ class Reconciler:
             except ApiError:
                 return None  # a task is running: it brings the nodes in line itself
         with self._lock:
+            before = self._out_of_line.get(instance_id, set())
             self._out_of_line[instance_id] = set(report.unreachable)
             if report.in_line:
                 self._dirty.discard(instance_id)
+        for label in sorted(set(report.unreachable) - before):
+            log.warning(
+                "instance %s: node %s out of reach (%s); its accounts are Unavailable",
+                instance_id,
+                label,
+                report.unreachable[label],
+            )
+        for label in sorted(before - set(report.unreachable)):
+            log.info("instance %s: node %s in reach again", instance_id, label)
         return report
 
     def _pass(self, instance: repo.InstanceRow) -> ReconcileReport:
