@@ -18,6 +18,10 @@ from rkvstore.store import repo
 
 log = logging.getLogger("rkvstore.reconcile")
 
+# A flagged instance whose slot a task held when the pass came (often the very
+# task that flagged it) is tried again this soon, not an interval later.
+RETRY_BUSY_SECONDS = 0.2
+
 
 class Reconciler:
     def __init__(self, deps: Deps, interval: float) -> None:
@@ -25,6 +29,7 @@ class Reconciler:
         self.interval = interval
         self._out_of_line: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
+        self._retry_soon = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -63,8 +68,10 @@ class Reconciler:
             try:
                 with deps.slots.hold(instance_id, RECONCILE, wait_for_reconcile=0):
                     report = self._pass(instance)
-            except ApiError:
-                return None  # a task is running: it brings the nodes in line itself
+            except ApiError:  # a task is running: it brings the nodes in line itself
+                with self._lock:
+                    self._retry_soon |= instance_id in self._dirty
+                return None
         with self._lock:
             before = self._out_of_line.get(instance_id, set())
             self._out_of_line[instance_id] = set(report.unreachable)
@@ -120,5 +127,7 @@ class Reconciler:
                 self.run_once()
             except Exception:
                 log.exception("reconciler pass failed; will retry")
-            self._wake.wait(self.interval)
+            with self._lock:
+                soon, self._retry_soon = self._retry_soon, False
+            self._wake.wait(min(self.interval, RETRY_BUSY_SECONDS) if soon else self.interval)
             self._wake.clear()

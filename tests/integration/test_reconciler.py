@@ -1,0 +1,78 @@
+"""The reconciler's loop on a real SQLite store: when does a flagged instance get its pass?
+
+An instance without nodes keeps Redis out of this: the pass over it is a real
+one (it reads the database, takes the slot, compares zero nodes) and brings the
+instance in line the moment it runs, so ``in_line`` shows when it ran.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rkvstore.bootstrap import build_deps, ensure_root_tenant
+from rkvstore.config import Settings
+from rkvstore.secret import Secret
+from rkvstore.services.common import LOCAL, NORMAL
+from rkvstore.services.context import Deps
+from rkvstore.services.reconcile import RETRY_BUSY_SECONDS
+from rkvstore.store import repo
+from tests.integration.test_resilience import wait_for
+
+INSTANCE = "r-reconcilertest01"
+INTERVAL = 60.0  # far beyond the test: a pass it sees is never the interval's
+
+
+@pytest.fixture
+def deps(tmp_path: Path) -> Iterator[Deps]:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        reconcile_interval_seconds=INTERVAL,
+        task_lease_seconds=30.0,
+    )
+    built = build_deps(settings)
+    root = ensure_root_tenant(built)
+    assert root is not None
+    with built.engine.begin() as conn:
+        repo.insert_instance(
+            conn,
+            {
+                "instance_id": INSTANCE,
+                "account_id": root.created.account_id,
+                "name": "no nodes",
+                "status": NORMAL,
+                "provider": LOCAL,
+                "engine_version": "7.0",
+                "architecture": "standard",
+                "node_type": "STAND_ALONE",
+                "shard_count": 1,
+                "zone_id": "cn-hangzhou-h",
+                "instance_class": "redis.master.small.default",
+                "charge_type": "PostPaid",
+                "host": "127.0.0.1",
+                "port": 1,
+                "mgmt_password_encrypted": built.box.seal(Secret("unused-management-password")),
+            },
+        )
+    try:
+        yield built
+    finally:
+        built.reconciler.stop()
+        built.engine.dispose()
+
+
+def test_a_flagged_instance_whose_slot_was_taken_is_passed_over_soon(deps: Deps) -> None:
+    """The task that flags an instance (a rolled-back change) still holds its slot
+    when it wakes the loop; the pass is put off for a moment, not for an interval."""
+    reconciler = deps.reconciler
+    with deps.slots.hold(INSTANCE, "ResetAccountPassword"):
+        reconciler.mark_dirty(INSTANCE)
+        reconciler.start()  # its first pass meets the held slot
+        time.sleep(5 * RETRY_BUSY_SECONDS)
+        assert not reconciler.in_line(INSTANCE)  # still busy: no pass could run
+    released = time.monotonic()
+    wait_for("a pass after the slot was released", lambda: reconciler.in_line(INSTANCE), 10)
+    assert time.monotonic() - released < INTERVAL / 2
