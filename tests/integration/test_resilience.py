@@ -797,6 +797,52 @@ def test_register_instance_manages_accounts_on_every_node(data_dir: Path, own_ro
     assert files_holding(own_root, own.admin_password) == []
 
 
+def test_one_node_under_two_names_is_registered_once(data_dir: Path, own_root: Path) -> None:
+    """``localhost`` and ``127.0.0.1`` are one node: two instances would fight over
+    its management user. Clients keep the name they registered with."""
+    if not SYSTEM_REDIS.exists():
+        pytest.skip(f"no {SYSTEM_REDIS}")
+    password = remember_secret("Adm!" + secrets.token_hex(14))
+    lone = start_own_redis(
+        own_root / "lone", free_port(), hashlib.sha256(password.encode()).hexdigest(), None
+    )
+    try:
+        wait_for("own redis serving", lambda: auth_ok(lone.port, "admin", password), 15)
+        with serving(data_dir, FAST) as server, api(server) as client:
+            body = register(client, f"localhost:{lone.port}", password)
+            assert (body["ConnectionDomain"], body["Port"]) == ("localhost", lone.port)
+            assert body["NodeCount"] == 1
+            err = api_error(
+                client,
+                "RegisterInstance",
+                {
+                    "Endpoint": f"127.0.0.1:{lone.port}",
+                    "AdminUserName": "admin",
+                    "AdminPassword": password,
+                },
+            )
+            assert (err.status, err.code, err.message) == (
+                400,
+                "InvalidEndpoint.Registered",
+                "A node of the specified Redis endpoint is already managed.",
+            )
+            assert client.call("DescribeInstances", {})["TotalCount"] == 1
+            instance_id = body["InstanceId"]
+            demo = new_password()
+            client.call(
+                "CreateAccount",
+                {"InstanceId": instance_id, "AccountName": "demo", "AccountPassword": demo},
+            )
+            assert auth_ok(lone.port, "demo", demo)
+            client.call("DeleteInstance", {"InstanceId": instance_id})
+            # Forgotten: now it may be registered under its other name.
+            again = register(client, f"127.0.0.1:{lone.port}", password)
+            assert again["ConnectionDomain"] == "127.0.0.1"
+            client.call("DeleteInstance", {"InstanceId": again["InstanceId"]})
+    finally:
+        stop_own_redis(lone)
+
+
 def test_reconciler_repairs_a_password_set_by_hand(data_dir: Path, own_root: Path) -> None:
     with own_deployment(own_root) as own, serving(data_dir, FAST) as server, api(server) as client:
         instance_id = register(client, f"127.0.0.1:{own.master.port}", own.admin_password)[

@@ -27,6 +27,9 @@ class Topology:
     version: str  # "7.0.15"
     cluster: bool
     nodes: list[FoundNode] = field(default_factory=list)
+    # The address given, as the server it reached sees itself: a host name
+    # becomes the IP that was connected to, so it compares with the others.
+    seed: tuple[str, int] | None = None
 
     @property
     def engine_version(self) -> str:
@@ -62,6 +65,23 @@ def _info(client: redis.Redis, section: str) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise ValueError("INFO did not parse")
     return {str(k): v for k, v in info.items()}
+
+
+def _server_address(client: redis.Redis, host: str, port: int) -> tuple[str, int]:
+    """``host:port`` as the node reached sees itself (``laddr``, Redis 6.2+).
+
+    Replicas and cluster peers name each other by IP; a host name given by the
+    operator is turned into the IP it reached, so that ``localhost`` and
+    ``127.0.0.1`` are one node. Before 6.2 the name is kept as given.
+    """
+    try:
+        laddr = str(client.client_info().get("laddr", ""))
+    except redis.ResponseError:
+        return host, port
+    ip, _, local_port = laddr.rpartition(":")
+    if not ip or not local_port.isdigit():
+        return host, port
+    return ip.strip("[]"), port
 
 
 def _replicas(info: dict[str, Any]) -> list[tuple[str, int]]:
@@ -103,26 +123,31 @@ def discover(
         try:
             server = _info(seed, "server")
             replication = _info(seed, "replication")
+            given = _server_address(seed, host, port)
             cluster = str(_info(seed, "cluster").get("cluster_enabled")) == "1"
             if cluster:
                 nodes = cluster_nodes(cluster_topology(seed))
                 if not any(n.role == "master" for n in nodes):
                     raise ValueError("no master serves slots")
-                return Topology(version=str(server["redis_version"]), cluster=True, nodes=nodes)
+                return Topology(
+                    version=str(server["redis_version"]), cluster=True, nodes=nodes, seed=given
+                )
         finally:
             seed.close()
         version = server["redis_version"]
+        host, port = given
         if replication.get("role") == "slave":
             host, port = str(replication["master_host"]), int(replication["master_port"])
             master = _connect(host, port, user, password, timeout)
             try:
                 replication = _info(master, "replication")
+                host, port = _server_address(master, host, port)
             finally:
                 master.close()
         replicas = _replicas(replication)
     except (redis.RedisError, OSError, KeyError, ValueError, TypeError) as exc:
         raise DiscoveryError(type(exc).__name__) from exc
-    topology = Topology(version=str(version), cluster=cluster)
+    topology = Topology(version=str(version), cluster=cluster, seed=given)
     topology.nodes.append(FoundNode(host, port, "master", 0))
     for replica_host, replica_port in replicas:
         topology.nodes.append(FoundNode(replica_host, replica_port, "replica", 0, (host, port)))

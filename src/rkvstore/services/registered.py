@@ -97,6 +97,9 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         for n in topology.nodes
     ]
     master = topology.master
+    # Clients keep the name they were given for the master; the node rows
+    # hold the address as the nodes see it (one node, one row, however named).
+    domain = host if topology.seed == (master.host, master.port) else master.host
     masters = [n for n in topology.nodes if n.role == "master"]
     replicas = [n for n in topology.nodes if n.role == "replica"]
     name = params["InstanceName"] or instance_id
@@ -120,7 +123,7 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
                     "zone_id": deps.settings.zone_ids[0],
                     "instance_class": "registered",
                     "charge_type": "PostPaid",
-                    "host": master.host,
+                    "host": domain,
                     "port": master.port,
                     "mgmt_password_encrypted": deps.box.seal(mgmt),
                     "admin_user": admin_user,
@@ -145,7 +148,7 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         "InstanceName": name,
         "InstanceStatus": NORMAL,
         "EngineVersion": topology.engine_version,
-        "ConnectionDomain": master.host,
+        "ConnectionDomain": domain,
         "Port": master.port,
         "NodeCount": len(topology.nodes),
     }
