@@ -1,8 +1,10 @@
-"""Crash points for fault tests: ``RKVSTORE_TEST_CRASH_POINT=<name>`` kills the process there.
+"""Fault points for fault tests; unset (always, outside those tests) they do nothing.
 
-The crash-recovery tests kill ``rkvstore serve`` with SIGKILL at a chosen
-point of a change, to prove that the next process brings every node back to
-the database's state. Unset (always, outside those tests) it does nothing.
+``RKVSTORE_TEST_CRASH_POINT=<name>`` kills the process there with SIGKILL, to
+prove that the next process brings every node back to the database's state.
+``RKVSTORE_TEST_STALL_POINT=<name>`` stops it there with SIGSTOP (the whole
+process, lease renewal included) until the test sends SIGCONT, to prove that
+a task which outlived its lease records nothing after a takeover.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import os
 import signal
 
 VARIABLE = "RKVSTORE_TEST_CRASH_POINT"
+STALL_VARIABLE = "RKVSTORE_TEST_STALL_POINT"
 POINTS = frozenset({"task-acquired", "fanout-first-node", "nodes-changed", "db-committed"})
 
 
 def crash_point(name: str) -> None:
     if os.environ.get(VARIABLE) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(STALL_VARIABLE) == name:
+        os.kill(os.getpid(), signal.SIGSTOP)

@@ -24,7 +24,8 @@ import pytest
 from sqlalchemy import Engine
 
 from rkvstore.errors import ApiError
-from rkvstore.services.tasks import RECONCILE, TaskSlots
+from rkvstore.services.tasks import RECONCILE, TaskLost, TaskSlots
+from rkvstore.store import repo
 from rkvstore.store.db import make_engine, migrate
 from tests.api.instances import (
     MASTER_SLAVE,
@@ -238,6 +239,33 @@ def test_expired_lease_is_taken_over(engine: Engine) -> None:
     after = short.acquire("r-lease", "CreateAccount")
     assert not after.took_over
     short.release(after)
+
+
+def test_a_task_taken_over_cannot_record(engine: Engine, second_engine: Engine) -> None:
+    """``fence``: the record of a task whose slot another task took over is refused."""
+    stalled = TaskSlots(engine, lease_seconds=0.2)
+    taker_slots = TaskSlots(second_engine, lease_seconds=0.2)
+    task = stalled.acquire("r-fence", "ResetAccountPassword")
+    time.sleep(0.3)
+    # Its lease ran out, but nobody took over: what it did may still be recorded.
+    with engine.begin() as conn:
+        stalled.fence(conn, task)
+    # The fence renewed the lease: no takeover right after it.
+    _task_exists(lambda: taker_slots.acquire("r-fence", "CreateAccount"))
+    time.sleep(0.3)
+    taker = taker_slots.acquire("r-fence", "ResetAccountPassword")
+    assert taker.took_over
+    with pytest.raises(TaskLost), engine.begin() as conn:
+        stalled.fence(conn, task)
+    with second_engine.begin() as conn:
+        taker_slots.fence(conn, taker)
+    assert repo_task_action(second_engine, "r-fence") == "ResetAccountPassword"
+    taker_slots.release(taker)
+
+
+def repo_task_action(engine: Engine, instance_id: str) -> str | None:
+    with engine.connect() as conn:
+        return repo.task_action(conn, instance_id)
 
 
 def test_held_slot_keeps_its_lease(engine: Engine, second_engine: Engine) -> None:

@@ -20,6 +20,7 @@ from rkvstore.services.common import (
     check_account_engine,
     instance_nodes,
     load_instance,
+    recording,
     require_normal,
     task_slot,
 )
@@ -110,7 +111,7 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     if description is not None:
         rules.check_description(description)
     require_normal(instance)
-    with task_slot(ctx.deps, instance.instance_id, "CreateAccount"):
+    with task_slot(ctx.deps, instance.instance_id, "CreateAccount") as task:
         instance = _reload(ctx, instance)
         with ctx.deps.engine.connect() as conn:
             if repo.get_account(conn, instance.instance_id, name) is not None:
@@ -122,7 +123,7 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             _refuse_existing_user(ctx, instance, name)
         digest = password.sha256_hex()
         _set_user(ctx, instance, name, digest, privilege)
-        with ctx.deps.engine.begin() as conn:
+        with recording(ctx.deps, task) as conn:
             repo.insert_account(
                 conn,
                 {
@@ -169,7 +170,7 @@ def _change_password(
     old: Secret | None,
 ) -> None:
     require_normal(instance)
-    with task_slot(ctx.deps, instance.instance_id, action):
+    with task_slot(ctx.deps, instance.instance_id, action) as task:
         instance = _reload(ctx, instance)
         crash_point("task-acquired")
         account = _load_account(ctx, instance, name)
@@ -180,7 +181,7 @@ def _change_password(
         digest = password.sha256_hex()
         _set_user(ctx, instance, name, digest, account.privilege)
         crash_point("nodes-changed")
-        with ctx.deps.engine.begin() as conn:
+        with recording(ctx.deps, task) as conn:
             repo.update_account(conn, instance.instance_id, name, password_sha256=digest)
         crash_point("db-committed")
 
@@ -192,10 +193,10 @@ def modify_account_description(ctx: CallContext, params: dict[str, Any]) -> dict
     rules.check_description(params["AccountDescription"])
     require_normal(instance)
     # Only the database holds descriptions, but the slot still orders it with other changes.
-    with task_slot(ctx.deps, instance.instance_id, "ModifyAccountDescription"):
+    with task_slot(ctx.deps, instance.instance_id, "ModifyAccountDescription") as task:
         instance = _reload(ctx, instance)
         _load_account(ctx, instance, name)
-        with ctx.deps.engine.begin() as conn:
+        with recording(ctx.deps, task) as conn:
             repo.update_account(
                 conn, instance.instance_id, name, description=params["AccountDescription"]
             )
@@ -209,11 +210,11 @@ def grant_account_privilege(ctx: CallContext, params: dict[str, Any]) -> dict[st
     privilege: str = params["AccountPrivilege"]
     rules.check_privilege_for_grant(privilege)
     require_normal(instance)
-    with task_slot(ctx.deps, instance.instance_id, "GrantAccountPrivilege"):
+    with task_slot(ctx.deps, instance.instance_id, "GrantAccountPrivilege") as task:
         instance = _reload(ctx, instance)
         account = _load_account(ctx, instance, name)
         _set_user(ctx, instance, name, account.password_sha256, privilege)
-        with ctx.deps.engine.begin() as conn:
+        with recording(ctx.deps, task) as conn:
             repo.update_account(conn, instance.instance_id, name, privilege=privilege)
     return {}
 
@@ -223,11 +224,11 @@ def delete_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name: str = params["AccountName"]
     rules.check_modifiable_name(name, instance.instance_id)
     require_normal(instance)
-    with task_slot(ctx.deps, instance.instance_id, "DeleteAccount"):
+    with task_slot(ctx.deps, instance.instance_id, "DeleteAccount") as task:
         instance = _reload(ctx, instance)
         _load_account(ctx, instance, name)
         _apply(ctx, instance, UserChange(name, None))
-        with ctx.deps.engine.begin() as conn:
+        with recording(ctx.deps, task) as conn:
             repo.delete_account(conn, instance.instance_id, name)
     return {}
 

@@ -8,6 +8,8 @@ import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import Connection
+
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import DesiredUser, Node, NodeFailure, UserChange
@@ -16,7 +18,7 @@ from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_u
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
 from rkvstore.services.context import CallContext, Deps
-from rkvstore.services.tasks import Task
+from rkvstore.services.tasks import Task, TaskLost
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow, NodeRow
 
@@ -82,6 +84,29 @@ def task_slot(deps: Deps, instance_id: str, action: str) -> Iterator[Task]:
                 deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
             except Exception:  # the action is done; the loop retries the pass
                 log.exception("pass over %s after %s failed; will retry", instance_id, action)
+
+
+@contextmanager
+def recording(deps: Deps, task: Task) -> Iterator[Connection]:
+    """The transaction that records what ``task`` did, if the slot is still its own.
+
+    A task stalled past its lease and taken over meanwhile records nothing:
+    the caller gets ``ServiceUnavailable``, and a pass puts back on the nodes
+    what the database holds (the taker's change, not this stale one).
+    """
+    try:
+        with deps.engine.begin() as conn:
+            deps.slots.fence(conn, task)
+            yield conn
+    except TaskLost as exc:
+        log.warning(
+            "task %s (%s) on %s outlived its lease and was taken over; nothing recorded",
+            task.task_id,
+            task.action,
+            task.instance_id,
+        )
+        deps.reconciler.mark_dirty(task.instance_id)
+        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
 
 
 def node_addresses(rows: list[NodeRow]) -> list[NodeAddress]:

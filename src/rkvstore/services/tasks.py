@@ -5,6 +5,12 @@ INSERT that either wins or fails on every engine; no process lock is
 involved. The holder renews a lease while it works; a slot whose lease ran
 out (its holder died) is taken over by the next caller, who is told so and
 must bring the instance's nodes back in line before its own change.
+
+A holder that was only stalled (a stopped process, a long pause) past its
+lease may wake after such a takeover. It must not record its result then:
+the transaction that records it first ``fence``s the slot, which fails once
+the row is another task's, and which holds the row until the commit, so a
+takeover comes strictly before or strictly after the record.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, insert, update
+from sqlalchemy import Connection, Engine, delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from rkvstore import errors
@@ -30,6 +36,10 @@ from rkvstore.store.tables import tasks
 log = logging.getLogger("rkvstore.tasks")
 HOLDER = f"{socket.gethostname()}:{os.getpid()}"
 RECONCILE = "Reconcile"
+
+
+class TaskLost(Exception):
+    """The task's lease ran out and another task took the slot over."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,20 @@ class TaskSlots:
                 .values(lease_expires_at=self.clock() + self.lease_seconds)
             ).rowcount
         return bool(renewed)
+
+    def fence(self, conn: Connection, task: Task) -> None:
+        """Within the transaction that records ``task``'s result: still ours, or ``TaskLost``.
+
+        Renewing the lease writes the row, so a takeover (which deletes it)
+        waits for this transaction or has already happened; never between.
+        """
+        renewed = conn.execute(
+            update(tasks)
+            .where(tasks.c.task_id == task.task_id)
+            .values(lease_expires_at=self.clock() + self.lease_seconds)
+        ).rowcount
+        if not renewed:
+            raise TaskLost(task.task_id)
 
     def release(self, task: Task) -> None:
         with self.engine.begin() as conn:
