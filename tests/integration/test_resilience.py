@@ -562,6 +562,57 @@ def test_a_change_that_reaches_every_node_makes_its_accounts_available_at_once(
         assert f"node 127.0.0.1:{hung.port} in reach again" in log_text(server)[log_mark:]
 
 
+def test_a_hung_node_holds_up_only_its_own_instance_s_repairs(data_dir: Path) -> None:
+    """Passes over instances run apart: one waiting out a stopped node's timeout
+    does not keep the reconciler from repairing another instance meanwhile."""
+    from tests.integration.test_cluster import management_password
+
+    node_timeout = 10.0
+    env = {
+        "RKVSTORE_NODE_TIMEOUT_SECONDS": str(node_timeout),
+        "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "0.5",
+    }
+    with serving(data_dir, env) as server, api(server) as client:
+        hung_id = create_instance(client, "STAND_ALONE", new_password())
+        drifting_id = create_instance(client, "STAND_ALONE", new_password())
+        passwords = {}
+        for instance_id in (hung_id, drifting_id):
+            passwords[instance_id] = new_password()
+            client.call(
+                "CreateAccount",
+                {
+                    "InstanceId": instance_id,
+                    "AccountName": "demo",
+                    "AccountPassword": passwords[instance_id],
+                },
+            )
+        hung = local_nodes(server, hung_id)["master"]
+        drifting = local_nodes(server, drifting_id)["master"]
+        log_mark = len(log_text(server))
+        pid = hung.running_pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.5)  # passes have begun that wait on the stopped node
+            stray = remember_secret("Stray!" + secrets.token_hex(10))
+            mgmt = management_password(server, drifting_id)
+            with connect(drifting.port, MANAGEMENT_USER, mgmt) as conn:
+                conn.execute_command("ACL", "SETUSER", "demo", "resetpass", f">{stray}")
+            changed = time.monotonic()
+
+            def repaired() -> bool:
+                return auth_ok(drifting.port, "demo", passwords[drifting_id]) and not auth_ok(
+                    drifting.port, "demo", stray
+                )
+
+            # Well within the stopped node's timeout: not after it.
+            wait_for("the other instance repaired", repaired, node_timeout / 2)
+            print(f"repaired beside a hung instance after {time.monotonic() - changed:.2f} s")
+            assert f"node 127.0.0.1:{hung.port} out of reach" not in log_text(server)[log_mark:]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert f"repaired drift on node 127.0.0.1:{drifting.port}: users demo" in log_text(server)
+
+
 # --------------------------------------------------------------------------- 5, 6. RegisterInstance
 
 

@@ -141,12 +141,14 @@ class RedisEngine:
                 continue
             if repaired:
                 report.repaired[label] = repaired
-                self.repairs_total += len(repaired)
+                with self._lock:  # passes over several instances run at once
+                    self.repairs_total += len(repaired)
+                    total = self.repairs_total
                 log.warning(
                     "repaired drift on node %s: users %s (repairs since start: %d)",
                     label,
                     ", ".join(repaired),
-                    self.repairs_total,
+                    total,
                 )
         return report
 

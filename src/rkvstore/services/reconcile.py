@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 from rkvstore.engine.redis_engine import ReconcileReport
 from rkvstore.errors import ApiError
@@ -21,6 +24,12 @@ log = logging.getLogger("rkvstore.reconcile")
 # A flagged instance whose slot a task held when the pass came (often the very
 # task that flagged it) is tried again this soon, not an interval later.
 RETRY_BUSY_SECONDS = 0.2
+# Instances passed over at once.
+PASS_WORKERS = 8
+
+
+class _Busy(Exception):
+    """A task holds the instance's slot."""
 
 
 class Reconciler:
@@ -29,11 +38,12 @@ class Reconciler:
         self.interval = interval
         self._out_of_line: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
-        self._retry_soon = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._passes = ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix="reconcile")
+        self._in_flight: set[str] = set()  # instances with a pass queued or running
 
     # ------------------------------------------------------------------ state for Describe*
 
@@ -57,6 +67,12 @@ class Reconciler:
         self, instance_id: str, *, holding_slot: bool = False
     ) -> ReconcileReport | None:
         """One pass over one instance; ``None`` when it is busy or not ``Normal``."""
+        try:
+            return self._reconcile(instance_id, holding_slot)
+        except _Busy:  # a task is running: it brings the nodes in line itself
+            return None
+
+    def _reconcile(self, instance_id: str, holding_slot: bool) -> ReconcileReport | None:
         deps = self.deps
         with deps.engine.connect() as conn:
             instance = repo.get_instance_any_tenant(conn, instance_id)
@@ -65,13 +81,14 @@ class Reconciler:
         if holding_slot:
             report = self._pass(instance)
         else:
-            try:
-                with deps.slots.hold(instance_id, RECONCILE, wait_for_reconcile=0):
-                    report = self._pass(instance)
-            except ApiError:  # a task is running: it brings the nodes in line itself
-                with self._lock:
-                    self._retry_soon |= instance_id in self._dirty
-                return None
+            with ExitStack() as slot:
+                try:
+                    slot.enter_context(
+                        deps.slots.hold(instance_id, RECONCILE, wait_for_reconcile=0)
+                    )
+                except ApiError as exc:
+                    raise _Busy(instance_id) from exc
+                report = self._pass(instance)
         with self._lock:
             before = self._out_of_line.get(instance_id, set())
             self._out_of_line[instance_id] = set(report.unreachable)
@@ -99,15 +116,48 @@ class Reconciler:
         )
 
     def run_once(self) -> None:
+        """Start a pass over every ``Normal`` instance that has none running yet.
+
+        Passes run on their own threads, several at once, and the loop does not
+        wait for them: a hung node holds up its own instance's passes (for the
+        node timeout), never another instance's.
+        """
         with self.deps.engine.connect() as conn:
             ids = [i.instance_id for i in repo.list_instances(conn) if i.status == "Normal"]
         for instance_id in ids:
-            if self._stop.is_set():
-                return
+            with self._lock:
+                if instance_id in self._in_flight:
+                    continue
+                self._in_flight.add(instance_id)
             try:
-                self.reconcile_instance(instance_id)
-            except Exception:
-                log.exception("reconciling %s failed; will retry", instance_id)
+                self._passes.submit(self._pass_logged, instance_id)
+            except RuntimeError:  # shut down
+                with self._lock:
+                    self._in_flight.discard(instance_id)
+                return
+
+    def _pass_logged(self, instance_id: str) -> None:
+        deadline = time.monotonic() + self.interval
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._reconcile(instance_id, holding_slot=False)
+                    return
+                except _Busy:
+                    # The task holding the slot brings the nodes in line, unless
+                    # it is the one that flagged the instance (a rolled-back
+                    # change, still releasing its slot): then soon, not an
+                    # interval later.
+                    with self._lock:
+                        flagged = instance_id in self._dirty
+                    if not flagged or time.monotonic() >= deadline:
+                        return
+                    self._stop.wait(RETRY_BUSY_SECONDS)
+        except Exception:
+            log.exception("reconciling %s failed; will retry", instance_id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(instance_id)
 
     # ------------------------------------------------------------------ the loop
 
@@ -120,6 +170,7 @@ class Reconciler:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._passes.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -127,7 +178,5 @@ class Reconciler:
                 self.run_once()
             except Exception:
                 log.exception("reconciler pass failed; will retry")
-            with self._lock:
-                soon, self._retry_soon = self._retry_soon, False
-            self._wake.wait(min(self.interval, RETRY_BUSY_SECONDS) if soon else self.interval)
+            self._wake.wait(self.interval)
             self._wake.clear()
