@@ -73,22 +73,23 @@ class Reconciler:
             return None
 
     def _reconcile(self, instance_id: str, holding_slot: bool) -> ReconcileReport | None:
-        deps = self.deps
-        with deps.engine.connect() as conn:
-            instance = repo.get_instance_any_tenant(conn, instance_id)
-        if instance is None or instance.status != "Normal":
+        if self._normal(instance_id) is None:
             return None
-        if holding_slot:
-            report = self._pass(instance)
-        else:
-            with ExitStack() as slot:
+        with ExitStack() as slot:
+            if not holding_slot:
                 try:
                     slot.enter_context(
-                        deps.slots.hold(instance_id, RECONCILE, wait_for_reconcile=0)
+                        self.deps.slots.hold(instance_id, RECONCILE, wait_for_reconcile=0)
                     )
                 except ApiError as exc:
                     raise _Busy(instance_id) from exc
-                report = self._pass(instance)
+            # Read again under the slot: what a task recorded just before it was
+            # released (a new password, a rotated management login) is what the
+            # nodes must match, not what was read before.
+            instance = self._normal(instance_id)
+            if instance is None:
+                return None
+            report = self._pass(instance)
         with self._lock:
             before = self._out_of_line.get(instance_id, set())
             self._out_of_line[instance_id] = set(report.unreachable)
@@ -104,6 +105,11 @@ class Reconciler:
         for label in sorted(before - set(report.unreachable)):
             log.info("instance %s: node %s in reach again", instance_id, label)
         return report
+
+    def _normal(self, instance_id: str) -> repo.InstanceRow | None:
+        with self.deps.engine.connect() as conn:
+            instance = repo.get_instance_any_tenant(conn, instance_id)
+        return instance if instance is not None and instance.status == "Normal" else None
 
     def _pass(self, instance: repo.InstanceRow) -> ReconcileReport:
         from rkvstore.services.common import LOCAL, desired_users, instance_nodes
