@@ -75,10 +75,11 @@ def connect(port: int, user: str | None = None, password: str | None = None) -> 
         socket_connect_timeout=2,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
+        protocol=2,  # RESP2: Redis 5 (test_legacy) has no HELLO
     )
 
 
-def auth_ok(port: int, user: str, password: str) -> bool:
+def auth_ok(port: int, user: str | None, password: str) -> bool:
     """True if ``AUTH user password`` succeeds, False on WRONGPASS; other errors propagate."""
     client = connect(port, user, password)
     try:

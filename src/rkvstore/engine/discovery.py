@@ -56,6 +56,7 @@ def _connect(
         socket_connect_timeout=timeout,
         decode_responses=True,
         retry=Retry(NoBackoff(), 0),
+        protocol=2,  # RESP2: Redis before 6.0 has no HELLO
     )
 
 

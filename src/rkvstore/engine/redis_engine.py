@@ -14,6 +14,7 @@ from redis.retry import Retry
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.domain.privileges import acl_rules, management_rules
 from rkvstore.engine.acl import DesiredUser, FanOut, Node, NodeResult, UserChange
+from rkvstore.engine.legacy import LegacyNodes
 from rkvstore.secret import Secret
 
 log = logging.getLogger("rkvstore.engine")
@@ -60,6 +61,7 @@ class RedisEngine:
         # applying it: what "in line" looks like there (Redis renders rules its own way).
         self._rendered: dict[tuple[str, DesiredUser], str] = {}
         self.repairs_total = 0
+        self.legacy = LegacyNodes(self.fanout._pool, node_timeout)
 
     def close(self) -> None:
         self.fanout.shutdown()
@@ -140,17 +142,38 @@ class RedisEngine:
                 report.unreachable[label] = type(exc).__name__
                 continue
             if repaired:
-                report.repaired[label] = repaired
-                with self._lock:  # passes over several instances run at once
-                    self.repairs_total += len(repaired)
-                    total = self.repairs_total
-                log.warning(
-                    "repaired drift on node %s: users %s (repairs since start: %d)",
-                    label,
-                    ", ".join(repaired),
-                    total,
-                )
+                self._repaired(report, label, repaired)
         return report
+
+    def reconcile_legacy(
+        self,
+        addresses: Sequence[NodeAddress],
+        current: Secret,
+        pending: Secret | None,
+        account: str,
+    ) -> ReconcileReport:
+        """Redis before 6.0: every reachable node's ``requirepass`` to ``current``."""
+        report = ReconcileReport()
+        by_address = {(a.host, a.port): a for a in addresses}
+        for key, outcome in self.legacy.reconcile(list(by_address), current, pending).items():
+            label = by_address[key].label
+            if outcome.error is not None:
+                report.unreachable[label] = outcome.error.split(":")[0]
+            elif outcome.repaired:
+                self._repaired(report, label, [account])
+        return report
+
+    def _repaired(self, report: ReconcileReport, label: str, names: list[str]) -> None:
+        report.repaired[label] = names
+        with self._lock:  # passes over several instances run at once
+            self.repairs_total += len(names)
+            total = self.repairs_total
+        log.warning(
+            "repaired drift on node %s: users %s (repairs since start: %d)",
+            label,
+            ", ".join(names),
+            total,
+        )
 
     def _reconcile_node(
         self, node: Node, desired: Sequence[DesiredUser], strict: bool

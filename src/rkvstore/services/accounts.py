@@ -18,14 +18,16 @@ from rkvstore.secret import Secret
 from rkvstore.services.common import (
     REGISTERED,
     check_account_engine,
+    instance_addresses,
     instance_nodes,
+    is_legacy,
     load_instance,
     recording,
     require_normal,
     task_slot,
 )
 from rkvstore.services.context import CallContext
-from rkvstore.services.tasks import RECONCILE
+from rkvstore.services.tasks import RECONCILE, Task
 from rkvstore.store import repo
 from rkvstore.store.repo import AccountRow, InstanceRow
 
@@ -138,8 +140,16 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"InstanceId": instance.instance_id, "AccountName": name, "AcountName": name}
 
 
+def _password_instance(ctx: CallContext, params: dict[str, Any]) -> InstanceRow:
+    """Before 6.0 the instance ID's account (``requirepass``) is the one that exists."""
+    instance = load_instance(ctx, params["InstanceId"])
+    if not (is_legacy(instance) and params["AccountName"] == instance.instance_id):
+        check_account_engine(instance)
+    return instance
+
+
 def reset_account_password(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    instance = _account_instance(ctx, params)
+    instance = _password_instance(ctx, params)
     name: str = params["AccountName"]
     password: Secret = params["AccountPassword"]
     rules.check_addressable_name(name, instance.instance_id)
@@ -149,7 +159,7 @@ def reset_account_password(ctx: CallContext, params: dict[str, Any]) -> dict[str
 
 
 def modify_account_password(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    instance = _account_instance(ctx, params)
+    instance = _password_instance(ctx, params)
     name: str = params["AccountName"]
     rules.check_addressable_name(name, instance.instance_id)
     new: Secret = params["NewAccountPassword"]
@@ -179,11 +189,38 @@ def _change_password(
         ):
             raise ApiError(errors.ACCOUNT_PASSWORD_NOT_MATCH)
         digest = password.sha256_hex()
-        _set_user(ctx, instance, name, digest, account.privilege)
+        if is_legacy(instance):
+            _set_requirepass(ctx, instance, task, password)
+        else:
+            _set_user(ctx, instance, name, digest, account.privilege)
         crash_point("nodes-changed")
         with recording(ctx.deps, task) as conn:
             repo.update_account(conn, instance.instance_id, name, password_sha256=digest)
+            if is_legacy(instance):
+                repo.set_legacy_password(conn, instance.instance_id, ctx.deps.box.seal(password))
         crash_point("db-committed")
+
+
+def _set_requirepass(ctx: CallContext, instance: InstanceRow, task: Task, password: Secret) -> None:
+    """Redis before 6.0: every node's ``requirepass`` (and ``masterauth``), or none.
+
+    It is also rkvstore's own login, so the new one is recorded (encrypted) as
+    pending first: a process that dies before recording the change leaves the
+    next one a way in, to put the recorded password back.
+    """
+    deps = ctx.deps
+    with recording(deps, task) as conn:
+        repo.set_pending_password(conn, instance.instance_id, deps.box.seal(password))
+    current = deps.box.open(instance.mgmt_password_encrypted)
+    addresses = [(a.host, a.port) for a in instance_addresses(deps, instance)]
+    try:
+        deps.redis.legacy.set_password(addresses, current, password)
+    except NodeFailure as exc:
+        log.warning(
+            "request %s: password of %s rolled back: %s", ctx.request_id, instance.instance_id, exc
+        )
+        deps.reconciler.mark_dirty(instance.instance_id)
+        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
 
 
 def modify_account_description(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -59,10 +59,18 @@ def require_normal(instance: InstanceRow) -> None:
         raise ApiError(errors.INCORRECT_INSTANCE_STATE)
 
 
+def engine_major(instance: InstanceRow) -> int:
+    return int(instance.engine_version.split(".")[0])
+
+
+def is_legacy(instance: InstanceRow) -> bool:
+    """Redis before 6.0: no ACL, one account (the instance ID's), ``requirepass``."""
+    return engine_major(instance) < 6
+
+
 def check_account_engine(instance: InstanceRow) -> None:
     """Custom accounts need ACLs: Redis 6.0 or later (api.md §3)."""
-    major = int(instance.engine_version.split(".")[0])
-    if major < 6:
+    if is_legacy(instance):
         raise ApiError(errors.ENGINE_VERSION_FORMAT)
 
 
@@ -121,22 +129,31 @@ def instance_nodes(deps: Deps, instance: InstanceRow) -> list[Node]:
     user, through the stored admin login). A node that no longer answers stays
     on the list: a change must not pretend it reached it.
     """
+    return deps.redis.nodes(
+        instance_addresses(deps, instance), deps.box.open(instance.mgmt_password_encrypted)
+    )
+
+
+def instance_addresses(deps: Deps, instance: InstanceRow) -> list[NodeAddress]:
+    """Where the instance's nodes are; a registered deployment's looked at again first."""
     with deps.engine.connect() as conn:
         rows = repo.list_nodes(conn, instance.instance_id)
     if instance.provider == REGISTERED:
         rows = _include_new_nodes(deps, instance, rows)
-    return deps.redis.nodes(node_addresses(rows), deps.box.open(instance.mgmt_password_encrypted))
+    return node_addresses(rows)
 
 
 def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[NodeRow]:
     mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    # Before 6.0 there are no users: rkvstore logs in with requirepass alone.
+    login = None if is_legacy(instance) else MANAGEMENT_USER
     topology = None
     for row in rows:
         try:
             topology = discover(
                 row.host,
                 row.port,
-                MANAGEMENT_USER,
+                login,
                 mgmt,
                 timeout=deps.settings.node_timeout_seconds,
             )
@@ -152,7 +169,8 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
     if not new:
         return rows
     log.info("instance %s: %d node(s) found since registration", instance.instance_id, len(new))
-    _put_management_user(deps, instance, new, mgmt)
+    if not is_legacy(instance):
+        _put_management_user(deps, instance, new, mgmt)
     found = [n for n in topology.nodes if (n.host, n.port) in known or n in new]
     merged = found + [
         FoundNode(r.host, r.port, r.role, r.shard)

@@ -26,6 +26,7 @@ from rkvstore.services.common import (
     UNAVAILABLE,
     desired_users,
     instance_nodes,
+    is_legacy,
     load_instance,
     new_instance_id,
     random_password,
@@ -327,7 +328,7 @@ def delete_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     with task_slot(deps, instance.instance_id, "DeleteInstance"):
         if instance.provider == LOCAL:
             deps.local.delete_instance(instance, rows)
-        else:
+        elif not is_legacy(instance):  # before 6.0 rkvstore added no user
             remove_management_user(ctx, instance, rows)
         with deps.engine.begin() as conn:
             repo.delete_instance(conn, instance.instance_id)
@@ -348,6 +349,8 @@ def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict
     """
     deps = ctx.deps
     instance = load_instance(ctx, params["InstanceId"])
+    if is_legacy(instance):  # no management user: its login is the account's password
+        raise ApiError(errors.ENGINE_VERSION_FORMAT)
     require_normal(instance)
     with deps.engine.connect() as conn:
         rows = repo.list_nodes(conn, instance.instance_id)

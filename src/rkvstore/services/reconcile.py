@@ -112,14 +112,34 @@ class Reconciler:
         return instance if instance is not None and instance.status == "Normal" else None
 
     def _pass(self, instance: repo.InstanceRow) -> ReconcileReport:
-        from rkvstore.services.common import LOCAL, desired_users, instance_nodes
+        from rkvstore.services.common import LOCAL, desired_users, instance_nodes, is_legacy
 
         deps = self.deps
+        if is_legacy(instance):
+            return self._legacy_pass(instance)
         return deps.redis.reconcile(
             instance_nodes(deps, instance),
             desired_users(deps, instance),
             strict=instance.provider == LOCAL,
         )
+
+    def _legacy_pass(self, instance: repo.InstanceRow) -> ReconcileReport:
+        """Before 6.0: every node on the recorded ``requirepass``; then no change is pending."""
+        from rkvstore.services.common import instance_addresses
+
+        deps = self.deps
+        pending = instance.pending_password_encrypted
+        report = deps.redis.reconcile_legacy(
+            instance_addresses(deps, instance),
+            deps.box.open(instance.mgmt_password_encrypted),
+            None if pending is None else deps.box.open(pending),
+            instance.instance_id,
+        )
+        if report.in_line and pending is not None:
+            # No node is left on it, and the slot is held: no task is setting it.
+            with deps.engine.begin() as conn:
+                repo.set_pending_password(conn, instance.instance_id, None)
+        return report
 
     def run_once(self) -> None:
         """Start a pass over every ``Normal`` instance that has none running yet.

@@ -65,11 +65,26 @@ def _parse_endpoint(endpoint: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _legacy_account(instance_id: str, password: Secret) -> dict[str, Any]:
+    """Before 6.0 the one account is named after the instance; requirepass is its password."""
+    return {
+        "instance_id": instance_id,
+        "name": instance_id,
+        "password_sha256": password.sha256_hex(),
+        "privilege": "Super",
+        "account_type": "Super",
+        "description": "",
+    }
+
+
 def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """Adopt an existing deployment: discover it, put rkvstore's management user on every node."""
     deps = ctx.deps
     host, port = _parse_endpoint(params["Endpoint"])
-    admin_user: str | None = params["AdminUserName"]
+    # ``default`` is plain AUTH <password>: the one login Redis before 6.0 knows.
+    admin_user: str | None = params["AdminUserName"] or None
+    if admin_user == "default":
+        admin_user = None
     admin_password: Secret = params["AdminPassword"]
     try:
         topology = discover(
@@ -81,8 +96,9 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
     major = topology.version.split(".")[0]
     if not major.isascii() or not major.isdigit():
         raise ApiError(errors.INVALID_ENDPOINT)
-    if int(major) < 6:
+    if int(major) < 4:
         raise ApiError(errors.ENGINE_VERSION_FORMAT)
+    legacy = int(major) < 6  # no ACL: requirepass is the one account and rkvstore's login
     with deps.engine.connect() as conn:
         # Two registrations of one node would fight over its management user.
         if repo.nodes_in_use(conn, [(n.host, n.port) for n in topology.nodes]):
@@ -91,7 +107,7 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         raise ApiError(errors.DRY_RUN_OPERATION)
 
     instance_id = new_instance_id()
-    mgmt = random_password()
+    mgmt = admin_password if legacy else random_password()
     admin_nodes = [
         deps.redis.node(NodeAddress(n.host, n.port), admin_password, user=admin_user or "default")
         for n in topology.nodes
@@ -126,21 +142,26 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
                     "host": domain,
                     "port": master.port,
                     "mgmt_password_encrypted": deps.box.seal(mgmt),
-                    "admin_user": admin_user,
+                    "admin_user": None if legacy else admin_user,
                     "admin_password_encrypted": deps.box.seal(admin_password),
                 },
             )
             repo.replace_nodes(conn, instance_id, node_rows_for(instance_id, topology.nodes))
+            if legacy:
+                repo.insert_account(conn, _legacy_account(instance_id, admin_password))
     except IntegrityError as exc:
         raise ApiError(errors.INVALID_ENDPOINT_REGISTERED) from exc
-    user = management_user(mgmt)
-    try:
-        deps.redis.apply(admin_nodes, [UserChange(user.name, user)])
-    except NodeFailure as exc:
-        log.warning("request %s: management user not set on every node: %s", ctx.request_id, exc)
-        with deps.engine.begin() as conn:
-            repo.delete_instance(conn, instance_id)
-        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+    if not legacy:
+        user = management_user(mgmt)
+        try:
+            deps.redis.apply(admin_nodes, [UserChange(user.name, user)])
+        except NodeFailure as exc:
+            log.warning(
+                "request %s: management user not set on every node: %s", ctx.request_id, exc
+            )
+            with deps.engine.begin() as conn:
+                repo.delete_instance(conn, instance_id)
+            raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
     with deps.engine.begin() as conn:
         repo.set_instance_status(conn, instance_id, NORMAL)
     return {

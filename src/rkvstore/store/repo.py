@@ -32,6 +32,7 @@ class InstanceRow:
     admin_user: str | None
     admin_password_encrypted: str | None
     created_at: datetime
+    pending_password_encrypted: str | None = None
 
     @classmethod
     def of(cls, row: Row[Any]) -> InstanceRow:
@@ -117,6 +118,27 @@ def set_management_password(conn: Connection, instance_id: str, sealed: str) -> 
         update(instances)
         .where(instances.c.instance_id == instance_id)
         .values(mgmt_password_encrypted=sealed)
+    )
+
+
+def set_pending_password(conn: Connection, instance_id: str, sealed: str | None) -> None:
+    conn.execute(
+        update(instances)
+        .where(instances.c.instance_id == instance_id)
+        .values(pending_password_encrypted=sealed)
+    )
+
+
+def set_legacy_password(conn: Connection, instance_id: str, sealed: str) -> None:
+    """Redis before 6.0: the one password is rkvstore's login and the admin's too."""
+    conn.execute(
+        update(instances)
+        .where(instances.c.instance_id == instance_id)
+        .values(
+            mgmt_password_encrypted=sealed,
+            admin_password_encrypted=sealed,
+            pending_password_encrypted=None,
+        )
     )
 
 

