@@ -124,22 +124,22 @@ class Reconciler:
         )
 
     def _legacy_pass(self, instance: repo.InstanceRow) -> ReconcileReport:
-        """Before 6.0: every node on the recorded ``requirepass``; then no change is pending."""
+        """Before 6.0: every node on the recorded ``requirepass``.
+
+        A pending password (of a change never recorded) stays until the next
+        change is recorded: a holder stalled past its lease may still send it
+        to a node after this pass, and it is then the way back in.
+        """
         from rkvstore.services.common import instance_addresses
 
         deps = self.deps
         pending = instance.pending_password_encrypted
-        report = deps.redis.reconcile_legacy(
+        return deps.redis.reconcile_legacy(
             instance_addresses(deps, instance),
             deps.box.open(instance.mgmt_password_encrypted),
             None if pending is None else deps.box.open(pending),
             instance.instance_id,
         )
-        if report.in_line and pending is not None:
-            # No node is left on it, and the slot is held: no task is setting it.
-            with deps.engine.begin() as conn:
-                repo.set_pending_password(conn, instance.instance_id, None)
-        return report
 
     def run_once(self) -> None:
         """Start a pass over every ``Normal`` instance that has none running yet.

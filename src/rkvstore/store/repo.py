@@ -121,7 +121,7 @@ def set_management_password(conn: Connection, instance_id: str, sealed: str) -> 
     )
 
 
-def set_pending_password(conn: Connection, instance_id: str, sealed: str | None) -> None:
+def set_pending_password(conn: Connection, instance_id: str, sealed: str) -> None:
     conn.execute(
         update(instances)
         .where(instances.c.instance_id == instance_id)
