@@ -461,7 +461,12 @@ def test_unwatched_and_stopped_nodes_are_not_restarted(nodes: Nodes) -> None:
     manager.watch(node, mgmt)
     manager.unwatch(node.node_id)
     os.kill(server_pid(node.port, mgmt), signal.SIGKILL)
-    wait_for("the process gone", lambda: processes_on_port(node.port) == [], 5)
+    # Gone and its socket closed: a dying process loses its title before its files.
+    wait_for(
+        "the process gone",
+        lambda: processes_on_port(node.port) == [] and port_refuses(node.port),
+        5,
+    )
     assert manager.check_watched() == []
     assert port_refuses(node.port)
 
