@@ -424,13 +424,11 @@ def test_supervisor_restarts_a_killed_node_on_its_port(nodes: Nodes, engine: str
     for node in (master, replica):
         old_pid = server_pid(node.port, mgmt)
         os.kill(old_pid, signal.SIGKILL)
-        started = time.monotonic()
-        new_pid = wait_for(
+        new_pid = wait_for(  # within seconds (issue 3): the wait is the bound
             f"{node.node_id} back on port {node.port}",
             functools.partial(new_server_pid, node.port, mgmt, old_pid),
             5,
         )
-        assert time.monotonic() - started < 5
         assert processes_on_port(node.port) == [new_pid]
         for user, pw in (("app", app_pw), ("later", later_pw)):
             with connect(node.port, user, pw) as conn:
