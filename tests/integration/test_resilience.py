@@ -895,6 +895,78 @@ def test_one_node_under_two_names_is_registered_once(data_dir: Path, own_root: P
         stop_own_redis(lone)
 
 
+@contextlib.contextmanager
+def port_forward(listen_host: str, target_port: int) -> Iterator[int]:
+    """A TCP forward ``listen_host:<port>`` -> ``127.0.0.1:target_port`` (loopback only)."""
+    import selectors
+    import socket
+    import threading
+
+    server = socket.create_server((listen_host, 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with a, b, selectors.DefaultSelector() as sel:
+            sel.register(a, selectors.EVENT_READ, b)
+            sel.register(b, selectors.EVENT_READ, a)
+            while not stop.is_set():
+                for key, _ in sel.select(timeout=0.2):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", target_port), timeout=5)
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        acceptor.join(timeout=5)
+        server.close()
+
+
+def test_a_node_behind_a_port_forward_is_registered_where_it_is_reached(
+    data_dir: Path, own_root: Path
+) -> None:
+    """The node sees itself at 127.0.0.1:P; rkvstore reaches it at 127.0.0.2:Q."""
+    if not SYSTEM_REDIS.exists():
+        pytest.skip(f"no {SYSTEM_REDIS}")
+    password = remember_secret("Adm!" + secrets.token_hex(14))
+    lone = start_own_redis(
+        own_root / "forwarded", free_port(), hashlib.sha256(password.encode()).hexdigest(), None
+    )
+    try:
+        wait_for("own redis serving", lambda: auth_ok(lone.port, "admin", password), 15)
+        with (
+            port_forward("127.0.0.2", lone.port) as forwarded,
+            serving(data_dir, FAST) as server,
+            api(server) as client,
+        ):
+            body = register(client, f"127.0.0.2:{forwarded}", password)
+            assert (body["ConnectionDomain"], body["Port"]) == ("127.0.0.2", forwarded)
+            instance_id = body["InstanceId"]
+            demo = new_password()
+            client.call(
+                "CreateAccount",
+                {"InstanceId": instance_id, "AccountName": "demo", "AccountPassword": demo},
+            )
+            assert auth_ok(lone.port, "demo", demo)
+            client.call("DeleteInstance", {"InstanceId": instance_id})
+    finally:
+        stop_own_redis(lone)
+
+
 def test_reconciler_repairs_a_password_set_by_hand(data_dir: Path, own_root: Path) -> None:
     with own_deployment(own_root) as own, serving(data_dir, FAST) as server, api(server) as client:
         instance_id = register(client, f"127.0.0.1:{own.master.port}", own.admin_password)[

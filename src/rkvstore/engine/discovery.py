@@ -27,8 +27,8 @@ class Topology:
     version: str  # "7.0.15"
     cluster: bool
     nodes: list[FoundNode] = field(default_factory=list)
-    # The address given, as the server it reached sees itself: a host name
-    # becomes the IP that was connected to, so it compares with the others.
+    # The address given, with a host name turned into the IP that was
+    # connected to, so that it compares with the addresses nodes report.
     seed: tuple[str, int] | None = None
 
     @property
@@ -69,20 +69,25 @@ def _info(client: redis.Redis, section: str) -> dict[str, Any]:
 
 
 def _server_address(client: redis.Redis, host: str, port: int) -> tuple[str, int]:
-    """``host:port`` as the node reached sees itself (``laddr``, Redis 6.2+).
+    """``host:port`` with the host as the IP address this connection reached.
 
     Replicas and cluster peers name each other by IP; a host name given by the
-    operator is turned into the IP it reached, so that ``localhost`` and
-    ``127.0.0.1`` are one node. Before 6.2 the name is kept as given.
+    operator becomes the address rkvstore actually connected to, so that
+    ``localhost`` and ``127.0.0.1`` are one node. It is the client's side of the
+    connection (``getpeername``), not the server's idea of itself, so a node
+    behind a port forward or NAT keeps the address it is reached at.
     """
+    pool = client.connection_pool
+    connection = pool.get_connection()
     try:
-        laddr = str(client.client_info().get("laddr", ""))
-    except redis.ResponseError:
+        connection.connect()  # a no-op when connected, as after the INFO calls
+        sock = getattr(connection, "_sock", None)
+        peer = sock.getpeername() if sock is not None else None
+    finally:
+        pool.release(connection)
+    if not peer or not isinstance(peer[0], str):
         return host, port
-    ip, _, local_port = laddr.rpartition(":")
-    if not ip or not local_port.isdigit():
-        return host, port
-    return ip.strip("[]"), port
+    return str(peer[0]), port
 
 
 def _replicas(info: dict[str, Any]) -> list[tuple[str, int]]:
