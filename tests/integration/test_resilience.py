@@ -849,50 +849,64 @@ def test_register_instance_manages_accounts_on_every_node(data_dir: Path, own_ro
     assert files_holding(own_root, own.admin_password) == []
 
 
-def test_one_node_under_two_names_is_registered_once(data_dir: Path, own_root: Path) -> None:
-    """``localhost`` and ``127.0.0.1`` are one node: two instances would fight over
-    its management user. Clients keep the name they registered with."""
+@contextlib.contextmanager
+def own_lone_redis(directory: Path) -> Iterator[tuple[OwnRedis, str]]:
+    """One redis-server of the test's own with an ``admin`` user; and its password."""
     if not SYSTEM_REDIS.exists():
         pytest.skip(f"no {SYSTEM_REDIS}")
     password = remember_secret("Adm!" + secrets.token_hex(14))
     lone = start_own_redis(
-        own_root / "lone", free_port(), hashlib.sha256(password.encode()).hexdigest(), None
+        directory, free_port(), hashlib.sha256(password.encode()).hexdigest(), None
     )
     try:
         wait_for("own redis serving", lambda: auth_ok(lone.port, "admin", password), 15)
-        with serving(data_dir, FAST) as server, api(server) as client:
-            body = register(client, f"localhost:{lone.port}", password)
-            assert (body["ConnectionDomain"], body["Port"]) == ("localhost", lone.port)
-            assert body["NodeCount"] == 1
-            err = api_error(
-                client,
-                "RegisterInstance",
-                {
-                    "Endpoint": f"127.0.0.1:{lone.port}",
-                    "AdminUserName": "admin",
-                    "AdminPassword": password,
-                },
-            )
-            assert (err.status, err.code, err.message) == (
-                400,
-                "InvalidEndpoint.Registered",
-                "A node of the specified Redis endpoint is already managed.",
-            )
-            assert client.call("DescribeInstances", {})["TotalCount"] == 1
-            instance_id = body["InstanceId"]
-            demo = new_password()
-            client.call(
-                "CreateAccount",
-                {"InstanceId": instance_id, "AccountName": "demo", "AccountPassword": demo},
-            )
-            assert auth_ok(lone.port, "demo", demo)
-            client.call("DeleteInstance", {"InstanceId": instance_id})
-            # Forgotten: now it may be registered under its other name.
-            again = register(client, f"127.0.0.1:{lone.port}", password)
-            assert again["ConnectionDomain"] == "127.0.0.1"
-            client.call("DeleteInstance", {"InstanceId": again["InstanceId"]})
+        yield lone, password
     finally:
         stop_own_redis(lone)
+
+
+def manage_then_forget(client: RpcClient, instance_id: str, port: int) -> None:
+    """An account made through the registered instance logs in on the node; then delete it."""
+    demo = new_password()
+    client.call(
+        "CreateAccount",
+        {"InstanceId": instance_id, "AccountName": "demo", "AccountPassword": demo},
+    )
+    assert auth_ok(port, "demo", demo)
+    client.call("DeleteInstance", {"InstanceId": instance_id})
+
+
+def test_one_node_under_two_names_is_registered_once(data_dir: Path, own_root: Path) -> None:
+    """``localhost`` and ``127.0.0.1`` are one node: two instances would fight over
+    its management user. Clients keep the name they registered with."""
+    with (
+        own_lone_redis(own_root / "lone") as (lone, password),
+        serving(data_dir, FAST) as server,
+        api(server) as client,
+    ):
+        body = register(client, f"localhost:{lone.port}", password)
+        assert (body["ConnectionDomain"], body["Port"]) == ("localhost", lone.port)
+        assert body["NodeCount"] == 1
+        err = api_error(
+            client,
+            "RegisterInstance",
+            {
+                "Endpoint": f"127.0.0.1:{lone.port}",
+                "AdminUserName": "admin",
+                "AdminPassword": password,
+            },
+        )
+        assert (err.status, err.code, err.message) == (
+            400,
+            "InvalidEndpoint.Registered",
+            "A node of the specified Redis endpoint is already managed.",
+        )
+        assert client.call("DescribeInstances", {})["TotalCount"] == 1
+        manage_then_forget(client, body["InstanceId"], lone.port)
+        # Forgotten: now it may be registered under its other name.
+        again = register(client, f"127.0.0.1:{lone.port}", password)
+        assert again["ConnectionDomain"] == "127.0.0.1"
+        client.call("DeleteInstance", {"InstanceId": again["InstanceId"]})
 
 
 @contextlib.contextmanager
@@ -940,31 +954,15 @@ def test_a_node_behind_a_port_forward_is_registered_where_it_is_reached(
     data_dir: Path, own_root: Path
 ) -> None:
     """The node sees itself at 127.0.0.1:P; rkvstore reaches it at 127.0.0.2:Q."""
-    if not SYSTEM_REDIS.exists():
-        pytest.skip(f"no {SYSTEM_REDIS}")
-    password = remember_secret("Adm!" + secrets.token_hex(14))
-    lone = start_own_redis(
-        own_root / "forwarded", free_port(), hashlib.sha256(password.encode()).hexdigest(), None
-    )
-    try:
-        wait_for("own redis serving", lambda: auth_ok(lone.port, "admin", password), 15)
-        with (
-            port_forward("127.0.0.2", lone.port) as forwarded,
-            serving(data_dir, FAST) as server,
-            api(server) as client,
-        ):
-            body = register(client, f"127.0.0.2:{forwarded}", password)
-            assert (body["ConnectionDomain"], body["Port"]) == ("127.0.0.2", forwarded)
-            instance_id = body["InstanceId"]
-            demo = new_password()
-            client.call(
-                "CreateAccount",
-                {"InstanceId": instance_id, "AccountName": "demo", "AccountPassword": demo},
-            )
-            assert auth_ok(lone.port, "demo", demo)
-            client.call("DeleteInstance", {"InstanceId": instance_id})
-    finally:
-        stop_own_redis(lone)
+    with (
+        own_lone_redis(own_root / "forwarded") as (lone, password),
+        port_forward("127.0.0.2", lone.port) as forwarded,
+        serving(data_dir, FAST) as server,
+        api(server) as client,
+    ):
+        body = register(client, f"127.0.0.2:{forwarded}", password)
+        assert (body["ConnectionDomain"], body["Port"]) == ("127.0.0.2", forwarded)
+        manage_then_forget(client, body["InstanceId"], lone.port)
 
 
 def test_reconciler_repairs_a_password_set_by_hand(data_dir: Path, own_root: Path) -> None:
