@@ -38,6 +38,7 @@ class Reconciler:
         self.interval = interval
         self._out_of_line: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
+        self._flagged: dict[str, int] = {}  # instance -> times mark_dirty was called
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -54,12 +55,14 @@ class Reconciler:
     def mark_dirty(self, instance_id: str) -> None:
         with self._lock:
             self._dirty.add(instance_id)
+            self._flagged[instance_id] = self._flagged.get(instance_id, 0) + 1
         self._wake.set()
 
     def forget(self, instance_id: str) -> None:
         with self._lock:
             self._out_of_line.pop(instance_id, None)
             self._dirty.discard(instance_id)
+            self._flagged.pop(instance_id, None)
 
     # ------------------------------------------------------------------ passes
 
@@ -89,12 +92,16 @@ class Reconciler:
             instance = self._normal(instance_id)
             if instance is None:
                 return None
+            with self._lock:
+                flagged = self._flagged.get(instance_id, 0)
             report = self._pass(instance)
-        with self._lock:
-            before = self._out_of_line.get(instance_id, set())
-            self._out_of_line[instance_id] = set(report.unreachable)
-            if report.in_line:
-                self._dirty.discard(instance_id)
+            # Still under the slot, so no task's failure can be flagged in between
+            # and then wiped here; a flag raised during the pass stays for the next.
+            with self._lock:
+                before = self._out_of_line.get(instance_id, set())
+                self._out_of_line[instance_id] = set(report.unreachable)
+                if report.in_line and self._flagged.get(instance_id, 0) == flagged:
+                    self._dirty.discard(instance_id)
         for label in sorted(set(report.unreachable) - before):
             log.warning(
                 "instance %s: node %s out of reach (%s); its accounts are Unavailable",
