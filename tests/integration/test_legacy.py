@@ -371,3 +371,67 @@ def test_redis5_serve_killed_mid_reset_recovers(
             assert deployment.replicates(newer, f"after-{point}")
     finally:
         stop_server(again, delete_instances=True)
+
+
+def test_redis5_change_waits_while_a_node_may_hold_an_unrecorded_password(
+    data_dir: Path, deployment: Deployment5
+) -> None:
+    """The pending password is the only way into a node that kept an unrecorded
+    change: a new change must not replace it while such a node is out of reach."""
+    server = start_server(data_dir, extra_env=FAST)
+    try:
+        with api(server) as client:
+            instance_id = str(register(client, deployment)["InstanceId"])
+    finally:
+        stop_server(server)
+    lease = {**FAST, "RKVSTORE_TASK_LEASE_SECONDS": "1"}
+    crashing = restart(server, {**lease, CRASH_VARIABLE: "nodes-changed"})
+    lost = new_password()
+    try:
+        with api(crashing) as client, pytest.raises(httpx.TransportError):
+            reset(client, instance_id, lost)
+        crashing.process.wait(timeout=10)
+    finally:
+        with contextlib.suppress(Exception):
+            crashing.stop(signal.SIGKILL)
+    assert all(accepts(n.port, lost) for n in deployment.nodes)  # changed, never recorded
+
+    assert deployment.replica.process is not None
+    replica_pid = deployment.replica.process.pid
+    os.kill(replica_pid, signal.SIGSTOP)  # out of reach while rkvstore recovers
+    again = restart(server, lease)
+    try:
+        wait_for(
+            "the master back on the recorded password",
+            lambda: accepts(deployment.master.port, deployment.password),
+            20,
+        )
+        with api(again) as client:
+            response = client.request(
+                "ResetAccountPassword",
+                {
+                    "InstanceId": instance_id,
+                    "AccountName": instance_id,
+                    "AccountPassword": new_password(),
+                },
+            )
+            body = response.json()
+            assert (response.status_code, body["Code"], body["Message"]) == (
+                503,
+                "ServiceUnavailable",
+                "The request has failed due to a temporary failure of the server.",
+            )
+            os.kill(replica_pid, signal.SIGCONT)
+            # Still reachable with the pending password: put back like the master.
+            wait_for(
+                "every node on the recorded password",
+                lambda: deployment.only(deployment.password, lost),
+                20,
+            )
+            wait_for("replica in sync", lambda: deployment.in_sync(deployment.password), 15)
+            newer = new_password()
+            reset(client, instance_id, newer)
+            assert deployment.only(newer, deployment.password, lost)
+    finally:
+        os.kill(replica_pid, signal.SIGCONT)
+        stop_server(again, delete_instances=True)

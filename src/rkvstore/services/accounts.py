@@ -209,6 +209,13 @@ def _set_requirepass(ctx: CallContext, instance: InstanceRow, task: Task, passwo
     next one a way in, to put the recorded password back.
     """
     deps = ctx.deps
+    if instance.pending_password_encrypted is not None:
+        # An earlier change was never recorded and may still be on a node: the
+        # pending password is the only way in there, so it is not replaced
+        # before a pass has seen every node back on the recorded one.
+        report = deps.reconciler.reconcile_instance(instance.instance_id, holding_slot=True)
+        if report is None or not report.in_line:
+            raise ApiError(errors.SERVICE_UNAVAILABLE)
     with recording(deps, task) as conn:
         repo.set_pending_password(conn, instance.instance_id, deps.box.seal(password))
     current = deps.box.open(instance.mgmt_password_encrypted)
