@@ -30,6 +30,7 @@ from rkvstore.services.common import (
     load_instance,
     new_instance_id,
     random_password,
+    recording,
     require_normal,
     task_slot,
 )
@@ -357,7 +358,10 @@ def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict
     if instance.provider == LOCAL and not deps.local.holds(instance, rows):
         # Only the process that supervises the nodes can give them masterauth.
         raise ApiError(errors.INCORRECT_INSTANCE_STATE)
-    with task_slot(deps, instance.instance_id, "RotateManagementPassword"):
+    with task_slot(deps, instance.instance_id, "RotateManagementPassword") as task:
+        # Read again under the slot: a rotation just finished changed the login.
+        instance = load_instance(ctx, instance.instance_id)
+        require_normal(instance)
         old = deps.box.open(instance.mgmt_password_encrypted)
         new = random_password()
         nodes = instance_nodes(deps, instance)
@@ -390,8 +394,19 @@ def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict
                 undo = [["ACL", "SETUSER", MANAGEMENT_USER, f"!{new.sha256_hex()}"]]
                 deps.redis.fanout.run(instance_nodes(deps, instance), undo)
                 raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
-        with deps.engine.begin() as conn:
-            repo.set_management_password(conn, instance.instance_id, deps.box.seal(new))
+        try:
+            with recording(deps, task) as conn:
+                repo.set_management_password(conn, instance.instance_id, deps.box.seal(new))
+        except ApiError:
+            # Taken over while stalled: the nodes keep the recorded login (the
+            # taker's pass resets the user to it); replicas must use it too.
+            if instance.provider == LOCAL:
+                current = load_instance(ctx, instance.instance_id)
+                with contextlib.suppress(LocalNodeError):
+                    deps.local.manager.set_management_password(
+                        instance.instance_id, deps.box.open(current.mgmt_password_encrypted)
+                    )
+            raise
         refreshed = load_instance(ctx, instance.instance_id)
         drop = [["ACL", "SETUSER", MANAGEMENT_USER, f"!{old.sha256_hex()}"]]
         results = deps.redis.fanout.run(instance_nodes(deps, refreshed), drop)
