@@ -203,7 +203,9 @@ class Reconciler:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self._passes.shutdown(wait=False, cancel_futures=True)
+        # Queued passes are dropped; running ones (bounded by the node timeout)
+        # finish before the engine and the database they use are closed.
+        self._passes.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
