@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis
@@ -39,6 +39,13 @@ class LegacyOutcome:
 def _short(exc: BaseException) -> str:
     text = str(exc).split("\n")[0]
     return f"{type(exc).__name__}: {text[:120]}"
+
+
+def _outcome(future: Future[LegacyOutcome]) -> LegacyOutcome:
+    try:
+        return future.result()
+    except CancelledError:  # the pool is shutting down: the node was not reached
+        return LegacyOutcome(error="CancelledError: shutting down")
 
 
 class LegacyNodes:
@@ -108,14 +115,14 @@ class LegacyNodes:
         self, addresses: Sequence[tuple[str, int]], work: Callable[[tuple[str, int]], LegacyOutcome]
     ) -> dict[tuple[str, int], LegacyOutcome]:
         futures = {a: self._pool.submit(work, a) for a in addresses}
-        return {a: f.result() for a, f in futures.items()}
+        return {a: _outcome(f) for a, f in futures.items()}
 
     def set_password(self, addresses: Sequence[tuple[str, int]], old: Secret, new: Secret) -> None:
         """Every node to ``new``, or every node that may have changed back to ``old``."""
         futures = {a: self._pool.submit(self._change, a, [old], new) for a in addresses}
         results: dict[tuple[str, int], LegacyOutcome] = {}
         for address, future in futures.items():
-            results[address] = future.result()
+            results[address] = _outcome(future)
             if len(results) == 1:
                 crash_point("fanout-first-node")
         failed = {f"{h}:{p}": r.error for (h, p), r in results.items() if r.error is not None}

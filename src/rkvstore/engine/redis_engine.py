@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 
 import redis
@@ -138,7 +139,7 @@ class RedisEngine:
         for label, future in futures.items():
             try:
                 repaired = future.result()
-            except (redis.RedisError, OSError, ValueError) as exc:
+            except (redis.RedisError, OSError, ValueError, CancelledError) as exc:
                 report.unreachable[label] = type(exc).__name__
                 continue
             if repaired:
