@@ -313,7 +313,9 @@ def test_redis5_reset_with_a_stopped_node_is_rolled_back(
                 "The request has failed due to a temporary failure of the server.",
             )
             assert took < 10
-            assert accepts(deployment.master.port, deployment.password)  # put back
+            assert accepts(deployment.master.port, deployment.password)
+            # Put back by the change's own undo, not by a reconciler pass after it.
+            assert f"drift on node 127.0.0.1:{deployment.master.port}" not in log_text(server)
         finally:
             os.kill(pid, signal.SIGCONT)
         # Whatever the stopped replica had queued runs now; every node ends where
@@ -344,13 +346,23 @@ def test_redis5_serve_killed_mid_reset_recovers(
     lease = {**FAST, "RKVSTORE_TASK_LEASE_SECONDS": "1"}
     crashing = restart(server, {**lease, CRASH_VARIABLE: point})
     lost = new_password()
+    assert deployment.replica.process is not None
+    replica_pid = deployment.replica.process.pid
+    if point == "fanout-first-node":
+        # The master answers first and rkvstore dies then; the replica, stopped,
+        # has not been changed: the half-changed case.
+        os.kill(replica_pid, signal.SIGSTOP)
     try:
         with api(crashing) as client, pytest.raises(httpx.TransportError):
             reset(client, instance_id, lost)
         crashing.process.wait(timeout=10)
     finally:
+        os.kill(replica_pid, signal.SIGCONT)
         with contextlib.suppress(Exception):
             crashing.stop(signal.SIGKILL)
+    assert accepts(deployment.master.port, lost)
+    half = point == "fanout-first-node"
+    assert accepts(deployment.replica.port, deployment.password if half else lost)
     again: LiveServer = restart(server, lease)
     try:
         # The change was not recorded: every node goes back to the recorded password.
