@@ -23,7 +23,7 @@ from cryptography.fernet import Fernet
 
 from rkvstore.faults import STALL_VARIABLE
 from tests.conftest import ARTIFACT_DIRS, PG_AVAILABLE, LiveServer, fresh_pg_database, start_server
-from tests.integration.test_resilience import log_text, wait_for
+from tests.integration.test_resilience import log_text, own_lone_redis, wait_for
 from tests.integration.test_scale_out import _can_login, _client, _password, _wait_normal
 
 pytestmark = pytest.mark.postgres
@@ -145,4 +145,60 @@ def test_a_stalled_task_taken_over_records_nothing(
         for port in ports:
             assert _can_login(port, "demo", done)
             assert not _can_login(port, "demo", stale)
+        via_b.call("DeleteInstance", {"InstanceId": instance_id})
+
+
+def test_a_user_created_by_a_task_taken_over_is_taken_back(
+    stalling_pair: tuple[LiveServer, LiveServer], tmp_path: Path
+) -> None:
+    """On a registered deployment the reconciler keeps users it does not know, so the
+    stale CreateAccount itself takes its unrecorded user off the node again."""
+    a, b = stalling_pair
+    with own_lone_redis(tmp_path / "own") as (lone, admin), _client(b) as via_b:
+        instance_id = via_b.call(
+            "RegisterInstance",
+            {
+                "Endpoint": f"127.0.0.1:{lone.port}",
+                "AdminUserName": "admin",
+                "AdminPassword": admin,
+            },
+        )["InstanceId"]
+        ghost = _password()
+        answers: list[httpx.Response] = []
+
+        def create_through_a() -> None:
+            params = {"InstanceId": instance_id, "AccountName": "ghost", "AccountPassword": ghost}
+            with _client(a) as via_a:
+                answers.append(via_a.request("CreateAccount", params))
+
+        stalled = threading.Thread(target=create_through_a)
+        stalled.start()
+        wait_for("A stopped after changing the nodes", lambda: _stopped(a.process.pid), 20)
+        assert _can_login(lone.port, "ghost", ghost)
+        time.sleep(LEASE + 0.5)
+        other = _password()
+        via_b.call(  # takes the slot over
+            "CreateAccount",
+            {"InstanceId": instance_id, "AccountName": "other", "AccountPassword": other},
+        )
+        os.kill(a.process.pid, signal.SIGCONT)
+        stalled.join(timeout=30)
+        assert len(answers) == 1
+        body = answers[0].json()
+        assert (answers[0].status_code, body["Code"], body["Message"]) == SERVICE_UNAVAILABLE
+        assert not _can_login(lone.port, "ghost", ghost)
+        assert _can_login(lone.port, "other", other)
+        names = [
+            item["AccountName"]
+            for item in via_b.call("DescribeAccounts", {"InstanceId": instance_id})["Accounts"][
+                "Account"
+            ]
+        ]
+        assert names == ["other"]
+        again = _password()
+        via_b.call(  # the name is free again
+            "CreateAccount",
+            {"InstanceId": instance_id, "AccountName": "ghost", "AccountPassword": again},
+        )
+        assert _can_login(lone.port, "ghost", again)
         via_b.call("DeleteInstance", {"InstanceId": instance_id})

@@ -125,19 +125,50 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             _refuse_existing_user(ctx, instance, name)
         digest = password.sha256_hex()
         _set_user(ctx, instance, name, digest, privilege)
-        with recording(ctx.deps, task) as conn:
-            repo.insert_account(
-                conn,
-                {
-                    "instance_id": instance.instance_id,
-                    "name": name,
-                    "password_sha256": digest,
-                    "privilege": privilege,
-                    "account_type": NORMAL,
-                    "description": description or "",
-                },
-            )
+        crash_point("nodes-changed")
+        try:
+            with recording(ctx.deps, task) as conn:
+                repo.insert_account(
+                    conn,
+                    {
+                        "instance_id": instance.instance_id,
+                        "name": name,
+                        "password_sha256": digest,
+                        "privilege": privilege,
+                        "account_type": NORMAL,
+                        "description": description or "",
+                    },
+                )
+        except ApiError:
+            _take_back_unrecorded_user(ctx, instance, name)
+            raise
     return {"InstanceId": instance.instance_id, "AccountName": name, "AcountName": name}
+
+
+def _take_back_unrecorded_user(ctx: CallContext, instance: InstanceRow, name: str) -> None:
+    """A user created on the nodes but not recorded (the task was taken over) is removed.
+
+    On a registered deployment the reconciler leaves users it does not know
+    alone, so nothing else would; under the slot again, and only if the
+    database does not have the account by now (the taker may have created it).
+    """
+    deps = ctx.deps
+    try:
+        with deps.slots.hold(
+            instance.instance_id, "CreateAccount", patience=2 * deps.settings.node_timeout_seconds
+        ):
+            with deps.engine.connect() as conn:
+                if repo.get_account(conn, instance.instance_id, name) is not None:
+                    return
+            deps.redis.apply(instance_nodes(deps, instance), [UserChange(name, None)])
+    except (ApiError, NodeFailure) as exc:
+        log.warning(
+            "request %s: user %s created on %s but not recorded, and left there: %s",
+            ctx.request_id,
+            name,
+            instance.instance_id,
+            exc,
+        )
 
 
 def _password_instance(ctx: CallContext, params: dict[str, Any]) -> InstanceRow:
