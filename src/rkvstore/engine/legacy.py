@@ -114,12 +114,28 @@ class LegacyNodes:
     def _each(
         self, addresses: Sequence[tuple[str, int]], work: Callable[[tuple[str, int]], LegacyOutcome]
     ) -> dict[tuple[str, int], LegacyOutcome]:
-        futures = {a: self._pool.submit(work, a) for a in addresses}
+        futures = {a: self._submit(work, a) for a in addresses}
         return {a: _outcome(f) for a, f in futures.items()}
 
-    def set_password(self, addresses: Sequence[tuple[str, int]], old: Secret, new: Secret) -> None:
-        """Every node to ``new``, or every node that may have changed back to ``old``."""
-        futures = {a: self._pool.submit(self._change, a, [old], new) for a in addresses}
+    def _submit(
+        self, work: Callable[[tuple[str, int]], LegacyOutcome], address: tuple[str, int]
+    ) -> Future[LegacyOutcome]:
+        try:
+            return self._pool.submit(work, address)
+        except RuntimeError:  # the pool is shut down: the node is not reached
+            done: Future[LegacyOutcome] = Future()
+            done.set_result(LegacyOutcome(error="RuntimeError: shutting down"))
+            return done
+
+    def set_password(
+        self, addresses: Sequence[tuple[str, int]], logins: Sequence[Secret], new: Secret
+    ) -> None:
+        """Every node to ``new``, or every node that may have changed back to ``logins[0]``.
+
+        ``logins`` is the recorded password, then any password a change that
+        was never recorded may have left on a node.
+        """
+        futures = {a: self._submit(lambda a: self._change(a, logins, new), a) for a in addresses}
         results: dict[tuple[str, int], LegacyOutcome] = {}
         for address, future in futures.items():
             results[address] = _outcome(future)
@@ -130,7 +146,7 @@ class LegacyNodes:
             return
         touched = [a for a, r in results.items() if r.maybe_applied]
         for (host, port), outcome in self._each(
-            touched, lambda a: self._change(a, [new, old], old)
+            touched, lambda a: self._change(a, [new, *logins], logins[0])
         ).items():
             if outcome.error:
                 log.error(
@@ -145,18 +161,17 @@ class LegacyNodes:
         self,
         addresses: Sequence[tuple[str, int]],
         current: Secret,
-        pending: Secret | None,
+        pending: Sequence[Secret],
     ) -> dict[tuple[str, int], LegacyOutcome]:
-        """Bring every node to ``current``: from ``pending`` (a change that was not
-        recorded), or ``masterauth`` alone when it differs."""
+        """Bring every node to ``current``: from a ``pending`` one (a change that was
+        not recorded), or ``masterauth`` alone when it differs."""
         return self._each(addresses, lambda a: self._repair(a, current, pending))
 
     def _repair(
-        self, address: tuple[str, int], current: Secret, pending: Secret | None
+        self, address: tuple[str, int], current: Secret, pending: Sequence[Secret]
     ) -> LegacyOutcome:
-        candidates = [current] if pending is None else [current, pending]
         try:
-            client = self._login(*address, candidates)
+            client = self._login(*address, [current, *pending])
         except (redis.RedisError, OSError) as exc:
             return LegacyOutcome(error=_short(exc))
         try:

@@ -132,10 +132,14 @@ class RedisEngine:
     ) -> ReconcileReport:
         """Bring every reachable node to ``desired``; ``strict`` also removes unknown users."""
         report = ReconcileReport()
-        futures = {
-            n.label: self.fanout._pool.submit(self._reconcile_node, n, desired, strict)
-            for n in nodes
-        }
+        try:
+            futures = {
+                n.label: self.fanout._pool.submit(self._reconcile_node, n, desired, strict)
+                for n in nodes
+            }
+        except RuntimeError:  # the pool is shut down: no node is reached
+            report.unreachable.update({n.label: "RuntimeError" for n in nodes})
+            return report
         for label, future in futures.items():
             try:
                 repaired = future.result()
@@ -150,7 +154,7 @@ class RedisEngine:
         self,
         addresses: Sequence[NodeAddress],
         current: Secret,
-        pending: Secret | None,
+        pending: Sequence[Secret],
         account: str,
     ) -> ReconcileReport:
         """Redis before 6.0: every reachable node's ``requirepass`` to ``current``."""

@@ -22,6 +22,7 @@ from rkvstore.services.common import (
     instance_nodes,
     is_legacy,
     load_instance,
+    pending_passwords,
     recording,
     require_normal,
     task_slot,
@@ -153,14 +154,16 @@ def _take_back_unrecorded_user(ctx: CallContext, instance: InstanceRow, name: st
     database does not have the account by now (the taker may have created it).
     """
     deps = ctx.deps
+    # The taker's task may run a while (a takeover pass, its change, a pass).
+    patience = deps.settings.task_lease_seconds + 2 * deps.settings.node_timeout_seconds
     try:
-        with deps.slots.hold(
-            instance.instance_id, "CreateAccount", patience=2 * deps.settings.node_timeout_seconds
-        ):
+        with deps.slots.hold(instance.instance_id, "CreateAccount", patience=patience):
             with deps.engine.connect() as conn:
-                if repo.get_account(conn, instance.instance_id, name) is not None:
+                fresh = repo.get_instance_any_tenant(conn, instance.instance_id)
+                if fresh is None or repo.get_account(conn, instance.instance_id, name):
                     return
-            deps.redis.apply(instance_nodes(deps, instance), [UserChange(name, None)])
+            # The fresh row: the taker may have rotated the management login.
+            deps.redis.apply(instance_nodes(deps, fresh), [UserChange(name, None)])
     except (ApiError, NodeFailure) as exc:
         log.warning(
             "request %s: user %s created on %s but not recorded, and left there: %s",
@@ -235,24 +238,19 @@ def _change_password(
 def _set_requirepass(ctx: CallContext, instance: InstanceRow, task: Task, password: Secret) -> None:
     """Redis before 6.0: every node's ``requirepass`` (and ``masterauth``), or none.
 
-    It is also rkvstore's own login, so the new one is recorded (encrypted) as
-    pending first: a process that dies before recording the change leaves the
-    next one a way in, to put the recorded password back.
+    It is also rkvstore's own login, so the new one is added (encrypted) to the
+    pending passwords first: a process that dies, or a holder that stalls,
+    before recording the change leaves the next one a way in, to put the
+    recorded password back. The nodes are logged in to with the recorded
+    password or any pending one.
     """
     deps = ctx.deps
-    if instance.pending_password_encrypted is not None:
-        # An earlier change was never recorded and may still be on a node: the
-        # pending password is the only way in there, so it is not replaced
-        # before a pass has seen every node back on the recorded one.
-        report = deps.reconciler.reconcile_instance(instance.instance_id, holding_slot=True)
-        if report is None or not report.in_line:
-            raise ApiError(errors.SERVICE_UNAVAILABLE)
     with recording(deps, task) as conn:
-        repo.set_pending_password(conn, instance.instance_id, deps.box.seal(password))
-    current = deps.box.open(instance.mgmt_password_encrypted)
+        repo.add_pending_password(conn, instance.instance_id, deps.box.seal(password))
+    logins = [deps.box.open(instance.mgmt_password_encrypted), *pending_passwords(deps, instance)]
     addresses = [(a.host, a.port) for a in instance_addresses(deps, instance)]
     try:
-        deps.redis.legacy.set_password(addresses, current, password)
+        deps.redis.legacy.set_password(addresses, logins, password)
     except NodeFailure as exc:
         log.warning(
             "request %s: password of %s rolled back: %s", ctx.request_id, instance.instance_id, exc

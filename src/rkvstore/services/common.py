@@ -68,6 +68,11 @@ def is_legacy(instance: InstanceRow) -> bool:
     return engine_major(instance) < 6
 
 
+def pending_passwords(deps: Deps, instance: InstanceRow) -> list[Secret]:
+    """Redis before 6.0: passwords of changes begun but maybe never recorded."""
+    return [deps.box.open(t) for t in repo.pending_tokens(instance.pending_password_encrypted)]
+
+
 def check_account_engine(instance: InstanceRow) -> None:
     """Custom accounts need ACLs: Redis 6.0 or later (api.md §3)."""
     if is_legacy(instance):

@@ -340,6 +340,25 @@ def delete_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ RotateManagementPassword
 
 
+def _restore_masterauth(ctx: CallContext, instance_id: str) -> None:
+    """Replicas back on the recorded management login, under the slot again (the
+    taker may be a rotation that has not recorded its own yet)."""
+    deps = ctx.deps
+    patience = deps.settings.task_lease_seconds + 2 * deps.settings.node_timeout_seconds
+    try:
+        with deps.slots.hold(instance_id, "RotateManagementPassword", patience=patience):
+            with deps.engine.connect() as conn:
+                current = repo.get_instance_any_tenant(conn, instance_id)
+            if current is not None:
+                deps.local.manager.set_management_password(
+                    instance_id, deps.box.open(current.mgmt_password_encrypted)
+                )
+    except (ApiError, LocalNodeError) as exc:
+        log.warning(
+            "request %s: masterauth of %s not restored: %s", ctx.request_id, instance_id, exc
+        )
+
+
 def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """(extension) A new password for rkvstore's management user, without breaking replication.
 
@@ -401,11 +420,7 @@ def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict
             # Taken over while stalled: the nodes keep the recorded login (the
             # taker's pass resets the user to it); replicas must use it too.
             if instance.provider == LOCAL:
-                current = load_instance(ctx, instance.instance_id)
-                with contextlib.suppress(LocalNodeError):
-                    deps.local.manager.set_management_password(
-                        instance.instance_id, deps.box.open(current.mgmt_password_encrypted)
-                    )
+                _restore_masterauth(ctx, instance.instance_id)
             raise
         refreshed = load_instance(ctx, instance.instance_id)
         drop = [["ACL", "SETUSER", MANAGEMENT_USER, f"!{old.sha256_hex()}"]]

@@ -131,20 +131,15 @@ class Reconciler:
         )
 
     def _legacy_pass(self, instance: repo.InstanceRow) -> ReconcileReport:
-        """Before 6.0: every node on the recorded ``requirepass``.
-
-        A pending password (of a change never recorded) stays until the next
-        change is recorded: a holder stalled past its lease may still send it
-        to a node after this pass, and it is then the way back in.
-        """
-        from rkvstore.services.common import instance_addresses
+        """Before 6.0: every node on the recorded ``requirepass``, reached with it
+        or with a pending one (of a change never recorded)."""
+        from rkvstore.services.common import instance_addresses, pending_passwords
 
         deps = self.deps
-        pending = instance.pending_password_encrypted
         return deps.redis.reconcile_legacy(
             instance_addresses(deps, instance),
             deps.box.open(instance.mgmt_password_encrypted),
-            None if pending is None else deps.box.open(pending),
+            pending_passwords(deps, instance),
             instance.instance_id,
         )
 

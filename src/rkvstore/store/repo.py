@@ -121,11 +121,29 @@ def set_management_password(conn: Connection, instance_id: str, sealed: str) -> 
     )
 
 
-def set_pending_password(conn: Connection, instance_id: str, sealed: str) -> None:
+PENDING_KEPT = 8  # Redis before 6.0: passwords of changes begun, kept as a way back in
+
+
+def pending_tokens(value: str | None) -> list[str]:
+    """The sealed pending passwords, newest last (one Fernet token per line)."""
+    return value.split("\n") if value else []
+
+
+def add_pending_password(conn: Connection, instance_id: str, sealed: str) -> None:
+    """Remember the password a change is about to set, beside those set before.
+
+    None is dropped when a change is recorded: a holder that stalled past its
+    lease may still send an older one to a node later, and only these let
+    rkvstore in there again.
+    """
+    current = conn.execute(
+        select(instances.c.pending_password_encrypted).where(instances.c.instance_id == instance_id)
+    ).scalar_one_or_none()
+    tokens = [*pending_tokens(current), sealed][-PENDING_KEPT:]
     conn.execute(
         update(instances)
         .where(instances.c.instance_id == instance_id)
-        .values(pending_password_encrypted=sealed)
+        .values(pending_password_encrypted="\n".join(tokens))
     )
 
 
@@ -134,11 +152,7 @@ def set_legacy_password(conn: Connection, instance_id: str, sealed: str) -> None
     conn.execute(
         update(instances)
         .where(instances.c.instance_id == instance_id)
-        .values(
-            mgmt_password_encrypted=sealed,
-            admin_password_encrypted=sealed,
-            pending_password_encrypted=None,
-        )
+        .values(mgmt_password_encrypted=sealed, admin_password_encrypted=sealed)
     )
 
 

@@ -90,7 +90,8 @@ instances = Table(
     Column("admin_user", String(128), nullable=True),
     Column("admin_password_encrypted", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    # Redis before 6.0: the password a change is setting, until it is recorded.
+    # Redis before 6.0: passwords of the last changes begun (Fernet tokens, one
+    # per line), a way back in to a node a change left without recording it.
     Column("pending_password_encrypted", Text, nullable=True),
     Index("ix_instances_account_id", "account_id"),
 )

@@ -2,8 +2,9 @@
 
 On Redis before 6.0 the account's password is also the one rkvstore logs in
 with. Should rkvstore die between changing the nodes and recording the change,
-the next process still needs a way in: the pending password (a Fernet token),
-with which it puts the recorded one back.
+the next process still needs a way in: the pending passwords (Fernet tokens,
+one per line, the last few changes begun), with which it puts the recorded one
+back.
 
 Revision ID: 0005
 Revises: 0004
