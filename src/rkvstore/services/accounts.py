@@ -25,6 +25,7 @@ from rkvstore.services.common import (
     pending_passwords,
     recording,
     require_normal,
+    slot_again,
     task_slot,
 )
 from rkvstore.services.context import CallContext
@@ -154,13 +155,12 @@ def _take_back_unrecorded_user(ctx: CallContext, instance: InstanceRow, name: st
     database does not have the account by now (the taker may have created it).
     """
     deps = ctx.deps
-    # The taker's task may run a while (a takeover pass, its change, a pass).
-    patience = deps.settings.task_lease_seconds + 2 * deps.settings.node_timeout_seconds
     try:
-        with deps.slots.hold(instance.instance_id, "CreateAccount", patience=patience):
+        with slot_again(deps, instance.instance_id, "CreateAccount") as fresh:
+            if fresh is None:
+                return
             with deps.engine.connect() as conn:
-                fresh = repo.get_instance_any_tenant(conn, instance.instance_id)
-                if fresh is None or repo.get_account(conn, instance.instance_id, name):
+                if repo.get_account(conn, instance.instance_id, name) is not None:
                     return
             # The fresh row: the taker may have rotated the management login.
             deps.redis.apply(instance_nodes(deps, fresh), [UserChange(name, None)])

@@ -59,13 +59,21 @@ def require_normal(instance: InstanceRow) -> None:
         raise ApiError(errors.INCORRECT_INSTANCE_STATE)
 
 
-def engine_major(instance: InstanceRow) -> int:
-    return int(instance.engine_version.split(".")[0])
-
-
 def is_legacy(instance: InstanceRow) -> bool:
     """Redis before 6.0: no ACL, one account (the instance ID's), ``requirepass``."""
-    return engine_major(instance) < 6
+    return int(instance.engine_version.split(".")[0]) < 6
+
+
+def super_account(instance_id: str, name: str, password_sha256: str) -> dict[str, object]:
+    """A default account's row (``default``, the instance ID's): type and privilege Super."""
+    return {
+        "instance_id": instance_id,
+        "name": name,
+        "password_sha256": password_sha256,
+        "privilege": "Super",
+        "account_type": "Super",
+        "description": "",
+    }
 
 
 def pending_passwords(deps: Deps, instance: InstanceRow) -> list[Secret]:
@@ -97,6 +105,15 @@ def task_slot(deps: Deps, instance_id: str, action: str) -> Iterator[Task]:
                 deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
             except Exception:  # the action is done; the loop retries the pass
                 log.exception("pass over %s after %s failed; will retry", instance_id, action)
+
+
+@contextmanager
+def slot_again(deps: Deps, instance_id: str, action: str) -> Iterator[InstanceRow | None]:
+    """The slot once more after a task lost it, waiting out the taker (a takeover
+    pass, its change, a pass); the instance as it is then (``None``: deleted)."""
+    patience = deps.settings.task_lease_seconds + 2 * deps.settings.node_timeout_seconds
+    with deps.slots.hold(instance_id, action, patience=patience), deps.engine.connect() as conn:
+        yield repo.get_instance_any_tenant(conn, instance_id)
 
 
 @contextmanager
@@ -189,19 +206,28 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
     return fresh
 
 
+def admin_nodes(
+    deps: Deps, addresses: list[NodeAddress], admin: Secret, admin_user: str | None
+) -> list[Node]:
+    """A registered deployment's nodes, logged in to as the operator's admin."""
+    return [deps.redis.node(a, admin, user=admin_user or "default") for a in addresses]
+
+
+def put_management_user(deps: Deps, nodes: list[Node], mgmt: Secret) -> None:
+    """rkvstore's management user on every node, all or nothing (``NodeFailure``)."""
+    user = management_user(mgmt)
+    deps.redis.apply(nodes, [UserChange(user.name, user)])
+
+
 def _put_management_user(
     deps: Deps, instance: InstanceRow, nodes: list[FoundNode], mgmt: Secret
 ) -> None:
     if instance.admin_password_encrypted is None:
         return
     admin = deps.box.open(instance.admin_password_encrypted)
-    admin_nodes = [
-        deps.redis.node(NodeAddress(n.host, n.port), admin, user=instance.admin_user or "default")
-        for n in nodes
-    ]
-    user = management_user(mgmt)
+    addresses = [NodeAddress(n.host, n.port) for n in nodes]
     try:
-        deps.redis.apply(admin_nodes, [UserChange(user.name, user)])
+        put_management_user(deps, admin_nodes(deps, addresses, admin, instance.admin_user), mgmt)
     except NodeFailure as exc:
         log.warning(
             "instance %s: management user not set on new nodes: %s", instance.instance_id, exc

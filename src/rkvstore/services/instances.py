@@ -32,6 +32,8 @@ from rkvstore.services.common import (
     random_password,
     recording,
     require_normal,
+    slot_again,
+    super_account,
     task_slot,
 )
 from rkvstore.services.context import CallContext, Deps
@@ -107,17 +109,7 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         )
         repo.replace_nodes(conn, instance_id, node_rows)
         for account_name in ("default", instance_id):
-            repo.insert_account(
-                conn,
-                {
-                    "instance_id": instance_id,
-                    "name": account_name,
-                    "password_sha256": digest,
-                    "privilege": "Super",
-                    "account_type": "Super",
-                    "description": "",
-                },
-            )
+            repo.insert_account(conn, super_account(instance_id, account_name, digest))
     resume_creation(deps, instance_id)
     return {
         "InstanceId": instance_id,
@@ -344,11 +336,8 @@ def _restore_masterauth(ctx: CallContext, instance_id: str) -> None:
     """Replicas back on the recorded management login, under the slot again (the
     taker may be a rotation that has not recorded its own yet)."""
     deps = ctx.deps
-    patience = deps.settings.task_lease_seconds + 2 * deps.settings.node_timeout_seconds
     try:
-        with deps.slots.hold(instance_id, "RotateManagementPassword", patience=patience):
-            with deps.engine.connect() as conn:
-                current = repo.get_instance_any_tenant(conn, instance_id)
+        with slot_again(deps, instance_id, "RotateManagementPassword") as current:
             if current is not None:
                 deps.local.manager.set_management_password(
                     instance_id, deps.box.open(current.mgmt_password_encrypted)

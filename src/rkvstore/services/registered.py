@@ -12,7 +12,7 @@ from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import NodeFailure, UserChange
 from rkvstore.engine.discovery import DiscoveryError, discover
-from rkvstore.engine.redis_engine import NodeAddress, management_user
+from rkvstore.engine.redis_engine import NodeAddress
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
 from rkvstore.services.common import (
@@ -23,10 +23,13 @@ from rkvstore.services.common import (
     REGISTERED,
     STAND_ALONE,
     STANDARD,
+    admin_nodes,
     new_instance_id,
     node_addresses,
     node_rows_for,
+    put_management_user,
     random_password,
+    super_account,
 )
 from rkvstore.services.context import CallContext
 from rkvstore.store import repo
@@ -40,10 +43,7 @@ def remove_management_user(ctx: CallContext, instance: InstanceRow, rows: list[N
     deps = ctx.deps
     assert instance.admin_password_encrypted is not None
     admin = deps.box.open(instance.admin_password_encrypted)
-    nodes = [
-        deps.redis.node(a, admin, user=instance.admin_user or "default")
-        for a in node_addresses(rows)
-    ]
+    nodes = admin_nodes(deps, node_addresses(rows), admin, instance.admin_user)
     try:
         deps.redis.apply(nodes, [UserChange(MANAGEMENT_USER, None)])
     except NodeFailure as exc:
@@ -63,18 +63,6 @@ def _parse_endpoint(endpoint: str) -> tuple[str, int]:
     ):
         raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
     return host, int(port_text)
-
-
-def _legacy_account(instance_id: str, password: Secret) -> dict[str, Any]:
-    """Before 6.0 the one account is named after the instance; requirepass is its password."""
-    return {
-        "instance_id": instance_id,
-        "name": instance_id,
-        "password_sha256": password.sha256_hex(),
-        "privilege": "Super",
-        "account_type": "Super",
-        "description": "",
-    }
 
 
 def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -108,10 +96,6 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
 
     instance_id = new_instance_id()
     mgmt = admin_password if legacy else random_password()
-    admin_nodes = [
-        deps.redis.node(NodeAddress(n.host, n.port), admin_password, user=admin_user or "default")
-        for n in topology.nodes
-    ]
     master = topology.master
     # Clients keep the name they were given for the master; the node rows
     # hold the address as the nodes see it (one node, one row, however named).
@@ -148,13 +132,18 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
             )
             repo.replace_nodes(conn, instance_id, node_rows_for(instance_id, topology.nodes))
             if legacy:
-                repo.insert_account(conn, _legacy_account(instance_id, admin_password))
+                # Before 6.0 the one account is the instance ID's; requirepass its password.
+                repo.insert_account(
+                    conn, super_account(instance_id, instance_id, admin_password.sha256_hex())
+                )
     except IntegrityError as exc:
         raise ApiError(errors.INVALID_ENDPOINT_REGISTERED) from exc
     if not legacy:
-        user = management_user(mgmt)
+        addresses = [NodeAddress(n.host, n.port) for n in topology.nodes]
         try:
-            deps.redis.apply(admin_nodes, [UserChange(user.name, user)])
+            put_management_user(
+                deps, admin_nodes(deps, addresses, admin_password, admin_user), mgmt
+            )
         except NodeFailure as exc:
             log.warning(
                 "request %s: management user not set on every node: %s", ctx.request_id, exc
