@@ -17,14 +17,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from rkvstore.engine.binary import (
     RedisBinary,
@@ -42,6 +40,7 @@ from rkvstore.engine.local import (
 from rkvstore.engine.localfiles import accept_management_password, render_acl_file
 from rkvstore.secret import Secret
 from tests.conftest import remember_secret
+from tests.integration.test_resilience import connect, processes_on_port, wait_for
 
 T = TypeVar("T")
 
@@ -73,34 +72,6 @@ def acl_line(user: str, plaintext: str, rules: str = "~* &* +@all") -> str:
     return f"user {user} on #{hashlib.sha256(plaintext.encode()).hexdigest()} {rules}"
 
 
-def connect(port: int, user: str | None = None, pw: str | None = None) -> redis.Redis:
-    return redis.Redis(
-        host="127.0.0.1",
-        port=port,
-        username=user,
-        password=pw,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-    )
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float) -> T:
-    """Poll ``probe`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-            if value:
-                return value
-        except (redis.RedisError, OSError) as exc:
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s (last error: {last!r})")
-
-
 def server_pid(port: int, mgmt: Secret) -> int:
     with connect(port, MANAGEMENT_USER, mgmt.reveal()) as conn:
         return int(conn.info("server")["process_id"])
@@ -109,21 +80,6 @@ def server_pid(port: int, mgmt: Secret) -> int:
 def new_server_pid(port: int, mgmt: Secret, old_pid: int) -> int | None:
     pid = server_pid(port, mgmt)
     return pid if pid != old_pid else None
-
-
-def processes_on_port(port: int) -> list[int]:
-    """redis-server processes whose title names this port (Redis sets "<argv0> <bind>:<port>")."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes()
-            status = (entry / "status").read_text()
-            ours = b"redis-server" in cmdline and f":{port}".encode() in cmdline
-            if ours and "State:\tZ" not in status:
-                found.append(int(entry.name))
-    return found
 
 
 def port_refuses(port: int) -> bool:
