@@ -22,8 +22,9 @@ from sqlalchemy import create_engine, text
 PG_ADMIN_URL = os.environ.get(
     "RKVSTORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-# shared/ lies beside the checkout, here and in CI.
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "sdk-captures"
+# Raw requests captured from the official SDKs (the workplace's
+# shared/fixtures/sdk-captures/*.jsonl, copied in so that a lone clone tests them).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sdk-captures"
 
 # Every secret a test hands to rkvstore is recorded here, so that the session's
 # last test can scan everything the run left behind for it (test_zz_secrets.py).
