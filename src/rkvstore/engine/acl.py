@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from rkvstore.engine import bounded
 from rkvstore.faults import crash_point
 
 log = logging.getLogger("rkvstore.engine")
@@ -126,14 +127,20 @@ class Node:
 
     def run(self, commands: Sequence[Sequence[str]], timeout: float | None = None) -> NodeResult:
         """Snapshot, run ``commands``, persist, read back: one round trip."""
-        sent = self.send(commands)
-        if isinstance(sent, NodeResult):
-            return sent
-        return self.receive(sent, time.monotonic() + (timeout or _socket_timeout(self.client)))
+        with bounded.exchange(timeout or _socket_timeout(self.client)) as deadline:
+            sent = self.send(commands)
+            if isinstance(sent, NodeResult):
+                return sent
+            return self.receive(sent, deadline)
 
     def send(self, commands: Sequence[Sequence[str]]) -> _Sent | NodeResult:
         """Write the whole batch without waiting: every node works while we write to the next."""
-        batch = [["ACL", "LIST"], *map(list, commands), ["ACL", "SAVE"], ["ACL", "LIST"]]
+        return self.send_batch(
+            [["ACL", "LIST"], *map(list, commands), ["ACL", "SAVE"], ["ACL", "LIST"]]
+        )
+
+    def send_batch(self, batch: Sequence[Sequence[str]]) -> _Sent | NodeResult:
+        """Write ``batch`` as it is, without waiting for the replies."""
         pool = self.client.connection_pool
         connection = None
         try:
@@ -149,6 +156,13 @@ class Node:
 
     def receive(self, sent: _Sent, deadline: float) -> NodeResult:
         """Read the batch's replies, giving up at ``deadline`` (then the socket is dropped)."""
+        replies = self.receive_replies(sent, deadline)
+        if isinstance(replies, NodeResult):
+            return replies
+        return self._result(replies)
+
+    def receive_replies(self, sent: _Sent, deadline: float) -> list[Any] | NodeResult:
+        """The batch's replies (an error reply as its exception), or the failure to read them."""
         pool = self.client.connection_pool
         connection = sent.connection
         replies: list[Any] = []
@@ -169,7 +183,7 @@ class Node:
             pool.release(connection)
             return NodeResult(error=type(exc).__name__, maybe_applied=True)
         pool.release(connection)
-        return self._result(replies)
+        return replies
 
     def _result(self, replies: list[Any]) -> NodeResult:
         if isinstance(replies[0], Exception):
@@ -237,10 +251,14 @@ class FanOut:
         The nodes work in parallel while the replies are read one node after
         another, all against one deadline (the slowest node's, not their sum).
         """
+        timeout = max((_socket_timeout(node.client) for node, _ in batches), default=0.0)
+        with bounded.exchange(timeout) as deadline:
+            return self._send_then_read(batches, deadline)
+
+    def _send_then_read(
+        self, batches: Sequence[tuple[Node, Sequence[Sequence[str]]]], deadline: float
+    ) -> dict[str, NodeResult]:
         sent = [(node, node.send(commands)) for node, commands in batches]
-        deadline = time.monotonic() + max(
-            (_socket_timeout(node.client) for node, _ in batches), default=0.0
-        )
         results: dict[str, NodeResult] = {}
         for node, pending in sent:
             if isinstance(pending, NodeResult):
@@ -255,6 +273,34 @@ class FanOut:
             if len(results) == 1:
                 crash_point("fanout-first-node")
         return results
+
+    def read_users(self, nodes: Sequence[Node]) -> dict[str, dict[str, str] | str]:
+        """Every node's users (``ACL LIST``) at once, or why a node could not say."""
+        timeout = max((_socket_timeout(node.client) for node in nodes), default=0.0)
+        out: dict[str, dict[str, str] | str] = {}
+        with bounded.exchange(timeout) as deadline:
+            sent = [(node, node.send_batch([["ACL", "LIST"]])) for node in nodes]
+            for node, pending in sent:
+                if isinstance(pending, NodeResult):
+                    out[node.label] = pending.error or "failed"
+                    continue
+                try:
+                    replies = node.receive_replies(pending, deadline)
+                except Exception as exc:  # an odd reply must not stop the other nodes' reads
+                    pending.connection.disconnect()
+                    node.client.connection_pool.release(pending.connection)
+                    out[node.label] = _short(exc)
+                    continue
+                if isinstance(replies, NodeResult):
+                    out[node.label] = replies.error or "failed"
+                elif isinstance(replies[0], Exception):
+                    out[node.label] = _short(replies[0])
+                else:
+                    try:
+                        out[node.label] = acl_lines_by_user(replies[0])
+                    except ValueError as exc:
+                        out[node.label] = _short(exc)
+        return out
 
     def run_all_or_nothing(
         self,

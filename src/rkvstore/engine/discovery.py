@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from rkvstore.engine import bounded
 from rkvstore.engine.cluster import ClusterNode, cluster_topology
 from rkvstore.secret import Secret
 
@@ -47,15 +46,13 @@ class DiscoveryError(Exception):
 def _connect(
     host: str, port: int, user: str | None, password: Secret, timeout: float
 ) -> redis.Redis:
-    return redis.Redis(
-        host=host,
-        port=port,
+    return bounded.client(
+        host,
+        port,
         username=user or None,
         password=password.reveal(),
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+        timeout=timeout,
         decode_responses=True,
-        retry=Retry(NoBackoff(), 0),
         protocol=2,  # RESP2: Redis before 6.0 has no HELLO
     )
 
@@ -123,7 +120,15 @@ def cluster_nodes(nodes: list[ClusterNode]) -> list[FoundNode]:
 def discover(
     host: str, port: int, user: str | None, password: Secret, *, timeout: float = 3.0
 ) -> Topology:
-    """The topology of the deployment that ``host:port`` belongs to, standard or cluster."""
+    """The topology of the deployment that ``host:port`` belongs to, standard or cluster.
+
+    Bounded as a whole by ``timeout``, however slowly the nodes answer.
+    """
+    with bounded.exchange(timeout):
+        return _discover(host, port, user, password, timeout)
+
+
+def _discover(host: str, port: int, user: str | None, password: Secret, timeout: float) -> Topology:
     try:
         seed = _connect(host, port, user, password, timeout)
         try:

@@ -16,9 +16,8 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from rkvstore.engine import bounded
 from rkvstore.engine.acl import NodeFailure
 from rkvstore.faults import crash_point
 from rkvstore.secret import Secret
@@ -65,13 +64,11 @@ class LegacyNodes:
         for password in [*passwords, None]:
             if password is None and (refused is None or _AUTH_OFF not in str(refused)):
                 break
-            client = redis.Redis(
-                host=host,
-                port=port,
+            client = bounded.client(
+                host,
+                port,
                 password=None if password is None else password.reveal(),
-                socket_timeout=self.node_timeout,
-                socket_connect_timeout=self.node_timeout,
-                retry=Retry(NoBackoff(), 0),
+                timeout=self.node_timeout,
                 decode_responses=True,
                 protocol=2,  # no HELLO before 6.0
             )
@@ -97,6 +94,12 @@ class LegacyNodes:
             # Started without redis.conf: nothing to persist to (the operator's choice).
 
     def _change(
+        self, address: tuple[str, int], login: Sequence[Secret], new: Secret
+    ) -> LegacyOutcome:
+        with bounded.exchange(self.node_timeout):
+            return self._change_now(address, login, new)
+
+    def _change_now(
         self, address: tuple[str, int], login: Sequence[Secret], new: Secret
     ) -> LegacyOutcome:
         try:
@@ -168,6 +171,12 @@ class LegacyNodes:
         return self._each(addresses, lambda a: self._repair(a, current, pending))
 
     def _repair(
+        self, address: tuple[str, int], current: Secret, pending: Sequence[Secret]
+    ) -> LegacyOutcome:
+        with bounded.exchange(self.node_timeout):
+            return self._repair_now(address, current, pending)
+
+    def _repair_now(
         self, address: tuple[str, int], current: Secret, pending: Sequence[Secret]
     ) -> LegacyOutcome:
         try:

@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Final
 
 import redis
-from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, BusyLoadingError
-from redis.retry import Retry
 
 from rkvstore.domain.accounts import MANAGEMENT_USER
+from rkvstore.engine import bounded
 from rkvstore.engine.localfiles import (
     ACL_FILE,
     CLUSTER_BUS_OFFSET,
@@ -172,14 +171,12 @@ class LocalNodeManager:
 
         Close it after use (``with manager.client(...) as conn:``).
         """
-        return redis.Redis(
-            host=self.host,
-            port=node.port,
+        return bounded.client(
+            self.host,
+            node.port,
             username=MANAGEMENT_USER,
             password=mgmt_password.reveal(),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+            timeout=timeout,
             decode_responses=True,
         )
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.domain.privileges import acl_rules, management_rules
+from rkvstore.engine import bounded
 from rkvstore.engine.acl import DesiredUser, FanOut, Node, NodeResult, UserChange
 from rkvstore.engine.legacy import LegacyNodes
 from rkvstore.secret import Secret
@@ -58,9 +56,11 @@ class RedisEngine:
         self.fanout = FanOut(max_workers)
         self._clients: dict[tuple[str, int, str], redis.Redis] = {}
         self._lock = threading.Lock()
-        # (node label, desired user) -> the ACL LIST line that node showed after
-        # applying it: what "in line" looks like there (Redis renders rules its own way).
-        self._rendered: dict[tuple[str, DesiredUser], str] = {}
+        # (node label, user name) -> the desired user last applied there and the
+        # ACL LIST line the node showed after it: what "in line" looks like
+        # there (Redis renders rules its own way). Keyed by name, not by the
+        # desired state, so it holds one entry per user, not one per password.
+        self._rendered: dict[tuple[str, str], tuple[DesiredUser, str]] = {}
         self.repairs_total = 0
         self.legacy = LegacyNodes(self.fanout._pool, node_timeout)
 
@@ -83,15 +83,12 @@ class RedisEngine:
             ):
                 if client is not None:  # the password changed (a rotation): drop the old sockets
                     client.close()
-                client = redis.Redis(
-                    host=address.host,
-                    port=address.port,
+                client = bounded.client(
+                    address.host,
+                    address.port,
                     username=user,
                     password=password.reveal(),
-                    socket_timeout=self.node_timeout,
-                    socket_connect_timeout=self.node_timeout,
-                    retry=Retry(NoBackoff(), 0),
-                    decode_responses=False,
+                    timeout=self.node_timeout,
                 )
                 self._clients[key] = client
         return Node(address.label, client)
@@ -121,33 +118,49 @@ class RedisEngine:
             for user in desired:
                 line = result.after.get(user.name)
                 if line is not None:
-                    if len(self._rendered) > _RENDERED_MAX:  # one entry per password ever set
-                        self._rendered.clear()  # re-learnt on the next pass, at one re-apply each
-                    self._rendered[(label, user)] = line
+                    with self._lock:
+                        if len(self._rendered) > _RENDERED_MAX:  # deleted users, gone nodes
+                            self._rendered.clear()  # re-learnt, at one re-apply each
+                        self._rendered[(label, user.name)] = (user, line)
 
     # ------------------------------------------------------------------ reconciliation
 
     def reconcile(
         self, nodes: Sequence[Node], desired: Sequence[DesiredUser], *, strict: bool
     ) -> ReconcileReport:
-        """Bring every reachable node to ``desired``; ``strict`` also removes unknown users."""
+        """Bring every reachable node to ``desired``; ``strict`` also removes unknown users.
+
+        From the calling thread, every node at once: each node's users in one
+        exchange, then the repairs where needed in a second (each bounded by
+        the node timeout), so a pass never takes a worker from another's.
+        """
         report = ReconcileReport()
-        try:
-            futures = {
-                n.label: self.fanout._pool.submit(self._reconcile_node, n, desired, strict)
-                for n in nodes
-            }
-        except RuntimeError:  # the pool is shut down: no node is reached
-            report.unreachable.update({n.label: "RuntimeError" for n in nodes})
-            return report
-        for label, future in futures.items():
-            try:
-                repaired = future.result()
-            except (redis.RedisError, OSError, ValueError, CancelledError) as exc:
-                report.unreachable[label] = type(exc).__name__
+        batches: list[tuple[Node, Sequence[Sequence[str]]]] = []
+        names: dict[str, list[str]] = {}
+        listed = self.fanout.read_users(nodes)
+        for node in nodes:
+            users = listed[node.label]
+            if isinstance(users, str):
+                node.client.connection_pool.disconnect()
+                report.unreachable[node.label] = users.split(":")[0]
                 continue
+            commands, repairing = self._repairs(node.label, users, desired, strict)
+            if commands:
+                batches.append((node, commands))
+                names[node.label] = repairing
+        if not batches:
+            return report
+        results = self.fanout.run_each(batches)
+        for node, _commands in batches:
+            result = results[node.label]
+            if result.error is not None:
+                report.unreachable[node.label] = result.error.split(":")[0]
+                continue
+            self._learn({node.label: result}, desired)
+            before, after = result.before or {}, result.after or {}
+            repaired = [n for n in names[node.label] if before.get(n) != after.get(n)]
             if repaired:
-                self._repaired(report, label, repaired)
+                self._repaired(report, node.label, repaired)
         return report
 
     def reconcile_legacy(
@@ -180,32 +193,21 @@ class RedisEngine:
             total,
         )
 
-    def _reconcile_node(
-        self, node: Node, desired: Sequence[DesiredUser], strict: bool
-    ) -> list[str]:
-        try:
-            users = node.list_users()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            node.client.connection_pool.disconnect()
-            raise
+    def _repairs(
+        self, label: str, users: dict[str, str], desired: Sequence[DesiredUser], strict: bool
+    ) -> tuple[list[list[str]], list[str]]:
+        """The commands that bring one node's ``users`` to ``desired``, and the users they touch."""
         commands: list[list[str]] = []
         names: list[str] = []
         for user in desired:
             actual = users.get(user.name)
-            if actual is None or actual != self._rendered.get((node.label, user)):
+            if actual is None or (user, actual) != self._rendered.get((label, user.name)):
                 commands.append(user.setuser_command())
                 names.append(user.name)
-        wanted = {u.name for u in desired}
         if strict:
+            wanted = {u.name for u in desired}
             for name in users:
                 if name not in wanted:
                     commands.append(["ACL", "DELUSER", name])
                     names.append(name)
-        if not commands:
-            return []
-        result = node.run(commands)
-        if result.error is not None:
-            raise redis.ConnectionError(result.error)
-        self._learn({node.label: result}, desired)
-        before, after = result.before or {}, result.after or {}
-        return [name for name in names if before.get(name) != after.get(name)]
+        return commands, names
