@@ -34,7 +34,7 @@ def prepare_data_dir(settings: Settings) -> None:
 
 
 def open_database(settings: Settings) -> Engine:
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, timeout=settings.db_timeout_seconds)
     migrate(engine)
     return engine
 
@@ -48,7 +48,11 @@ def build_deps(settings: Settings) -> Deps:
         settings=settings,
         engine=engine,
         box=box,
-        slots=TaskSlots(engine, lease_seconds=settings.task_lease_seconds),
+        slots=TaskSlots(
+            engine,
+            lease_seconds=settings.task_lease_seconds,
+            wait_seconds=settings.task_wait_seconds,
+        ),
         redis=RedisEngine(node_timeout=settings.node_timeout_seconds),
         local=LocalProvider(settings.data_dir / "nodes", box, settings.redis_server),
         reconciler=None,  # type: ignore[arg-type]  # needs deps; set just below
@@ -79,11 +83,15 @@ def start_background(deps: Deps) -> None:
             deps.local.resume_instance(instance, rows[instance.instance_id])
         except Exception:
             log.exception("instance %s: starting its nodes failed", instance.instance_id)
-    # A task row left from before this start is a task whose process died: its
-    # instance may be out of line until the lease lets the reconciler in.
+    # A task row left from before this start is a task whose process died (or
+    # one of another process, still running). A holder known dead (this host,
+    # its process gone: a kill -9 of the previous rkvstore) is freed now, not
+    # after its lease; either way the instance gets a pass as soon as it can.
+    freed = deps.slots.take_over_dead_holders()
     with deps.engine.connect() as conn:
-        for instance_id in repo.instances_with_tasks(conn):
-            deps.reconciler.mark_dirty(instance_id)
+        held = repo.instances_with_tasks(conn)
+    for instance_id in sorted({*freed, *held}):
+        deps.reconciler.mark_dirty(instance_id)
     deps.local.start()
     deps.reconciler.start()
 

@@ -1,17 +1,21 @@
 """The per-instance task slot (api.md §6): through HTTP under contention, and on the database.
 
 1. Ten ResetAccountPassword calls on one account at once, each from its own
-   client: every answer is 200 or TaskExists, never 5xx, and the password the
-   Redis nodes accept afterwards is one whose request got 200 (and the one the
+   client: every one waits its turn and answers 200, and the password the
+   Redis nodes accept afterwards is the last one set (and the one the
    database holds: ModifyAccountPassword accepts it as the old password).
 2. ``TaskSlots`` on SQLite and PostgreSQL: one holder at a time, a released slot
-   is free, an expired lease is taken over (and the taker is told), a held slot's
-   lease is renewed, and two ``TaskSlots`` on separate engines, or in separate
-   processes, respect each other.
+   is free, a busy one is waited for in arrival order up to the bound (and
+   only then ``TaskExists``), an expired lease is taken over (and the taker is
+   told), a holder known dead at once, a held slot's lease is renewed, and two
+   ``TaskSlots`` on separate engines, or in separate processes, respect each
+   other.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,12 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
 from rkvstore.errors import ApiError
-from rkvstore.services.tasks import RECONCILE, TaskLost, TaskSlots
+from rkvstore.services.tasks import HOLDER, RECONCILE, Task, TaskLost, TaskSlots
 from rkvstore.store import repo
 from rkvstore.store.db import make_engine, migrate
+from rkvstore.store.tables import tasks
 from tests.api.instances import (
     MASTER_SLAVE,
     Instance,
@@ -131,12 +136,9 @@ def test_ten_concurrent_resets(live_server: LiveServer, instance: Instance, roun
             passwords = [new_password() for _ in range(CALLERS)]
             answers = _concurrent_resets(live_server, instance.instance_id, account, passwords)
 
-            assert all(a.status < 500 for a in answers), answers
-            winners = [a for a in answers if a.status == 200]
-            losers = [a for a in answers if a.status != 200]
-            assert winners, "no reset succeeded"
-            for lost in losers:
-                assert (lost.status, lost.code, lost.message) == TASK_EXISTS
+            # The slot waits (api.md §6): every call succeeds, one after another.
+            assert [(a.status, a.code) for a in answers] == [(200, None)] * CALLERS, answers
+            winners = answers
 
             # Exactly one password works on every node, and it is a winner's.
             working = {
@@ -202,8 +204,13 @@ def _task_exists(call: object) -> None:
     assert (exc.http_status, exc.code, exc.message) == TASK_EXISTS
 
 
+def fail_fast(engine: Engine, **kwargs: float) -> TaskSlots:
+    """Slots that answer ``TaskExists`` at once, as with ``RKVSTORE_TASK_WAIT_SECONDS=0``."""
+    return TaskSlots(engine, wait_seconds=0, **kwargs)
+
+
 def test_one_holder_at_a_time(engine: Engine) -> None:
-    slots = TaskSlots(engine)
+    slots = fail_fast(engine)
     task = slots.acquire("r-slot1", "ResetAccountPassword")
     assert task.instance_id == "r-slot1" and not task.took_over
     _task_exists(lambda: slots.acquire("r-slot1", "CreateAccount"))
@@ -216,23 +223,26 @@ def test_one_holder_at_a_time(engine: Engine) -> None:
 
 
 def test_hold_releases_however_the_block_ends(engine: Engine) -> None:
-    slots = TaskSlots(engine)
+    slots = fail_fast(engine)
     with pytest.raises(RuntimeError), slots.hold("r-hold", "DeleteAccount"):
         _task_exists(lambda: slots.acquire("r-hold", "CreateAccount"))
         raise RuntimeError("the task failed")
     slots.release(slots.acquire("r-hold", "CreateAccount"))
 
 
-def test_expired_lease_is_taken_over(engine: Engine) -> None:
-    short = TaskSlots(engine, lease_seconds=0.2)
-    dead = short.acquire("r-lease", "ResetAccountPassword")  # never released: its holder "died"
+def test_expired_lease_is_taken_over(engine: Engine, second_engine: Engine) -> None:
+    # The holder is "another process" (its own slots, its own engine): one
+    # that stalled, so neither dead nor releasing.
+    stalled = fail_fast(second_engine, lease_seconds=0.2)
+    short = fail_fast(engine, lease_seconds=0.2)
+    dead = stalled.acquire("r-lease", "ResetAccountPassword")
     _task_exists(lambda: short.acquire("r-lease", "ResetAccountPassword"))
     time.sleep(0.3)
     taker = short.acquire("r-lease", "ResetAccountPassword")
     assert taker.took_over and not dead.took_over
     # The dead holder, should it wake, can neither renew nor free the taker's slot.
-    assert not short.renew(dead)
-    short.release(dead)
+    assert not stalled.renew(dead)
+    stalled.release(dead)
     _task_exists(lambda: short.acquire("r-lease", "CreateAccount"))
     assert short.renew(taker)
     short.release(taker)
@@ -243,8 +253,8 @@ def test_expired_lease_is_taken_over(engine: Engine) -> None:
 
 def test_a_task_taken_over_cannot_record(engine: Engine, second_engine: Engine) -> None:
     """``fence``: the record of a task whose slot another task took over is refused."""
-    stalled = TaskSlots(engine, lease_seconds=0.2)
-    taker_slots = TaskSlots(second_engine, lease_seconds=0.2)
+    stalled = fail_fast(engine, lease_seconds=0.2)
+    taker_slots = fail_fast(second_engine, lease_seconds=0.2)
     task = stalled.acquire("r-fence", "ResetAccountPassword")
     time.sleep(0.3)
     # Its lease ran out, but nobody took over: what it did may still be recorded.
@@ -270,8 +280,8 @@ def repo_task_action(engine: Engine, instance_id: str) -> str | None:
 
 def test_held_slot_keeps_its_lease(engine: Engine, second_engine: Engine) -> None:
     """``hold`` renews the lease: a long task is not mistaken for a dead one."""
-    holder = TaskSlots(engine, lease_seconds=0.3)
-    other = TaskSlots(second_engine, lease_seconds=0.3)
+    holder = fail_fast(engine, lease_seconds=0.3)
+    other = fail_fast(second_engine, lease_seconds=0.3)
     with holder.hold("r-renew", "GrantAccountPrivilege"):
         deadline = time.monotonic() + 1.0  # more than three leases
         while time.monotonic() < deadline:
@@ -283,7 +293,7 @@ def test_held_slot_keeps_its_lease(engine: Engine, second_engine: Engine) -> Non
 
 
 def test_two_slot_objects_on_one_database(engine: Engine, second_engine: Engine) -> None:
-    a, b = TaskSlots(engine), TaskSlots(second_engine)
+    a, b = fail_fast(engine), fail_fast(second_engine)
     held = a.acquire("r-two", "ResetAccountPassword")
     _task_exists(lambda: b.acquire("r-two", "ResetAccountPassword"))
     b_other = b.acquire("r-two-other", "CreateAccount")
@@ -297,7 +307,7 @@ def test_two_slot_objects_on_one_database(engine: Engine, second_engine: Engine)
 
 
 def test_racing_acquirers_one_winner(engine: Engine, database_url: str) -> None:
-    """Eight engines race for one slot: exactly one wins, the others get TaskExists."""
+    """Eight engines race for one slot, failing fast: one wins, the others get TaskExists."""
     engines = [make_engine(database_url) for _ in range(8)]
     try:
         results: list[str] = []
@@ -305,7 +315,7 @@ def test_racing_acquirers_one_winner(engine: Engine, database_url: str) -> None:
         start = threading.Barrier(len(engines), timeout=30)
 
         def race(eng: Engine) -> None:
-            slots = TaskSlots(eng)
+            slots = fail_fast(eng)
             start.wait()
             try:
                 slots.acquire("r-race", "ResetAccountPassword")
@@ -326,21 +336,184 @@ def test_racing_acquirers_one_winner(engine: Engine, database_url: str) -> None:
             eng.dispose()
 
 
-def test_reconcile_holder_is_waited_for_briefly(engine: Engine, second_engine: Engine) -> None:
-    """A reconciler pass is not a caller's task: a caller waits for it (bounded)."""
-    reconciler, caller = TaskSlots(engine), TaskSlots(second_engine)
-    held = reconciler.acquire("r-rec", RECONCILE)
+# --------------------------------------------------------------------------- waiting for the slot
+
+
+def test_racing_waiters_all_get_the_slot_one_at_a_time(engine: Engine, database_url: str) -> None:
+    """Eight engines (as eight processes) wait for one slot: each gets it, never two at once."""
+    engines = [make_engine(database_url) for _ in range(8)]
+    try:
+        holding = [0]
+        most = [0]
+        got: list[bool] = []
+        lock = threading.Lock()
+        start = threading.Barrier(len(engines), timeout=30)
+
+        def wait_turn(eng: Engine) -> None:
+            slots = TaskSlots(eng, wait_seconds=20)
+            start.wait()
+            with slots.hold("r-queue", "ResetAccountPassword") as task:
+                with lock:
+                    holding[0] += 1
+                    most[0] = max(most[0], holding[0])
+                time.sleep(0.02)
+                with lock:
+                    holding[0] -= 1
+                    got.append(not task.took_over)
+
+        threads = [threading.Thread(target=wait_turn, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert got == [True] * len(engines)
+        assert most[0] == 1
+    finally:
+        for eng in engines:
+            eng.dispose()
+
+
+def _waiting(slots: TaskSlots, instance_id: str) -> int:
+    with slots._queue_lock:
+        return len(slots._queues.get(instance_id, ()))
+
+
+def test_waiters_of_one_process_are_served_in_arrival_order(engine: Engine) -> None:
+    slots = TaskSlots(engine, wait_seconds=20)
+    held = slots.acquire("r-order", "DeleteAccount")
+    order: list[int] = []
+    errors: list[BaseException] = []
+
+    def waiter(i: int) -> None:
+        try:
+            with slots.hold("r-order", "ResetAccountPassword"):
+                order.append(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = []
+    for i in range(6):
+        thread = threading.Thread(target=waiter, args=(i,))
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 10  # this one is queued before the next arrives
+        while _waiting(slots, "r-order") < i + 1:
+            assert time.monotonic() < deadline, "a waiter never queued"
+            time.sleep(0.005)
+    slots.release(held)
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert order == list(range(6))
+
+
+def test_a_wait_ends_with_task_exists_at_the_bound_not_before(
+    engine: Engine, second_engine: Engine
+) -> None:
+    holder = fail_fast(second_engine)  # another process's task, alive and busy
+    held = holder.acquire("r-bound", "CreateAccount")
+    slots = TaskSlots(engine, wait_seconds=0.6)
     started = time.monotonic()
-    _task_exists(lambda: caller.acquire("r-rec", "ResetAccountPassword", wait_for_reconcile=0.3))
-    assert 0.25 <= time.monotonic() - started < 5
-    timer = threading.Timer(0.2, reconciler.release, args=(held,))
+    _task_exists(lambda: slots.acquire("r-bound", "ResetAccountPassword"))
+    assert time.monotonic() - started >= 0.6
+    holder.release(held)
+
+
+def test_a_release_in_another_process_is_seen_while_waiting(
+    engine: Engine, second_engine: Engine
+) -> None:
+    holder = fail_fast(second_engine)
+    held = holder.acquire("r-poll", "CreateAccount")
+    timer = threading.Timer(0.3, holder.release, args=(held,))
     timer.start()
     try:
-        task = caller.acquire("r-rec", "ResetAccountPassword", wait_for_reconcile=5)
+        task = TaskSlots(engine, wait_seconds=20).acquire("r-poll", "ResetAccountPassword")
     finally:
         timer.join()
     assert not task.took_over
-    caller.release(task)
+    TaskSlots(engine).release(task)
+
+
+def test_a_waiting_call_costs_next_to_no_cpu(engine: Engine, second_engine: Engine) -> None:
+    """The first waiter polls with a backoff, the others sleep until woken."""
+    holder = fail_fast(second_engine)
+    held = holder.acquire("r-cpu", "CreateAccount")
+    slots = TaskSlots(engine, wait_seconds=1.5)
+    used: list[float] = []
+
+    def wait() -> None:
+        cpu = time.thread_time()
+        with contextlib.suppress(ApiError):
+            slots.acquire("r-cpu", "ResetAccountPassword")
+        used.append(time.thread_time() - cpu)
+
+    threads = [threading.Thread(target=wait) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    holder.release(held)
+    assert len(used) == 4
+    # 1.5 s of waiting each: a handful of polls (the first), or none (the rest).
+    assert sum(used) < 0.3, used
+
+
+def test_fail_fast_never_goes_ahead_of_waiters(engine: Engine) -> None:
+    slots = TaskSlots(engine, wait_seconds=20)
+    held = slots.acquire("r-jump", "CreateAccount")
+    box: list[object] = []
+    thread = threading.Thread(target=lambda: box.append(slots.acquire("r-jump", "DeleteAccount")))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while _waiting(slots, "r-jump") < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    slots.release(held)
+    # Released, but a caller is waiting: a reconciler pass (wait=0) does not jump ahead.
+    with contextlib.suppress(ApiError):
+        slots.release(slots.acquire("r-jump", RECONCILE, wait=0))
+    thread.join(30)
+    assert len(box) == 1
+    assert isinstance(box[0], Task)
+    slots.release(box[0])
+
+
+def _foreign_holder(engine: Engine, instance_id: str, holder: str, lease: float) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            insert(tasks).values(
+                instance_id=instance_id,
+                task_id=f"t-{instance_id}",
+                action="ResetAccountPassword",
+                holder=holder,
+                lease_expires_at=time.time() + lease,
+            )
+        )
+
+
+def test_a_holder_on_another_host_is_taken_over_only_after_its_lease(engine: Engine) -> None:
+    _foreign_holder(engine, "r-far", "elsewhere:4242:99:0123456789ab:4026531836", 0.5)
+    slots = fail_fast(engine)
+    _task_exists(lambda: slots.acquire("r-far", "CreateAccount"))
+    time.sleep(0.6)
+    task = slots.acquire("r-far", "CreateAccount")
+    assert task.took_over
+    slots.release(task)
+
+
+def test_an_older_holder_format_is_waited_out(engine: Engine) -> None:
+    _foreign_holder(engine, "r-old", f"{socket.gethostname()}:1", 60)
+    _task_exists(lambda: fail_fast(engine).acquire("r-old", "CreateAccount"))
+
+
+def test_a_task_this_process_ended_but_could_not_delete_is_taken_at_once(
+    engine: Engine,
+) -> None:
+    """The database was away when the task ended: its row stays, its slot does not."""
+    _foreign_holder(engine, "r-mine", HOLDER, 60)  # ours by holder, yet no live task of ours
+    task = fail_fast(engine).acquire("r-mine", "CreateAccount")
+    assert task.took_over
+    TaskSlots(engine).release(task)
 
 
 # --------------------------------------------------------------------------- two real processes
@@ -352,7 +525,7 @@ _HOLDER_SCRIPT = textwrap.dedent(
     from rkvstore.store.db import make_engine
 
     url, lease = sys.argv[1], float(sys.argv[2])
-    slots = TaskSlots(make_engine(url), lease_seconds=lease)
+    slots = TaskSlots(make_engine(url), lease_seconds=lease, wait_seconds=0)
     task = slots.acquire("r-proc", "ResetAccountPassword")
     print("held", flush=True)
     if sys.stdin.readline().strip() == "release":
@@ -398,7 +571,7 @@ def _read_line(process: subprocess.Popen[str]) -> str:
 def test_another_process_holding_the_slot(
     engine: Engine, holder_process: subprocess.Popen[str]
 ) -> None:
-    slots = TaskSlots(engine)
+    slots = fail_fast(engine)
     _task_exists(lambda: slots.acquire("r-proc", "CreateAccount"))
     assert holder_process.stdin is not None
     holder_process.stdin.write("release\n")
@@ -409,57 +582,70 @@ def test_another_process_holding_the_slot(
     slots.release(task)
 
 
-def test_a_dead_process_slot_is_taken_over_after_its_lease(
+def test_a_dead_process_slot_is_taken_over_at_once(
     engine: Engine, holder_process: subprocess.Popen[str]
 ) -> None:
-    slots = TaskSlots(engine)
+    """Same host, its process gone (kill -9): no need to wait out its lease."""
+    slots = fail_fast(engine)
+    _task_exists(lambda: slots.acquire("r-proc", "CreateAccount"))  # alive: busy
     holder_process.kill()  # SIGKILL: no release, no renewal
     holder_process.wait(PROCESS_TIMEOUT)
-    _task_exists(lambda: slots.acquire("r-proc", "CreateAccount"))  # its lease still runs
-    deadline = time.monotonic() + CHILD_LEASE + 5
-    while True:
-        try:
-            task = slots.acquire("r-proc", "CreateAccount")
-            break
-        except ApiError:
-            assert time.monotonic() < deadline, "the dead holder's slot was never freed"
-            time.sleep(0.05)
+    task = slots.acquire("r-proc", "CreateAccount")
     assert task.took_over
     slots.release(task)
+
+
+def test_dead_holders_are_freed_at_start(
+    engine: Engine, holder_process: subprocess.Popen[str]
+) -> None:
+    _foreign_holder(engine, "r-alive-elsewhere", "elsewhere:1:2:0123456789ab:1", 60)
+    holder_process.kill()
+    holder_process.wait(PROCESS_TIMEOUT)
+    assert TaskSlots(engine).take_over_dead_holders() == ["r-proc"]
+    assert repo_task_action(engine, "r-proc") is None
+    assert repo_task_action(engine, "r-alive-elsewhere") == "ResetAccountPassword"
 
 
 def test_accounts_are_unavailable_while_a_task_changes_them(
     live_server: LiveServer, instance: Instance
 ) -> None:
-    """api.md §3: Unavailable while a task is changing it (a slot any process may hold)."""
-    from sqlalchemy import delete, insert
+    """api.md §3: Unavailable while a task is changing it (a slot any process may hold);
+    a task on one account leaves the others Available."""
+    from sqlalchemy import delete
 
-    from rkvstore.store.tables import tasks
     from tests.api.instances import rpc_client
 
-    def status() -> str:
+    def statuses() -> dict[str, str]:
         with rpc_client(live_server) as client:
             body = client.call("DescribeAccounts", {"InstanceId": instance.instance_id})
-        return str(body["Accounts"]["Account"][0]["AccountStatus"])
+        return {a["AccountName"]: a["AccountStatus"] for a in body["Accounts"]["Account"]}
 
-    engine = make_engine(f"sqlite:///{live_server.data_dir / 'rkvstore.db'}")
-    try:
-        assert status() == "Available"
+    def hold(account: str | None) -> None:
         with engine.begin() as conn:  # another process's task, as the database shows it
             conn.execute(
                 insert(tasks).values(
                     instance_id=instance.instance_id,
                     task_id="t-other",
                     action="GrantAccountPrivilege",
-                    holder="elsewhere:1",
+                    account_name=account,
+                    holder="elsewhere:1:2:0123456789ab:1",
                     lease_expires_at=time.time() + 60,
                 )
             )
-        try:
-            assert status() == "Unavailable"
-        finally:
-            with engine.begin() as conn:
-                conn.execute(delete(tasks).where(tasks.c.task_id == "t-other"))
-        assert status() == "Available"
+
+    engine = make_engine(f"sqlite:///{live_server.data_dir / 'rkvstore.db'}")
+    try:
+        names = sorted(statuses())
+        assert len(names) >= 2
+        assert set(statuses().values()) == {"Available"}
+        for account, unavailable in ((names[-1], {names[-1]}), (None, set(names))):
+            hold(account)
+            try:
+                shown = statuses()
+                assert {n for n, s in shown.items() if s == "Unavailable"} == unavailable
+            finally:
+                with engine.begin() as conn:
+                    conn.execute(delete(tasks).where(tasks.c.task_id == "t-other"))
+        assert set(statuses().values()) == {"Available"}
     finally:
         engine.dispose()

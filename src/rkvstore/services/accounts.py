@@ -6,8 +6,6 @@ import hmac
 import logging
 from typing import Any
 
-import redis
-
 from rkvstore import errors
 from rkvstore.domain import accounts as rules
 from rkvstore.engine.acl import NodeFailure, UserChange
@@ -59,11 +57,10 @@ def _refuse_existing_user(ctx: CallContext, instance: InstanceRow, name: str) ->
     """On a registered deployment, a user rkvstore did not create is not ours to take over."""
     if name == instance.admin_user:
         raise ApiError(errors.ACCOUNT_NAME_FORBID)
-    for node in instance_nodes(ctx.deps, instance):
-        try:
-            users = node.list_users()
-        except (redis.RedisError, OSError) as exc:
-            raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+    nodes = instance_nodes(ctx.deps, instance)
+    for users in ctx.deps.redis.fanout.read_users(nodes).values():
+        if isinstance(users, str):  # a node that cannot say
+            raise ApiError(errors.SERVICE_UNAVAILABLE)
         if name in users:
             raise ApiError(errors.ACCOUNT_NAME_DUPLICATE)
 
@@ -81,7 +78,7 @@ def _apply(ctx: CallContext, instance: InstanceRow, change: UserChange) -> None:
             instance.instance_id,
             exc,
         )
-        deps.reconciler.mark_dirty(instance.instance_id)
+        deps.reconciler.mark_dirty(instance.instance_id, change.name)
         raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
 
 
@@ -115,7 +112,7 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     if description is not None:
         rules.check_description(description)
     require_normal(instance)
-    with task_slot(ctx.deps, instance.instance_id, "CreateAccount") as task:
+    with task_slot(ctx.deps, instance.instance_id, "CreateAccount", name) as task:
         instance = _reload(ctx, instance)
         with ctx.deps.engine.connect() as conn:
             if repo.get_account(conn, instance.instance_id, name) is not None:
@@ -214,7 +211,7 @@ def _change_password(
     old: Secret | None,
 ) -> None:
     require_normal(instance)
-    with task_slot(ctx.deps, instance.instance_id, action) as task:
+    with task_slot(ctx.deps, instance.instance_id, action, name) as task:
         instance = _reload(ctx, instance)
         crash_point("task-acquired")
         account = _load_account(ctx, instance, name)
@@ -266,7 +263,7 @@ def modify_account_description(ctx: CallContext, params: dict[str, Any]) -> dict
     rules.check_description(params["AccountDescription"])
     require_normal(instance)
     # Only the database holds descriptions, but the slot still orders it with other changes.
-    with task_slot(ctx.deps, instance.instance_id, "ModifyAccountDescription") as task:
+    with task_slot(ctx.deps, instance.instance_id, "ModifyAccountDescription", name) as task:
         instance = _reload(ctx, instance)
         _load_account(ctx, instance, name)
         with recording(ctx.deps, task) as conn:
@@ -283,7 +280,7 @@ def grant_account_privilege(ctx: CallContext, params: dict[str, Any]) -> dict[st
     privilege: str = params["AccountPrivilege"]
     rules.check_privilege_for_grant(privilege)
     require_normal(instance)
-    with task_slot(ctx.deps, instance.instance_id, "GrantAccountPrivilege") as task:
+    with task_slot(ctx.deps, instance.instance_id, "GrantAccountPrivilege", name) as task:
         instance = _reload(ctx, instance)
         account = _load_account(ctx, instance, name)
         _set_user(ctx, instance, name, account.password_sha256, privilege)
@@ -297,7 +294,7 @@ def delete_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name: str = params["AccountName"]
     rules.check_modifiable_name(name, instance.instance_id)
     require_normal(instance)
-    with task_slot(ctx.deps, instance.instance_id, "DeleteAccount") as task:
+    with task_slot(ctx.deps, instance.instance_id, "DeleteAccount", name) as task:
         instance = _reload(ctx, instance)
         _load_account(ctx, instance, name)
         _apply(ctx, instance, UserChange(name, None))
@@ -317,16 +314,27 @@ def describe_accounts(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         rows = [r for r in rows if search in r.name]
     page, size = params["PageNumber"], params["PageSize"]
     # Unavailable while a node is out of line, or while a task (of any process:
-    # the slot is in the database) is changing the instance's accounts.
+    # the slot is in the database) is changing this account (or every account).
     with ctx.deps.engine.connect() as conn:
-        busy = repo.task_action(conn, instance.instance_id) not in (None, RECONCILE)
-    in_line = ctx.deps.reconciler.in_line(instance.instance_id)
-    status = "Available" if in_line and not busy else "Unavailable"
+        target = repo.task_target(conn, instance.instance_id)
+    changing: str | None = None
+    if target is not None and target[0] != RECONCILE:
+        changing = target[1] or "*"
+    reconciler = ctx.deps.reconciler
+
+    def status(name: str) -> str:
+        busy = changing in ("*", name)
+        return (
+            "Available"
+            if not busy and reconciler.in_line(instance.instance_id, name)
+            else ("Unavailable")
+        )
+
     items = [
         {
             "AccountName": r.name,
             "AccountDescription": r.description,
-            "AccountStatus": status,
+            "AccountStatus": status(r.name),
             "AccountType": r.account_type,
             "InstanceId": instance.instance_id,
             "DatabasePrivileges": {

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
@@ -20,6 +21,7 @@ from rkvstore.secret import Secret
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.tasks import Task, TaskLost
 from rkvstore.store import repo
+from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.repo import InstanceRow, NodeRow
 
 log = logging.getLogger("rkvstore.instances")
@@ -88,15 +90,22 @@ def check_account_engine(instance: InstanceRow) -> None:
 
 
 @contextmanager
-def task_slot(deps: Deps, instance_id: str, action: str) -> Iterator[Task]:
+def task_slot(
+    deps: Deps, instance_id: str, action: str, account: str | None = None
+) -> Iterator[Task]:
     """Hold the instance's task slot; after a dead holder, first bring the nodes in line.
+
+    The call waits for the slot (``RKVSTORE_TASK_WAIT_SECONDS``) behind the
+    calls before it, and gets ``TaskExists`` only when that runs out.
+    ``account``: the one account the task changes (None: the whole instance);
+    meanwhile only it shows ``Unavailable``.
 
     An action that succeeded while the instance was flagged out of line (a node
     missed by the last pass, a rolled-back change) reached its nodes just now:
     one pass before the slot is released makes ``AccountStatus`` tell the truth
     at once instead of at the reconciler's next interval.
     """
-    with deps.slots.hold(instance_id, action) as task:
+    with deps.slots.hold(instance_id, action, account=account) as task:
         if task.took_over:
             deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
         yield task
@@ -112,8 +121,10 @@ def slot_again(deps: Deps, instance_id: str, action: str) -> Iterator[InstanceRo
     """The slot once more after a task lost it, waiting out the taker (a takeover
     pass, its change, a pass); the instance as it is then (``None``: deleted)."""
     patience = deps.settings.task_lease_seconds + 2 * deps.settings.node_timeout_seconds
-    with deps.slots.hold(instance_id, action, patience=patience), deps.engine.connect() as conn:
-        yield repo.get_instance_any_tenant(conn, instance_id)
+    with deps.slots.hold(instance_id, action, wait=patience):
+        with deps.engine.connect() as conn:
+            instance = repo.get_instance_any_tenant(conn, instance_id)
+        yield instance
 
 
 @contextmanager
@@ -135,7 +146,21 @@ def recording(deps: Deps, task: Task) -> Iterator[Connection]:
             task.action,
             task.instance_id,
         )
-        deps.reconciler.mark_dirty(task.instance_id)
+        deps.reconciler.mark_dirty(task.instance_id, task.account)
+        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+    except SQLAlchemyError as exc:
+        if not database_unavailable(exc):
+            raise
+        # The nodes have the change and the database may not: a pass puts the
+        # nodes back to whatever the database holds once it answers again.
+        log.warning(
+            "task %s (%s) on %s: recording failed, the database is unavailable (%s)",
+            task.task_id,
+            task.action,
+            task.instance_id,
+            describe_database_error(exc),
+        )
+        deps.reconciler.mark_dirty(task.instance_id, task.account)
         raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
 
 

@@ -185,7 +185,7 @@ def _build_local_instance(deps: Deps, instance_id: str) -> None:
     # database): wait, up to its lease, for it to finish or to be taken over.
     patience = deps.settings.task_lease_seconds + 5
     try:
-        with deps.slots.hold(instance_id, "CreateInstance", patience=patience):
+        with deps.slots.hold(instance_id, "CreateInstance", wait=patience):
             with deps.engine.connect() as conn:
                 instance = repo.get_instance_any_tenant(conn, instance_id)
                 rows = repo.list_nodes(conn, instance_id)

@@ -1,31 +1,39 @@
 """Keeps every node in line with the database: drift, late commands, restarted nodes.
 
 A pass over an instance holds its task slot (action ``Reconcile``) so that it
-never races a change in flight; callers who meet it wait for it briefly
-instead of getting ``TaskExists``.
+never races a change in flight; callers who meet it wait for it like for any
+task. Passes run on a pool shared fairly between tenants: one tenant's
+instances whose nodes stall hold at most ``PASSES_PER_TENANT`` workers.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from rkvstore.engine.redis_engine import ReconcileReport
 from rkvstore.errors import ApiError
 from rkvstore.services.context import Deps
+from rkvstore.services.fair import FairPool
 from rkvstore.services.tasks import RECONCILE
 from rkvstore.store import repo
+from rkvstore.store.db import database_unavailable, describe_database_error
 
 log = logging.getLogger("rkvstore.reconcile")
 
 # A flagged instance whose slot a task held when the pass came (often the very
 # task that flagged it) is tried again this soon, not an interval later.
 RETRY_BUSY_SECONDS = 0.2
-# Instances passed over at once.
+# Instances passed over at once, and at most this many of one tenant's.
 PASS_WORKERS = 8
+PASSES_PER_TENANT = 2
+# ``mark_dirty`` without an account: the whole instance.
+_ALL = "*"
 
 
 class _Busy(Exception):
@@ -37,31 +45,40 @@ class Reconciler:
         self.deps = deps
         self.interval = interval
         self._out_of_line: dict[str, set[str]] = {}
-        self._dirty: set[str] = set()
+        # instance -> the accounts a failed change may have left out of line (_ALL: all)
+        self._dirty: dict[str, set[str]] = {}
         self._flagged: dict[str, int] = {}  # instance -> times mark_dirty was called
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._passes = ThreadPoolExecutor(PASS_WORKERS, thread_name_prefix="reconcile")
+        self._passes = FairPool(PASS_WORKERS, PASSES_PER_TENANT, "reconcile")
         self._in_flight: set[str] = set()  # instances with a pass queued or running
+        self._database_down = False  # logged once per outage, not once per pass
 
     # ------------------------------------------------------------------ state for Describe*
 
-    def in_line(self, instance_id: str) -> bool:
+    def in_line(self, instance_id: str, account: str | None = None) -> bool:
+        """Every node reached and nothing flagged; with ``account``: nothing flagged for it."""
         with self._lock:
-            return not self._out_of_line.get(instance_id) and instance_id not in self._dirty
+            if self._out_of_line.get(instance_id):
+                return False
+            dirty = self._dirty.get(instance_id)
+            if not dirty:
+                return True
+            return account is not None and _ALL not in dirty and account not in dirty
 
-    def mark_dirty(self, instance_id: str) -> None:
+    def mark_dirty(self, instance_id: str, account: str | None = None) -> None:
+        """A change may have left ``account`` (None: any account) out of line: pass soon."""
         with self._lock:
-            self._dirty.add(instance_id)
+            self._dirty.setdefault(instance_id, set()).add(account or _ALL)
             self._flagged[instance_id] = self._flagged.get(instance_id, 0) + 1
         self._wake.set()
 
     def forget(self, instance_id: str) -> None:
         with self._lock:
             self._out_of_line.pop(instance_id, None)
-            self._dirty.discard(instance_id)
+            self._dirty.pop(instance_id, None)
             self._flagged.pop(instance_id, None)
 
     # ------------------------------------------------------------------ passes
@@ -81,9 +98,7 @@ class Reconciler:
         with ExitStack() as slot:
             if not holding_slot:
                 try:
-                    slot.enter_context(
-                        self.deps.slots.hold(instance_id, RECONCILE, wait_for_reconcile=0)
-                    )
+                    slot.enter_context(self.deps.slots.hold(instance_id, RECONCILE, wait=0))
                 except ApiError as exc:
                     raise _Busy(instance_id) from exc
             # Read again under the slot: what a task recorded just before it was
@@ -101,7 +116,7 @@ class Reconciler:
                 before = self._out_of_line.get(instance_id, set())
                 self._out_of_line[instance_id] = set(report.unreachable)
                 if report.in_line and self._flagged.get(instance_id, 0) == flagged:
-                    self._dirty.discard(instance_id)
+                    self._dirty.pop(instance_id, None)
         for label in sorted(set(report.unreachable) - before):
             log.warning(
                 "instance %s: node %s out of reach (%s); its accounts are Unavailable",
@@ -151,16 +166,18 @@ class Reconciler:
         node timeout), never another instance's.
         """
         with self.deps.engine.connect() as conn:
-            ids = [i.instance_id for i in repo.list_instances(conn) if i.status == "Normal"]
-        for instance_id in ids:
+            ids = [
+                (i.instance_id, i.account_id)
+                for i in repo.list_instances(conn)
+                if i.status == "Normal"
+            ]
+        for instance_id, tenant in ids:
             with self._lock:
                 if instance_id in self._in_flight:
                     continue
                 self._in_flight.add(instance_id)
-            try:
-                self._passes.submit(self._pass_logged, instance_id)
-            except RuntimeError:  # shut down
-                with self._lock:
+            if not self._passes.submit(tenant, functools.partial(self._pass_logged, instance_id)):
+                with self._lock:  # shut down
                     self._in_flight.discard(instance_id)
                 return
 
@@ -181,6 +198,10 @@ class Reconciler:
                     if not flagged or time.monotonic() >= deadline:
                         return
                     self._stop.wait(RETRY_BUSY_SECONDS)
+        except SQLAlchemyError as exc:
+            if not database_unavailable(exc):
+                log.exception("reconciling %s failed; will retry", instance_id)
+            # else: the loop says once that the database is away
         except Exception:
             log.exception("reconciling %s failed; will retry", instance_id)
         finally:
@@ -200,12 +221,24 @@ class Reconciler:
             self._thread.join(timeout=30)
         # Queued passes are dropped; running ones (bounded by the node timeout)
         # finish before the engine and the database they use are closed.
-        self._passes.shutdown(wait=True, cancel_futures=True)
+        self._passes.shutdown()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self.run_once()
+                if self._database_down:
+                    self._database_down = False
+                    log.info("reconciler: the database answers again")
+            except SQLAlchemyError as exc:
+                if not database_unavailable(exc):
+                    log.exception("reconciler pass failed; will retry")
+                elif not self._database_down:
+                    self._database_down = True
+                    log.warning(
+                        "reconciler: the database is unavailable (%s); will retry",
+                        describe_database_error(exc),
+                    )
             except Exception:
                 log.exception("reconciler pass failed; will retry")
             self._wake.wait(self.interval)

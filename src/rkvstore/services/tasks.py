@@ -1,10 +1,21 @@
 """The per-instance task slot (api.md §6): one mutating task at a time, across processes.
 
 The slot is a row whose primary key is the instance ID, so taking it is one
-INSERT that either wins or fails on every engine; no process lock is
-involved. The holder renews a lease while it works; a slot whose lease ran
-out (its holder died) is taken over by the next caller, who is told so and
-must bring the instance's nodes back in line before its own change.
+INSERT that either wins or finds the row there, on every engine; no process
+lock is involved. A caller who finds the slot busy waits for it, up to
+``wait_seconds``, and only then gets ``TaskExists``. Waiters of one process
+queue in arrival order and only the first of them looks at the database:
+woken at once when a task of this process releases the slot, and otherwise
+(a holder in another process) polling with a backoff that stops at
+``POLL_MAX_SECONDS``. A waiting call sleeps; it costs next to no CPU.
+
+The holder renews a lease while it works. A slot whose lease ran out (its
+holder died somewhere) is taken over by the next caller, who is told so and
+must bring the instance's nodes back in line before its own change. A holder
+known to be dead is taken over at once, without waiting out its lease: a
+process on this host (same boot, same PID namespace) that is gone, or whose
+PID now belongs to a newer process; or a task of this very process that is
+over but whose row could not be deleted (the database was away).
 
 A holder that was only stalled (a stopped process, a long pause) past its
 lease may wake after such a takeover. It must not record its result then:
@@ -21,21 +32,99 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from rkvstore import errors
 from rkvstore.errors import ApiError
-from rkvstore.store import repo
 from rkvstore.store.tables import tasks
 
 log = logging.getLogger("rkvstore.tasks")
-HOLDER = f"{socket.gethostname()}:{os.getpid()}"
 RECONCILE = "Reconcile"
+# The head waiter's look at a slot held by another process: first after
+# POLL_MIN_SECONDS, doubling up to POLL_MAX_SECONDS.
+POLL_MIN_SECONDS = 0.01
+POLL_MAX_SECONDS = 0.25
+# A slot held by a task of this process is waited for without polling; its
+# release wakes the waiter. Looked at again this often all the same.
+LOCAL_HOLDER_RECHECK_SECONDS = 1.0
+
+
+# --------------------------------------------------------------------------- who holds a slot
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (ticks since boot); ``None``: there is no such process."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "?"
+        return "?"
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else "?"
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
+    except OSError:
+        return "?"
+
+
+def _identity() -> tuple[str, str, str]:
+    """This machine's boot and PID namespace: where a PID means one process."""
+    boot = (_read("/proc/sys/kernel/random/boot_id") or "?").replace("-", "")[:12]
+    return socket.gethostname(), boot, _pid_namespace()
+
+
+_HOST, _BOOT, _PID_NS = _identity()
+_PID = os.getpid()
+HOLDER = f"{_HOST}:{_PID}:{_start_time(_PID) or '?'}:{_BOOT}:{_PID_NS}"
+
+# Tasks this process holds or is taking, across every ``TaskSlots`` of it.
+_live_tasks: set[str] = set()
+_live_lock = threading.Lock()
+
+
+def holder_is_dead(holder: str, task_id: str) -> bool:
+    """Whether the holder of a slot is known to be gone (never a guess: unknown is alive)."""
+    if holder == HOLDER:
+        with _live_lock:
+            return task_id not in _live_tasks
+    parts = holder.split(":")
+    if len(parts) != 5:
+        return False  # another format (an older rkvstore): wait out its lease
+    host, pid_text, started, boot, pid_ns = parts
+    if (host, boot, pid_ns) != (_HOST, _BOOT, _PID_NS) or "?" in (boot, pid_ns):
+        return False  # another machine, boot or container: its PIDs mean nothing here
+    if not pid_text.isdigit():
+        return False
+    now = _start_time(int(pid_text))
+    if now is None:
+        return True
+    return started != "?" and now != "?" and now != started  # the PID was reused
+
+
+# --------------------------------------------------------------------------- the slots
 
 
 class TaskLost(Exception):
@@ -48,6 +137,17 @@ class Task:
     task_id: str
     action: str
     took_over: bool  # the previous holder died mid-task: reconcile before changing
+    account: str | None = None
+
+
+@dataclass(eq=False)
+class _Waiter:
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class _Busy:
+    local: bool  # held by a live task of this process
 
 
 class TaskSlots:
@@ -56,68 +156,161 @@ class TaskSlots:
         engine: Engine,
         *,
         lease_seconds: float = 30.0,
+        wait_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.lease_seconds = lease_seconds
+        self.wait_seconds = wait_seconds
         self.clock = clock
-        # One thread renews the leases of every task this process holds.
+        self._insert = _insert_if_free(engine)
+        # Waiters of this process, per instance, in arrival order.
+        self._queues: dict[str, deque[_Waiter]] = {}
+        self._queue_lock = threading.Lock()
+        # One thread renews the leases of every task this process holds, and
+        # deletes the rows of tasks whose release failed.
         self._held: dict[str, Task] = {}
+        self._unreleased: dict[str, Task] = {}
         self._held_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
 
-    def acquire(self, instance_id: str, action: str, *, wait_for_reconcile: float = 5.0) -> Task:
-        """Take the slot or raise ``TaskExists`` at once (no waiting, no queue).
+    # ------------------------------------------------------------------ taking the slot
 
-        The reconciler's short passes are not tasks a caller should see: a
-        caller who meets one waits (bounded) for it instead.
+    def acquire(
+        self,
+        instance_id: str,
+        action: str,
+        *,
+        account: str | None = None,
+        wait: float | None = None,
+    ) -> Task:
+        """Take the slot, waiting for it up to ``wait`` seconds; else ``TaskExists``.
+
+        ``wait`` defaults to the configured bound; 0 fails at once, and never
+        goes ahead of callers already waiting.
         """
+        wait = self.wait_seconds if wait is None else wait
+        deadline = time.monotonic() + wait
+        waiter = _Waiter()
+        with self._queue_lock:
+            queue = self._queues.setdefault(instance_id, deque())
+            if wait <= 0 and queue:
+                raise ApiError(errors.TASK_EXISTS)
+            queue.append(waiter)
+        try:
+            return self._acquire_in_turn(instance_id, action, account, queue, waiter, deadline)
+        finally:
+            with self._queue_lock:
+                queue.remove(waiter)
+                if queue:
+                    queue[0].wake.set()  # the next in line looks now
+                elif self._queues.get(instance_id) is queue:
+                    del self._queues[instance_id]
+
+    def _acquire_in_turn(
+        self,
+        instance_id: str,
+        action: str,
+        account: str | None,
+        queue: deque[_Waiter],
+        waiter: _Waiter,
+        deadline: float,
+    ) -> Task:
+        poll = POLL_MIN_SECONDS
+        while True:
+            while True:  # until first in line
+                with self._queue_lock:
+                    if queue[0] is waiter:
+                        break
+                    waiter.wake.clear()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ApiError(errors.TASK_EXISTS)
+                waiter.wake.wait(remaining)
+            # A release from now on sets the event: it is not lost while we look.
+            waiter.wake.clear()
+            outcome = self._try_take(instance_id, action, account)
+            if isinstance(outcome, Task):
+                return outcome
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ApiError(errors.TASK_EXISTS)
+            if outcome.local:
+                waiter.wake.wait(min(LOCAL_HOLDER_RECHECK_SECONDS, remaining))
+                poll = POLL_MIN_SECONDS
+            else:
+                waiter.wake.wait(min(poll, remaining))
+                poll = min(poll * 2, POLL_MAX_SECONDS)
+
+    def _try_take(self, instance_id: str, action: str, account: str | None) -> Task | _Busy:
         task_id = str(uuid.uuid4())
-        took_over = False
-        deadline = time.monotonic() + wait_for_reconcile
-        for _attempt in range(1000):
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(
-                        insert(tasks).values(
-                            instance_id=instance_id,
-                            task_id=task_id,
-                            action=action,
-                            holder=HOLDER,
-                            lease_expires_at=self.clock() + self.lease_seconds,
-                        )
+        values = {
+            "instance_id": instance_id,
+            "task_id": task_id,
+            "action": action,
+            "account_name": account,
+            "holder": HOLDER,
+        }
+        with _live_lock:  # live before its row exists: never mistaken for a dead one
+            _live_tasks.add(task_id)
+        try:
+            with self.engine.begin() as conn:
+                lease = self.clock() + self.lease_seconds
+                inserted = conn.execute(
+                    self._insert.values(lease_expires_at=lease, **values).returning(
+                        tasks.c.task_id
                     )
-                return Task(instance_id, task_id, action, took_over)
-            except IntegrityError:
-                if self._free_if_expired(instance_id):
-                    took_over = True
-                    continue
-                holder = self._holder_action(instance_id)
-                if holder is None:
-                    continue  # released between our INSERT and this look: try again
-                if holder == RECONCILE and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                    continue
-                break
-        raise ApiError(errors.TASK_EXISTS)
+                ).first()
+                if inserted is not None:
+                    return Task(instance_id, task_id, action, False, account)
+                row = conn.execute(
+                    select(tasks.c.task_id, tasks.c.holder, tasks.c.lease_expires_at).where(
+                        tasks.c.instance_id == instance_id
+                    )
+                ).first()
+                if row is None:  # released between the two statements: look again soon
+                    raise _Retry
+                if row.lease_expires_at < self.clock():
+                    why = "lease expired, holder presumed dead"
+                elif holder_is_dead(str(row.holder), str(row.task_id)):
+                    why = "its holder is gone"
+                else:
+                    with _live_lock:
+                        local = str(row.holder) == HOLDER and str(row.task_id) in _live_tasks
+                    raise _BusyNow(local)
+                if not conn.execute(delete(tasks).where(tasks.c.task_id == row.task_id)).rowcount:
+                    raise _Retry
+                conn.execute(insert(tasks).values(lease_expires_at=lease, **values))
+            log.warning("task slot of %s: %s; taking over", instance_id, why)
+            return Task(instance_id, task_id, action, True, account)
+        except _BusyNow as busy:
+            self._forget(task_id)
+            return _Busy(busy.local)
+        except (_Retry, IntegrityError):  # another taker was quicker
+            self._forget(task_id)
+            return _Busy(False)
+        except BaseException:
+            self._forget(task_id)
+            raise
 
-    def _holder_action(self, instance_id: str) -> str | None:
-        with self.engine.connect() as conn:
-            return repo.task_action(conn, instance_id)
+    @staticmethod
+    def _forget(task_id: str) -> None:
+        with _live_lock:
+            _live_tasks.discard(task_id)
 
-    def _free_if_expired(self, instance_id: str) -> bool:
+    def take_over_dead_holders(self) -> list[str]:
+        """At start: free every slot whose holder is known dead; the instances they held."""
+        freed: list[str] = []
         with self.engine.begin() as conn:
-            freed = conn.execute(
-                delete(tasks).where(
-                    tasks.c.instance_id == instance_id,
-                    tasks.c.lease_expires_at < self.clock(),
-                )
-            ).rowcount
-        if freed:
-            log.warning(
-                "task slot of %s: lease expired, holder presumed dead; taking over", instance_id
-            )
-        return bool(freed)
+            for row in conn.execute(select(tasks.c.instance_id, tasks.c.task_id, tasks.c.holder)):
+                if holder_is_dead(str(row.holder), str(row.task_id)):
+                    conn.execute(delete(tasks).where(tasks.c.task_id == row.task_id))
+                    freed.append(str(row.instance_id))
+        for instance_id in freed:
+            log.warning("task slot of %s: its holder is gone; freed at start", instance_id)
+        return freed
+
+    # ------------------------------------------------------------------ holding it
 
     def renew(self, task: Task) -> bool:
         with self.engine.begin() as conn:
@@ -143,8 +336,18 @@ class TaskSlots:
             raise TaskLost(task.task_id)
 
     def release(self, task: Task) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(tasks).where(tasks.c.task_id == task.task_id))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(tasks).where(tasks.c.task_id == task.task_id))
+        finally:
+            self._forget(task.task_id)  # over either way: this process's waiters may take it
+            self._wake_next(task.instance_id)
+
+    def _wake_next(self, instance_id: str) -> None:
+        with self._queue_lock:
+            queue = self._queues.get(instance_id)
+            if queue:
+                queue[0].wake.set()
 
     @contextmanager
     def hold(
@@ -152,45 +355,88 @@ class TaskSlots:
         instance_id: str,
         action: str,
         *,
-        wait_for_reconcile: float = 5.0,
-        patience: float = 0.0,
+        account: str | None = None,
+        wait: float | None = None,
     ) -> Iterator[Task]:
-        """Hold the slot for the block, renewing its lease; released however the block ends.
-
-        ``patience`` (background work only, never a caller's request): keep
-        trying that long instead of raising ``TaskExists`` at once.
-        """
-        deadline = time.monotonic() + patience
-        while True:
-            try:
-                task = self.acquire(instance_id, action, wait_for_reconcile=wait_for_reconcile)
-                break
-            except ApiError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
+        """Hold the slot for the block, renewing its lease; released however the block ends."""
+        task = self.acquire(instance_id, action, account=account, wait=wait)
         with self._held_lock:
             self._held[task.task_id] = task
-            if self._renewer is None:
-                self._renewer = threading.Thread(
-                    target=self._renew_forever, name="task-leases", daemon=True
-                )
-                self._renewer.start()
+            self._start_renewer()
         try:
             yield task
         finally:
             with self._held_lock:
                 self._held.pop(task.task_id, None)
-            self.release(task)
+            try:
+                self.release(task)
+            except SQLAlchemyError as exc:
+                # The database is away: the row stays until the renewer deletes
+                # it; meanwhile this process's callers take it over at once.
+                log.warning(
+                    "task %s on %s: releasing its slot failed (%s); will retry",
+                    task.task_id,
+                    instance_id,
+                    _short(exc),
+                )
+                with self._held_lock:
+                    self._unreleased[task.task_id] = task
+
+    def _start_renewer(self) -> None:
+        if self._renewer is None:
+            self._renewer = threading.Thread(
+                target=self._renew_forever, name="task-leases", daemon=True
+            )
+            self._renewer.start()
 
     def _renew_forever(self) -> None:
         while True:
             time.sleep(self.lease_seconds / 3)
             with self._held_lock:
                 held = list(self._held.values())
+                unreleased = list(self._unreleased.values())
+            for task in unreleased:
+                try:
+                    self.release(task)
+                except SQLAlchemyError:
+                    continue
+                with self._held_lock:
+                    self._unreleased.pop(task.task_id, None)
             for task in held:
                 try:
-                    if not self.renew(task):
-                        log.error("task %s on %s lost its slot", task.task_id, task.instance_id)
-                except Exception:
-                    log.exception("renewing the lease of task %s failed; will retry", task.task_id)
+                    renewed = self.renew(task)
+                except SQLAlchemyError as exc:
+                    log.warning(
+                        "renewing the lease of task %s failed (%s); will retry",
+                        task.task_id,
+                        _short(exc),
+                    )
+                    continue
+                with self._held_lock:
+                    still_held = task.task_id in self._held
+                # A task released since the list was taken has no row: not a loss.
+                if not renewed and still_held:
+                    log.error("task %s on %s lost its slot", task.task_id, task.instance_id)
+
+
+class _Retry(Exception):
+    pass
+
+
+class _BusyNow(Exception):
+    def __init__(self, local: bool) -> None:
+        self.local = local
+
+
+def _insert_if_free(engine: Engine) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING``: a busy slot returns no row instead of an error.
+
+    (Returning the row, because psycopg reports no row count for it.)
+    """
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(tasks).on_conflict_do_nothing(index_elements=["instance_id"])
+
+
+def _short(exc: BaseException) -> str:
+    inner = getattr(exc, "orig", None) or exc
+    return f"{type(inner).__name__}: {str(inner).splitlines()[0][:160] if str(inner) else ''}"

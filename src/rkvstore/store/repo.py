@@ -109,6 +109,14 @@ def task_action(conn: Connection, instance_id: str) -> str | None:
     return None if action is None else str(action)
 
 
+def task_target(conn: Connection, instance_id: str) -> tuple[str, str | None] | None:
+    """The action holding the instance's task slot and the account it changes (None: all)."""
+    row = conn.execute(
+        select(tasks.c.action, tasks.c.account_name).where(tasks.c.instance_id == instance_id)
+    ).first()
+    return None if row is None else (str(row.action), row.account_name)
+
+
 def instances_with_tasks(conn: Connection) -> list[str]:
     return [str(r.instance_id) for r in conn.execute(select(tasks.c.instance_id))]
 

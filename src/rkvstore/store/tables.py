@@ -145,6 +145,8 @@ tasks = Table(
     Column("instance_id", String(32), primary_key=True),
     Column("task_id", String(36), nullable=False),
     Column("action", String(64), nullable=False),
+    # The account the task changes; NULL: the whole instance.
+    Column("account_name", String(128), nullable=True),
     Column("holder", String(128), nullable=False),
     Column("lease_expires_at", Float, nullable=False),  # unix seconds
     UniqueConstraint("task_id", name="uq_tasks_task_id"),
