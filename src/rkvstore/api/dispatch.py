@@ -8,7 +8,9 @@ import time
 from calendar import timegm
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from rkvstore import errors
@@ -25,7 +27,8 @@ from rkvstore.errors import ApiError
 from rkvstore.iam.authorize import authorize
 from rkvstore.iam.credentials import ACTIVE, AccessKey, find_access_key
 from rkvstore.services.context import CallContext, Deps
-from rkvstore.services.registry import Registry
+from rkvstore.services.registry import ActionSpec, Registry
+from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.nonces import use_nonce
 
 access_log = logging.getLogger("rkvstore.access")
@@ -50,9 +53,42 @@ class RawRequest:
 class _Trace:
     """What the access log line says about one request (never a secret)."""
 
+    request_id: str
+    started: float
     action: str = "-"
     principal: str = "-"
     code: str = "-"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request authenticated, parsed and authorized: its action still to run."""
+
+    trace: _Trace
+    spec: ActionSpec
+    ctx: CallContext
+    params: dict[str, Any]
+    response_format: str
+
+    @property
+    def tenant(self) -> str:
+        return self.ctx.account_id
+
+
+def log_access(trace: _Trace, status: int) -> None:
+    access_log.info(
+        "request_id=%s action=%s principal=%s status=%d code=%s duration_ms=%.1f",
+        trace.request_id,
+        trace.action,
+        trace.principal,
+        status,
+        trace.code,
+        (time.perf_counter() - trace.started) * 1000,
+    )
+
+
+def new_trace() -> _Trace:
+    return _Trace(render.new_request_id(), time.perf_counter())
 
 
 def parse_timestamp(value: str) -> int:
@@ -92,32 +128,53 @@ class Dispatcher:
     # ------------------------------------------------------------------ entry
 
     def handle(self, raw: RawRequest) -> Response:
-        request_id = render.new_request_id()
-        trace = _Trace()
-        started = time.perf_counter()
+        """The whole request on this thread (``prepare`` then ``execute``)."""
+        step = self.prepare(raw)
+        return step if isinstance(step, Response) else self.execute(step)
+
+    def prepare(self, raw: RawRequest) -> Response | Prepared:
+        """Everything before the action runs; an answer already if it ends there."""
+        trace = new_trace()
         try:
-            response = self._handle(raw, request_id, trace)
-        except ApiError as err:
-            trace.code = err.code
-            response = render.error(request_id, err)
-        except Exception:
-            log.exception("request %s failed unexpectedly", request_id)
-            trace.code = errors.INTERNAL_ERROR.code
-            response = render.error(request_id, ApiError(errors.INTERNAL_ERROR))
-        access_log.info(
-            "request_id=%s action=%s principal=%s status=%d code=%s duration_ms=%.1f",
-            request_id,
-            trace.action,
-            trace.principal,
-            response.status_code,
-            trace.code,
-            (time.perf_counter() - started) * 1000,
-        )
+            return self._prepare(raw, trace)
+        except Exception as exc:
+            response = self._failure(trace, exc)
+        log_access(trace, response.status_code)
         return response
+
+    def execute(self, prepared: Prepared) -> Response:
+        """Run the action and answer it."""
+        trace = prepared.trace
+        try:
+            body = prepared.spec.handler(prepared.ctx, prepared.params)
+            response = render.success(
+                prepared.spec.name, trace.request_id, body, prepared.response_format
+            )
+        except Exception as exc:
+            response = self._failure(trace, exc)
+        log_access(trace, response.status_code)
+        return response
+
+    def _failure(self, trace: _Trace, exc: Exception) -> Response:
+        """The answer to a request that failed: its own error, 503 for the database, else 500."""
+        if isinstance(exc, ApiError):
+            err = exc
+        elif isinstance(exc, SQLAlchemyError) and database_unavailable(exc):
+            log.warning(
+                "request %s: the database is unavailable (%s)",
+                trace.request_id,
+                describe_database_error(exc),
+            )
+            err = ApiError(errors.SERVICE_UNAVAILABLE)
+        else:
+            log.exception("request %s failed unexpectedly", trace.request_id)
+            err = ApiError(errors.INTERNAL_ERROR)
+        trace.code = err.code
+        return render.error(trace.request_id, err)
 
     # ------------------------------------------------------------------ pipeline
 
-    def _handle(self, raw: RawRequest, request_id: str, trace: _Trace) -> Response:
+    def _prepare(self, raw: RawRequest, trace: _Trace) -> Prepared:
         settings = self.deps.settings
         if raw.method not in ("GET", "POST"):
             raise ApiError(errors.METHOD_NOT_ALLOWED)
@@ -162,7 +219,7 @@ class Dispatcher:
 
         params = parse_params(spec.params, values)
         ctx = CallContext(
-            request_id=request_id,
+            request_id=trace.request_id,
             caller=caller,
             source_ip=raw.client_ip,
             secure_transport=raw.scheme == "https",
@@ -179,8 +236,7 @@ class Dispatcher:
             spec.resource_arns(ctx.region, caller.account_id, arn_params),
             ctx.condition_context(),
         )
-        body = spec.handler(ctx, params)
-        return render.success(spec.name, request_id, body, values.get("Format", "JSON"))
+        return Prepared(trace, spec, ctx, params, values.get("Format", "JSON"))
 
     # ------------------------------------------------------------------ authentication
 
