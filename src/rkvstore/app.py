@@ -1,4 +1,11 @@
-"""The ASGI app: one RPC route; the request is read (bounded) and handed to the dispatcher."""
+"""The ASGI app: one RPC route; the request is read (bounded) and handed to the dispatcher.
+
+A request is prepared (authenticated, parsed, authorized) on the shared
+thread pool, then its action runs on one of ``request_workers`` threads, at
+most ``tenant_workers`` of them for one tenant at once: a tenant whose nodes
+stall fills its own share and waits there (in the event loop, holding no
+thread) while every other tenant's actions run.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +15,18 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from rkvstore import errors
 from rkvstore.api import render
-from rkvstore.api.dispatch import Dispatcher, RawRequest
+from rkvstore.api.dispatch import Dispatcher, RawRequest, log_access, new_trace
+from rkvstore.api.http_guard import quiet_accept_errors
 from rkvstore.bootstrap import start_background, stop_background
 from rkvstore.errors import ApiError
 from rkvstore.services.context import Deps
@@ -39,16 +49,50 @@ async def _read_bounded(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+class TenantShares:
+    """At most ``per_tenant`` actions of one tenant at once, ``total`` in all."""
+
+    def __init__(self, total: int, per_tenant: int) -> None:
+        self.total = anyio.CapacityLimiter(total)
+        self.per_tenant = per_tenant
+        self._tenants: dict[str, anyio.CapacityLimiter] = {}
+
+    @contextlib.asynccontextmanager
+    async def share(self, tenant: str) -> AsyncIterator[anyio.CapacityLimiter]:
+        limiter = self._tenants.get(tenant)
+        if limiter is None:
+            limiter = self._tenants[tenant] = anyio.CapacityLimiter(self.per_tenant)
+        try:
+            async with limiter:
+                yield self.total
+        finally:
+            stats = limiter.statistics()
+            if not stats.borrowed_tokens and not stats.tasks_waiting:
+                self._tenants.pop(tenant, None)
+
+
 def create_app(deps: Deps, registry: Registry, *, start_engine: bool = True) -> Starlette:
     """The app; its lifespan starts and stops the engine's background work."""
     dispatcher = Dispatcher(deps, registry)
     limit = deps.settings.max_request_bytes
+    shares = TenantShares(deps.settings.request_workers, deps.settings.tenant_workers)
 
     async def rpc(request: Request) -> Response:
-        body = await _read_bounded(request, limit)
+        try:
+            body = await _read_bounded(request, limit)
+        except ClientDisconnect:
+            # Nobody to answer: one access-log line, no traceback.
+            trace = new_trace()
+            trace.code = "ClientDisconnect"
+            log_access(trace, 499)
+            return Response(status_code=499)
         if body is None:
             err = ApiError(errors.REQUEST_TOO_LARGE, limit=str(limit))
-            return render.error(render.new_request_id(), err)
+            trace = new_trace()
+            trace.code = err.code
+            response = render.error(trace.request_id, err)
+            log_access(trace, response.status_code)
+            return response
         raw = RawRequest(
             method=request.method,
             path=request.scope["path"],
@@ -58,10 +102,15 @@ def create_app(deps: Deps, registry: Registry, *, start_engine: bool = True) -> 
             client_ip=request.client.host if request.client else "",
             scheme=request.scope.get("scheme", "http"),
         )
-        return await run_in_threadpool(dispatcher.handle, raw)
+        step = await run_in_threadpool(dispatcher.prepare, raw)
+        if isinstance(step, Response):
+            return step
+        async with shares.share(step.tenant) as workers:
+            return await anyio.to_thread.run_sync(dispatcher.execute, step, limiter=workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        quiet_accept_errors(asyncio.get_running_loop())
         if start_engine:
             await run_in_threadpool(start_background, deps)
         purger = asyncio.create_task(_purge_nonces_forever(deps))

@@ -32,6 +32,16 @@ def setup_logging(settings: Settings, level: str = "INFO") -> None:
         handler.setFormatter(fmt)
         root.addHandler(handler)
     root.setLevel(level)
+    # A log file that cannot be written (a full disk) must not print a
+    # traceback per record on stderr: the record is dropped.
+    logging.raiseExceptions = False
+    # rkvstore writes its own access-log line for a request that is not HTTP.
+    logging.getLogger("uvicorn.error").addFilter(_NotHttpFilter())
+
+
+class _NotHttpFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
 
 
 def _settings(**options: Any) -> Settings:
@@ -100,6 +110,7 @@ def _run_server(settings: Settings, log_level: str, on_ready: Any = None) -> Non
 
     import uvicorn
 
+    from rkvstore.api.http_guard import ConnectionGuard, connection_cap, protocol_class
     from rkvstore.app import create_app
     from rkvstore.bootstrap import build_deps, build_registry, ensure_root_tenant
 
@@ -114,15 +125,20 @@ def _run_server(settings: Settings, log_level: str, on_ready: Any = None) -> Non
         settings.port,
         deps.engine.url.render_as_string(hide_password=True),
     )
+    guard = ConnectionGuard(
+        connection_cap(settings.max_connections), settings.http_request_timeout_seconds
+    )
     # No uvicorn access log: it would print query strings, and they hold passwords.
     server = _Server.build(
         uvicorn.Config(
             app,
             host=settings.host,
             port=settings.port,
+            http=protocol_class(guard),
             access_log=False,
             log_config=None,
             timeout_graceful_shutdown=10,
+            timeout_keep_alive=max(1, round(settings.http_keepalive_seconds)),
         )
     )
     if on_ready is not None:

@@ -110,6 +110,9 @@ INVALID_ENCODING = _e(
     "InvalidParameter.Encoding", 400, "The request is not valid UTF-8 URL-encoded text."
 )
 METHOD_NOT_ALLOWED = _e("UnsupportedHTTPMethod", 405, "Only GET and POST on / are supported.")
+INVALID_HTTP_REQUEST = _e(
+    "InvalidHttpRequest", 400, "The request line or a header is not valid HTTP/1.1."
+)
 
 # --- accounts and instances (api.md §3, §4)
 ACCOUNT_NAME_FORMAT = _e("InvalidAccountName.Format", 400, "Specified AccountName is not valid.")

@@ -1,0 +1,210 @@
+"""HTTP connections bounded: time to a complete request, a cap on open connections.
+
+uvicorn closes a keep-alive connection that stays idle after a response, but
+not one that never sends a complete request: a client that connects and
+says nothing, or sends half a request, holds a socket (and a file
+descriptor) for as long as it likes. ``GuardedH11Protocol`` closes a
+connection whose request is not complete ``request_timeout`` seconds after
+its first byte (or after the connection opened), and keeps at most
+``max_connections`` open: a new connection beyond the cap closes the oldest
+one that has no request being answered, and only when every connection is
+busy is the new one answered 503 ``ServiceUnavailable`` and closed.
+
+A request line or header that is not HTTP gets the API's JSON error (400
+``InvalidHttpRequest``) instead of uvicorn's plain text, and one access-log
+line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from collections import OrderedDict
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from rkvstore import errors
+from rkvstore.api import render
+from rkvstore.api.dispatch import log_access, new_trace
+from rkvstore.errors import ApiError
+
+log = logging.getLogger("rkvstore.http")
+# File descriptors kept beside the client connections: Redis and database
+# connections, log files, the listening socket.
+FD_RESERVE = 256
+
+
+class ConnectionGuard:
+    def __init__(self, max_connections: int, request_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.request_timeout = request_timeout
+        self._open: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
+        self.evicted = 0
+        self.refused = 0
+        self.timed_out = 0
+        self._last_warning = 0.0
+
+    def admit(self, connection: GuardedH11Protocol) -> bool:
+        if len(self._open) >= self.max_connections:
+            victim = next((c for c in self._open if not c.busy), None)
+            if victim is None:
+                self.refused += 1
+                self._warn("every connection is busy; refusing new ones")
+                return False
+            self.evicted += 1
+            self._warn("connection cap reached; closing the oldest idle connections")
+            self.leave(victim)
+            victim.close_quietly()
+        self._open[connection] = None
+        return True
+
+    def leave(self, connection: GuardedH11Protocol) -> None:
+        self._open.pop(connection, None)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= 10:  # once in a while, not once per connection
+            self._last_warning = now
+            log.warning(
+                "%s (cap %d; evicted %d, refused %d so far)",
+                message,
+                self.max_connections,
+                self.evicted,
+                self.refused,
+            )
+
+
+def _raw_error(status_phrase: bytes, err: ApiError) -> bytes:
+    trace = new_trace()
+    trace.code = err.code
+    response = render.error(trace.request_id, err)
+    log_access(trace, response.status_code)
+    head = [b"HTTP/1.1 %d %s" % (response.status_code, status_phrase)]
+    for name, value in response.raw_headers:
+        if name.lower() != b"connection":
+            head.append(name + b": " + value)
+    head.append(b"connection: close")
+    return b"\r\n".join(head) + b"\r\n\r\n" + bytes(response.body)
+
+
+class GuardedH11Protocol(H11Protocol):
+    guard: ConnectionGuard  # set on the subclass ``protocol_class`` makes
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._request_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        if not self.guard.admit(self):
+            transport.write(
+                _raw_error(b"Service Unavailable", ApiError(errors.SERVICE_UNAVAILABLE))
+            )
+            transport.close()
+            return
+        self._arm_request_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.leave(self)
+        self._cancel_request_timer()
+        super().connection_lost(exc)
+
+    @property
+    def busy(self) -> bool:
+        """A complete request is being answered: not to be closed for another."""
+        cycle = self.cycle
+        return cycle is not None and not cycle.more_body and not cycle.response_complete
+
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def data_received(self, data: bytes) -> None:
+        if self._request_timer is None and self._between_requests():
+            self._arm_request_timer()  # a new request begins: it has this long to arrive
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.busy:
+            self._cancel_request_timer()
+
+    def on_response_complete(self) -> None:
+        self._cancel_request_timer()
+        super().on_response_complete()
+
+    def _arm_request_timer(self) -> None:
+        self._cancel_request_timer()
+        self._request_timer = self.loop.call_later(
+            self.guard.request_timeout, self._request_timed_out
+        )
+
+    def _cancel_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _request_timed_out(self) -> None:
+        self._request_timer = None
+        if self.busy or self.transport.is_closing():
+            return
+        self.guard.timed_out += 1
+        self.guard.leave(self)
+        self.close_quietly()
+
+    def close_quietly(self) -> None:
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # a body still arriving is abandoned
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """Not HTTP: the API's JSON error instead of uvicorn's plain text."""
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.write(_raw_error(b"Bad Request", ApiError(errors.INVALID_HTTP_REQUEST)))
+        self.transport.close()
+
+
+def protocol_class(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
+    return type("RkvstoreH11Protocol", (GuardedH11Protocol,), {"guard": guard})
+
+
+def connection_cap(wanted: int) -> int:
+    """``wanted``, lowered to what the file-descriptor limit allows (raised first if it can)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    cap = max(16, min(wanted, soft - FD_RESERVE))
+    if cap < wanted:
+        log.warning("at most %d client connections: the file-descriptor limit is %d", cap, soft)
+    return cap
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """``accept()`` out of file descriptors is said once in a while, without a traceback."""
+    default = loop.get_exception_handler()
+    last = [0.0]
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if "accept" in str(context.get("message", "")):
+            now = time.monotonic()
+            if now - last[0] >= 10:
+                last[0] = now
+                log.warning("accepting connections failed: %s", context.get("exception"))
+            return
+        if default is not None:
+            default(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
