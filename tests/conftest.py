@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -125,7 +127,12 @@ def start_server(
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     access_key: tuple[str, str] | None = None,
+    output: Path | None = None,
+    nofile: int | None = None,
 ) -> LiveServer:
+    """``output``: where the server's stdout and stderr go (default ``data_dir/server.out``);
+    ``nofile``: the server's file-descriptor limit, soft and hard (default: this process's)."""
+    output = output or data_dir / "server.out"
     port = free_port()
     key_id, key_secret = access_key or (
         "LTAItest" + secrets.token_hex(8),
@@ -141,13 +148,16 @@ def start_server(
     args += ["--data-dir", str(data_dir)]
     if database_url:
         args += ["--database-url", database_url]
-    with (data_dir / "server.out").open("ab") as log:  # the child keeps its own copy
-        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with output.open("ab") as log:  # the child keeps its own copy
+        limit = None if nofile is None else functools.partial(_limit_nofile, nofile)
+        process = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit
+        )
     server = LiveServer(f"127.0.0.1:{port}", key_id, key_secret, data_dir, process, env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"rkvstore serve exited: {(data_dir / 'server.out').read_text()}")
+            raise RuntimeError(f"rkvstore serve exited: {output.read_text()}")
         try:
             httpx.get(server.url + "/", timeout=1)
             return server
@@ -155,6 +165,10 @@ def start_server(
             time.sleep(0.1)
     server.stop(signal.SIGKILL)
     raise RuntimeError("rkvstore serve did not start within 30 s")
+
+
+def _limit_nofile(limit: int) -> None:  # runs in the child, before exec
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 @pytest.fixture(scope="module")

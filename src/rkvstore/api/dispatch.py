@@ -26,7 +26,7 @@ from rkvstore.api.throttle import RateLimiter
 from rkvstore.errors import ApiError
 from rkvstore.iam.authorize import authorize
 from rkvstore.iam.credentials import ACTIVE, AccessKey, find_access_key
-from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.context import CallContext, Deps, current_request_id
 from rkvstore.services.registry import ActionSpec, Registry
 from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.nonces import use_nonce
@@ -145,6 +145,7 @@ class Dispatcher:
     def execute(self, prepared: Prepared) -> Response:
         """Run the action and answer it."""
         trace = prepared.trace
+        token = current_request_id.set(trace.request_id)
         try:
             body = prepared.spec.handler(prepared.ctx, prepared.params)
             response = render.success(
@@ -152,6 +153,8 @@ class Dispatcher:
             )
         except Exception as exc:
             response = self._failure(trace, exc)
+        finally:
+            current_request_id.reset(token)
         log_access(trace, response.status_code)
         return response
 

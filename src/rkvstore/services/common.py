@@ -18,7 +18,7 @@ from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
 from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
-from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.context import CallContext, Deps, current_request_id
 from rkvstore.services.tasks import Task, TaskLost
 from rkvstore.store import repo
 from rkvstore.store.db import database_unavailable, describe_database_error
@@ -154,7 +154,8 @@ def recording(deps: Deps, task: Task) -> Iterator[Connection]:
         # The nodes have the change and the database may not: a pass puts the
         # nodes back to whatever the database holds once it answers again.
         log.warning(
-            "task %s (%s) on %s: recording failed, the database is unavailable (%s)",
+            "request %s: task %s (%s) on %s: not recorded, the database is unavailable (%s)",
+            current_request_id.get(),
             task.task_id,
             task.action,
             task.instance_id,

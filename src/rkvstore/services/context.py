@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
     from rkvstore.engine.redis_engine import RedisEngine
     from rkvstore.services.reconcile import Reconciler
     from rkvstore.services.tasks import TaskSlots
+
+
+# The request being served on this thread, for log lines written far below the
+# handler ("-" outside a request).
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "current_request_id", default="-"
+)
 
 
 @dataclass

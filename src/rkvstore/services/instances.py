@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from rkvstore import errors
 from rkvstore.domain import accounts as rules
@@ -29,6 +32,7 @@ from rkvstore.services.common import (
     is_legacy,
     load_instance,
     new_instance_id,
+    node_addresses,
     random_password,
     recording,
     require_normal,
@@ -39,6 +43,7 @@ from rkvstore.services.common import (
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.registered import remove_management_user
 from rkvstore.store import repo
+from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.repo import InstanceRow
 
 log = logging.getLogger("rkvstore.instances")
@@ -180,32 +185,102 @@ def resume_creation(deps: Deps, instance_id: str) -> None:
     thread.start()
 
 
+# A build waits this long at most for a database that is away before it starts.
+BUILD_PATIENCE_SECONDS = 600.0
+
+
+class _NotStarted(Exception):
+    """The database was away before the build touched any node: it may simply be tried again."""
+
+
 def _build_local_instance(deps: Deps, instance_id: str) -> None:
+    """Build the nodes, then record ``Normal`` (or ``Unavailable``); never left ``Creating``
+    by a database that was away for a while."""
+    deadline = time.monotonic() + BUILD_PATIENCE_SECONDS
+    delay, warned = 0.2, False
+    outcome: str | None = UNAVAILABLE
+    while True:
+        try:
+            outcome = _build_once(deps, instance_id)
+            break
+        except _NotStarted as exc:
+            if time.monotonic() >= deadline:
+                log.warning("creating instance %s: the database stayed away", instance_id)
+                break
+            if not warned:
+                warned = True
+                log.warning(
+                    "creating instance %s waits for the database (%s)",
+                    instance_id,
+                    describe_database_error(exc.__cause__ or exc),
+                )
+        except Exception:
+            log.exception("creating instance %s failed", instance_id)
+            break
+        time.sleep(delay)
+        delay = min(2 * delay, deps.settings.reconcile_interval_seconds)
+    if outcome is not None:
+        _record_build(deps, instance_id, outcome, deadline)
+
+
+def _build_once(deps: Deps, instance_id: str) -> str | None:
+    """One try: ``Normal``, or ``None`` when there is nothing to build (any more)."""
     # Another process may be building it still (a restart of several on one
     # database): wait, up to its lease, for it to finish or to be taken over.
     patience = deps.settings.task_lease_seconds + 5
-    try:
-        with deps.slots.hold(instance_id, "CreateInstance", wait=patience):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(deps.slots.hold(instance_id, "CreateInstance", wait=patience))
             with deps.engine.connect() as conn:
                 instance = repo.get_instance_any_tenant(conn, instance_id)
                 rows = repo.list_nodes(conn, instance_id)
             if instance is None or instance.status != CREATING:
-                return  # built, or deleted, meanwhile by another process
+                return None  # built, or deleted, meanwhile by another process
             desired = desired_users(deps, instance)
-            deps.local.start_instance(instance, rows, desired)
-            # Once more through the engine: every node now shows each user as
-            # Redis renders it, which is what the reconciler compares with.
-            deps.redis.apply(
-                instance_nodes(deps, instance), [UserChange(u.name, u) for u in desired]
-            )
-        # Normal only once the slot is free, so the first call on it cannot meet TaskExists.
-        with deps.engine.begin() as conn:
-            repo.set_instance_status(conn, instance_id, NORMAL)
-        log.info("instance %s is Normal", instance_id)
-    except Exception:
-        log.exception("creating instance %s failed", instance_id)
-        with deps.engine.begin() as conn:
-            repo.set_instance_status(conn, instance_id, UNAVAILABLE)
+        except SQLAlchemyError as exc:
+            if database_unavailable(exc):
+                raise _NotStarted(instance_id) from exc
+            raise
+        deps.local.start_instance(instance, rows, desired)
+        # Once more through the engine: every node now shows each user as
+        # Redis renders it, which is what the reconciler compares with.
+        mgmt = deps.box.open(instance.mgmt_password_encrypted)
+        deps.redis.apply(
+            deps.redis.nodes(node_addresses(rows), mgmt),
+            [UserChange(u.name, u) for u in desired],
+        )
+    # Normal only once the slot is free, so the first call on it finds it free.
+    return NORMAL
+
+
+def _record_build(deps: Deps, instance_id: str, status: str, deadline: float) -> None:
+    """The build's outcome, written as soon as the database answers."""
+    delay, warned = 0.2, False
+    while True:
+        try:
+            with deps.engine.begin() as conn:
+                repo.set_instance_status(conn, instance_id, status)
+            log.info("instance %s is %s", instance_id, status)
+            return
+        except SQLAlchemyError as exc:
+            if not database_unavailable(exc) or time.monotonic() >= deadline:
+                log.warning(
+                    "instance %s: %s not recorded (%s); a restart resumes it",
+                    instance_id,
+                    status,
+                    describe_database_error(exc),
+                )
+                return
+            if not warned:
+                warned = True
+                log.warning(
+                    "instance %s: recording %s waits for the database (%s)",
+                    instance_id,
+                    status,
+                    describe_database_error(exc),
+                )
+        time.sleep(delay)
+        delay = min(2 * delay, deps.settings.reconcile_interval_seconds)
 
 
 # --------------------------------------------------------------------------- Describe*

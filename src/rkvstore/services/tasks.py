@@ -44,6 +44,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from rkvstore import errors
 from rkvstore.errors import ApiError
+from rkvstore.store.db import database_unavailable
 from rkvstore.store.tables import tasks
 
 log = logging.getLogger("rkvstore.tasks")
@@ -257,9 +258,7 @@ class TaskSlots:
             with self.engine.begin() as conn:
                 lease = self.clock() + self.lease_seconds
                 inserted = conn.execute(
-                    self._insert.values(lease_expires_at=lease, **values).returning(
-                        tasks.c.task_id
-                    )
+                    self._insert.values(lease_expires_at=lease, **values).returning(tasks.c.task_id)
                 ).first()
                 if inserted is not None:
                     return Task(instance_id, task_id, action, False, account)
@@ -363,24 +362,37 @@ class TaskSlots:
         with self._held_lock:
             self._held[task.task_id] = task
             self._start_renewer()
+        failure: BaseException | None = None
         try:
             yield task
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             with self._held_lock:
                 self._held.pop(task.task_id, None)
+            self._end(task, release_now=not _database_away(failure))
+
+    def _end(self, task: Task, *, release_now: bool) -> None:
+        """Release a held task's slot; when the database is away (or just failed the
+        task: a release now would only wait out its bound again), leave the row to
+        the renewer. Either way this process's callers may take the slot at once."""
+        if release_now:
             try:
                 self.release(task)
+                return
             except SQLAlchemyError as exc:
-                # The database is away: the row stays until the renewer deletes
-                # it; meanwhile this process's callers take it over at once.
                 log.warning(
                     "task %s on %s: releasing its slot failed (%s); will retry",
                     task.task_id,
-                    instance_id,
+                    task.instance_id,
                     _short(exc),
                 )
-                with self._held_lock:
-                    self._unreleased[task.task_id] = task
+        else:
+            self._forget(task.task_id)
+            self._wake_next(task.instance_id)
+        with self._held_lock:
+            self._unreleased[task.task_id] = task
 
     def _start_renewer(self) -> None:
         if self._renewer is None:
@@ -421,6 +433,17 @@ class TaskSlots:
 
 class _Retry(Exception):
     pass
+
+
+def _database_away(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what caused it) is the database being unavailable."""
+    for _ in range(8):  # a short chain of causes
+        if error is None:
+            return False
+        if isinstance(error, SQLAlchemyError) and database_unavailable(error):
+            return True
+        error = error.__cause__
+    return False
 
 
 class _BusyNow(Exception):
