@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from rkvstore import errors
 from rkvstore.api import render
 from rkvstore.api.dispatch import Dispatcher, RawRequest, log_access, new_trace
-from rkvstore.api.http_guard import quiet_accept_errors
+from rkvstore.api.http_guard import REQUEST_TIMED_OUT, quiet_accept_errors
 from rkvstore.bootstrap import start_background, stop_background
 from rkvstore.errors import ApiError
 from rkvstore.services.context import Deps
@@ -83,6 +83,10 @@ def create_app(deps: Deps, registry: Registry, *, start_engine: bool = True) -> 
         except ClientDisconnect:
             # Nobody to answer: one access-log line, no traceback.
             trace = new_trace()
+            if request.scope.get("state", {}).get(REQUEST_TIMED_OUT):
+                trace.code = "RequestTimeout"  # the server closed it: the body was too slow
+                log_access(trace, 408)
+                return Response(status_code=408)
             trace.code = "ClientDisconnect"
             log_access(trace, 499)
             return Response(status_code=499)

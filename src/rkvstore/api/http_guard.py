@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import time
 from collections import OrderedDict
 from typing import Any
@@ -33,6 +34,13 @@ from rkvstore.api.dispatch import log_access, new_trace
 from rkvstore.errors import ApiError
 
 log = logging.getLogger("rkvstore.http")
+# In a request's ASGI state: the server closed it, its body incomplete in time.
+REQUEST_TIMED_OUT = "rkvstore_request_timed_out"
+# asyncio accepts up to ``backlog`` connections per turn of the loop, before the
+# guard sees any of them: few per turn, so that a burst cannot run past the cap
+# by more than this; the kernel's own queue stays deep (LISTEN_BACKLOG).
+ACCEPTS_PER_TURN = 64
+LISTEN_BACKLOG = 2048
 # File descriptors kept beside the client connections: Redis and database
 # connections, log files, the listening socket.
 FD_RESERVE = 256
@@ -50,7 +58,11 @@ class ConnectionGuard:
 
     def admit(self, connection: GuardedH11Protocol) -> bool:
         if len(self._open) >= self.max_connections:
-            victim = next((c for c in self._open if not c.busy), None)
+            # The oldest that never sent a whole request first; an idle keep-alive
+            # connection (a client that may reuse it) only if there is none.
+            victim = next((c for c in self._open if c.incomplete), None) or next(
+                (c for c in self._open if not c.busy), None
+            )
             if victim is None:
                 self.refused += 1
                 self._warn("every connection is busy; refusing new ones")
@@ -119,6 +131,12 @@ class GuardedH11Protocol(H11Protocol):
         cycle = self.cycle
         return cycle is not None and not cycle.more_body and not cycle.response_complete
 
+    @property
+    def incomplete(self) -> bool:
+        """No request yet, or one whose head or body is still arriving."""
+        cycle = self.cycle
+        return cycle is None or cycle.more_body or self._request_timer is not None
+
     def _between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
 
@@ -153,11 +171,15 @@ class GuardedH11Protocol(H11Protocol):
             return
         self.guard.timed_out += 1
         self.guard.leave(self)
-        self.close_quietly()
+        self.close_quietly(timed_out=True)
 
-    def close_quietly(self) -> None:
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True  # a body still arriving is abandoned
+    def close_quietly(self, *, timed_out: bool = False) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if timed_out:  # the app's access-log line says who gave up
+                cycle.scope["state"][REQUEST_TIMED_OUT] = True
+            cycle.disconnected = True  # a body still arriving is abandoned
+            cycle.message_event.set()
         self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
@@ -196,7 +218,10 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     last = [0.0]
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if "accept" in str(context.get("message", "")):
+        # accept() out of descriptors, and the retries asyncio schedules for it
+        # (which fail on a closed listener once the server stops).
+        message = str(context.get("message", ""))
+        if "accept" in message or "_start_serving" in message:
             now = time.monotonic()
             if now - last[0] >= 10:
                 last[0] = now
@@ -208,3 +233,15 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
             loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
+
+
+def deepen_listen_queue(servers: Any) -> None:
+    """The kernel's queue of pending connections at ``LISTEN_BACKLOG`` (uvicorn set it to
+    ``ACCEPTS_PER_TURN``, which is also what asyncio takes per turn)."""
+    for server in servers:
+        for listener in server.sockets:
+            sock = socket.socket(fileno=listener.fileno())
+            try:
+                sock.listen(LISTEN_BACKLOG)
+            finally:
+                sock.detach()

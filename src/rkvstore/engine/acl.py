@@ -223,6 +223,10 @@ def _socket_timeout(client: redis.Redis) -> float:
     return float(value) if value else 5.0
 
 
+def _timeout_of(nodes: Sequence[Node]) -> float:
+    return max((_socket_timeout(node.client) for node in nodes), default=0.0)
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).split("\n")[0]
     return f"{type(exc).__name__}: {text[:120]}"
@@ -314,7 +318,9 @@ class FanOut:
         if not failed:
             return results
         undone = [n for n in nodes if results[n.label].maybe_applied and results[n.label].before]
-        for label, outcome in self.run(undone, undo).items():
+        with bounded.exchange(_timeout_of(undone), fresh=True):  # its own budget
+            undo_results = self.run(undone, undo)
+        for label, outcome in undo_results.items():
             if outcome.error:
                 log.error(
                     "undoing on node %s failed (%s); the reconciler repairs it",
@@ -343,7 +349,9 @@ class FanOut:
                 batches.append(
                     (node, [restore_command(name, result.before.get(name)) for name in names])
                 )
-        for label, outcome in self.run_each(batches).items():
+        with bounded.exchange(_timeout_of([node for node, _ in batches]), fresh=True):
+            rolled = self.run_each(batches)  # its own budget, not the failed change's
+        for label, outcome in rolled.items():
             if outcome.error:
                 log.error(
                     "rolling back node %s failed (%s); the reconciler will repair it",

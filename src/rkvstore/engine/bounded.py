@@ -32,15 +32,16 @@ _local = threading.local()
 
 
 @contextmanager
-def exchange(seconds: float) -> Iterator[float]:
+def exchange(seconds: float, *, fresh: bool = False) -> Iterator[float]:
     """Everything this thread sends to or reads from nodes in the block ends within ``seconds``.
 
-    Nested exchanges keep the earlier of the two deadlines. Yields the deadline
-    (``time.monotonic()`` seconds).
+    Nested exchanges keep the earlier of the two deadlines, unless ``fresh``
+    (a roll-back after a failure, which must not inherit a spent deadline).
+    Yields the deadline (``time.monotonic()`` seconds).
     """
     previous: float | None = getattr(_local, "deadline", None)
     deadline = time.monotonic() + seconds
-    if previous is not None:
+    if previous is not None and not fresh:
         deadline = min(deadline, previous)
     _local.deadline = deadline
     try:
