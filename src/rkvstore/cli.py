@@ -3,24 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from rkvstore.config import API_VERSION, Settings
 from rkvstore.secret import SECRET_PARAMETERS, Secret
 
+_UNSAFE_IN_LOGS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class EscapingFormatter(logging.Formatter):
+    """One record, one line: a control character in a message (a value that came
+    with a request, say) is written escaped, so that no value can forge a line.
+    A traceback, appended after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _UNSAFE_IN_LOGS.sub(_escape_char, super().formatMessage(record))
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
 
 def setup_logging(settings: Settings, level: str = "INFO") -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    fmt = EscapingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     handlers: list[logging.Handler] = [
         logging.StreamHandler(sys.stderr),
         logging.FileHandler(settings.effective_log_file, encoding="utf-8"),
@@ -88,7 +106,13 @@ class _Server:
     def build(config: Any) -> Any:
         import uvicorn
 
+        from rkvstore.api.http_guard import deepen_listen_queue
+
         class Server(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets=sockets)
+                deepen_listen_queue(self.servers)
+
             def capture_signals(self) -> Any:
                 captured = super().capture_signals()
 
@@ -110,7 +134,12 @@ def _run_server(settings: Settings, log_level: str, on_ready: Any = None) -> Non
 
     import uvicorn
 
-    from rkvstore.api.http_guard import ConnectionGuard, connection_cap, protocol_class
+    from rkvstore.api.http_guard import (
+        ACCEPTS_PER_TURN,
+        ConnectionGuard,
+        connection_cap,
+        protocol_class,
+    )
     from rkvstore.app import create_app
     from rkvstore.bootstrap import build_deps, build_registry, ensure_root_tenant
 
@@ -135,10 +164,15 @@ def _run_server(settings: Settings, log_level: str, on_ready: Any = None) -> Non
             host=settings.host,
             port=settings.port,
             http=protocol_class(guard),
+            # acs:SourceIp and acs:SecureTransport come from the connection, unless
+            # the operator names a proxy whose forwarded headers are to be believed.
+            proxy_headers=bool(settings.trusted_proxies.strip()),
+            forwarded_allow_ips=settings.trusted_proxies.strip() or None,
             access_log=False,
             log_config=None,
             timeout_graceful_shutdown=10,
             timeout_keep_alive=max(1, round(settings.http_keepalive_seconds)),
+            backlog=ACCEPTS_PER_TURN,
         )
     )
     if on_ready is not None:
@@ -178,6 +212,64 @@ def demo(log_level: str, **options: Any) -> None:
     _run_server(_settings(**options), log_level, on_ready=set_up_demo)
 
 
+def _on_command_line(option: str, file_option: str, variable: str | None = None) -> str:
+    ways = [f"'{option} -' to be asked for it (or to read it from stdin)", f"'{file_option}'"]
+    if variable:
+        ways.insert(0, f"the environment variable {variable}")
+    return (
+        f"{option} takes no secret on the command line, where any user of this machine "
+        f"can read it (ps, /proc); give it with {', '.join(ways[:-1])} or {ways[-1]}"
+    )
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise click.UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _secret_key_options(func: Any) -> Any:
+    """``--access-key-secret`` (only "-", or from ALIBABA_CLOUD_ACCESS_KEY_SECRET) and
+    ``--access-key-secret-file``; the command gets ``access_key_secret`` as a ``Secret``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        value = kwargs.pop("access_key_secret")
+        path = kwargs.pop("access_key_secret_file")
+        source = ctx.get_parameter_source("access_key_secret")
+        if value is not None and value != "-" and source == ParameterSource.COMMANDLINE:
+            raise click.UsageError(
+                _on_command_line(
+                    "--access-key-secret",
+                    "--access-key-secret-file PATH",
+                    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                )
+            )
+        if path is not None:
+            value = _read_secret_file(path)
+        elif value == "-":
+            value = _read_secret("AccessKeySecret")
+        if not value:
+            raise click.UsageError(
+                "no AccessKey secret: set ALIBABA_CLOUD_ACCESS_KEY_SECRET, or give "
+                "--access-key-secret-file PATH or '--access-key-secret -'"
+            )
+        return func(*args, access_key_secret=Secret(value), **kwargs)
+
+    wrapper = click.option(
+        "--access-key-secret-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A file holding the AccessKey secret.",
+    )(wrapper)
+    return click.option(
+        "--access-key-secret",
+        envvar="ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        help="From ALIBABA_CLOUD_ACCESS_KEY_SECRET, or '-' to be asked (never the secret itself).",
+    )(wrapper)
+
+
 @main.command(
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
@@ -189,12 +281,7 @@ def demo(log_level: str, **options: Any) -> None:
     show_default=True,
 )
 @click.option("--access-key-id", envvar="ALIBABA_CLOUD_ACCESS_KEY_ID", required=True)
-@click.option(
-    "--access-key-secret",
-    envvar="ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-    required=True,
-    help="Or ALIBABA_CLOUD_ACCESS_KEY_SECRET.",
-)
+@_secret_key_options
 @click.option("--api-version", default=API_VERSION, show_default=True)
 @click.pass_context
 def call(
@@ -202,18 +289,20 @@ def call(
     action: str,
     endpoint: str,
     access_key_id: str,
-    access_key_secret: str,
+    access_key_secret: Secret,
     api_version: str,
 ) -> None:
     """Call ACTION with --Param value pairs, signed with V3; print the JSON answer.
 
-    A secret parameter given as "-" (e.g. --AccountPassword -) is read from a
-    prompt, or from stdin when stdin is not a terminal.
+    A secret parameter (e.g. AccountPassword) is never given on the command
+    line, where every user of the machine can read it: give it as "-" to be
+    asked for it (or to read it from stdin), or name a file with
+    --AccountPassword-file PATH.
     """
     from rkvstore.client import RpcClient
 
     params = _parse_call_params(ctx.args)
-    with RpcClient(endpoint, access_key_id, Secret(access_key_secret), version=api_version) as c:
+    with RpcClient(endpoint, access_key_id, access_key_secret, version=api_version) as c:
         response = c.request(action, params)
     try:
         body = json.loads(response.content)
@@ -236,7 +325,13 @@ def _parse_call_params(args: list[str]) -> dict[str, Any]:
                 value = next(it)
             except StopIteration:
                 raise click.UsageError(f"--{name} needs a value") from None
-        if name in SECRET_PARAMETERS and value == "-":
+        secret_file = name.removesuffix("-file")
+        if name.endswith("-file") and secret_file in SECRET_PARAMETERS:
+            params[secret_file] = Secret(_read_secret_file(Path(value)))
+            continue
+        if name in SECRET_PARAMETERS:
+            if value != "-":
+                raise click.UsageError(_on_command_line(f"--{name}", f"--{name}-file PATH"))
             value = _read_secret(name)
         params[name] = Secret(value) if name in SECRET_PARAMETERS else value
     return params
@@ -316,22 +411,17 @@ def _client_options(func: Any) -> Any:
             show_default=True,
         ),
         click.option("--access-key-id", envvar="ALIBABA_CLOUD_ACCESS_KEY_ID", required=True),
-        click.option(
-            "--access-key-secret",
-            envvar="ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-            required=True,
-            help="Or ALIBABA_CLOUD_ACCESS_KEY_SECRET.",
-        ),
+        _secret_key_options,
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _ram_client(endpoint: str, access_key_id: str, access_key_secret: str) -> Any:
+def _ram_client(endpoint: str, access_key_id: str, access_key_secret: Secret) -> Any:
     from rkvstore.client import RpcClient
 
-    return RpcClient(endpoint, access_key_id, Secret(access_key_secret), version="2015-05-01")
+    return RpcClient(endpoint, access_key_id, access_key_secret, version="2015-05-01")
 
 
 def _ram_call(client: Any, action: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +445,7 @@ def ram() -> None:
 @click.option("--with-key", is_flag=True, help="Also create an AccessKey and print it (once).")
 @_client_options
 def ram_create_user(
-    user_name: str, display_name: str | None, with_key: bool, **client: str
+    user_name: str, display_name: str | None, with_key: bool, **client: Any
 ) -> None:
     """Create a RAM user, optionally with an AccessKey."""
     with _ram_client(**client) as c:
@@ -380,7 +470,7 @@ def ram_create_user(
 )
 @_client_options
 def ram_attach_policy(
-    user_name: str, policy_name: str, document_file: Any, system: bool, **client: str
+    user_name: str, policy_name: str, document_file: Any, system: bool, **client: Any
 ) -> None:
     """Attach a policy to a user; with --file, create it from a JSON document first."""
     with _ram_client(**client) as c:
@@ -405,7 +495,7 @@ def ram_attach_policy(
 @ram.command("who-can")
 @click.option("--user", "only_user", help="Only this user.")
 @_client_options
-def ram_who_can(only_user: str | None, **client: str) -> None:
+def ram_who_can(only_user: str | None, **client: Any) -> None:
     """List each user's effective statements: direct and through groups."""
     with _ram_client(**client) as c:
         users = (
@@ -458,7 +548,7 @@ def instances() -> None:
 @instances.command("rotate-management-password")
 @click.argument("instance_id")
 @_client_options
-def instances_rotate(instance_id: str, **client: str) -> None:
+def instances_rotate(instance_id: str, **client: Any) -> None:
     """Give rkvstore's management user (and replication) a new password on every node."""
     from rkvstore.client import RpcClient, RpcError
 
@@ -467,7 +557,7 @@ def instances_rotate(instance_id: str, **client: str) -> None:
         client["access_key_id"],
         client["access_key_secret"],
     )
-    with RpcClient(endpoint, key_id, Secret(secret)) as c:
+    with RpcClient(endpoint, key_id, secret) as c:
         try:
             c.call("RotateManagementPassword", {"InstanceId": instance_id})
         except RpcError as exc:

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rkvstore.engine.addresses import DEFAULT_REGISTER_NETWORKS, parse_networks
+
 API_VERSION = "2015-01-01"
 
 
@@ -51,11 +53,27 @@ class Settings(BaseSettings):
     http_request_timeout_seconds: float = Field(5.0, gt=0)
     http_keepalive_seconds: float = Field(5.0, gt=0)
     max_connections: int = Field(1000, ge=16)
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list of
+    # addresses or networks); empty: nobody's, the connection's own address and
+    # scheme are what RAM conditions see.
+    trusted_proxies: str = ""
     # Threads that run actions, in all; and at most this many for one tenant at once.
     request_workers: int = Field(64, ge=1)
     tenant_workers: int = Field(8, ge=1)
     max_accounts: int = Field(18, ge=0)  # custom accounts per instance
+    # Per tenant: local instances, and local redis-server processes in all.
+    tenant_max_instances: int = Field(20, ge=0)
+    tenant_max_nodes: int = Field(64, ge=0)
+    # Where RegisterInstance may reach (comma list of networks): loopback and
+    # the private ranges by default.
+    register_networks: str = DEFAULT_REGISTER_NETWORKS
     stop_nodes_on_exit: bool = True
+
+    @field_validator("register_networks", "trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)  # a malformed entry stops the start with its reason
+        return value
 
     @field_validator("data_dir")
     @classmethod

@@ -106,6 +106,9 @@ REQUEST_TOO_LARGE = _e(
 TOO_MANY_PARAMETERS = _e(
     "InvalidParameter.TooMany", 400, "The request has more than {limit} parameters."
 )
+DUPLICATE_PARAMETER = _e(
+    "InvalidParameter.Duplicate", 400, 'The parameter "{name}" is given more than once.'
+)
 INVALID_ENCODING = _e(
     "InvalidParameter.Encoding", 400, "The request is not valid UTF-8 URL-encoded text."
 )
@@ -158,6 +161,20 @@ INVALID_ENDPOINT = _e(
 # message, "{The error details}": the message is the reason itself, e.g. "Add an
 # Action or NotAction element to the policy statement." (rkvstore.iam.policy).
 MALFORMED_POLICY_DOCUMENT = _e("MalformedPolicyDocument", 400, "{reason}")
+QUOTA_EXCEEDED_INSTANCES = _e(
+    "QuotaExceeded.Instances", 403, "The tenant has its quota of {quota} local instances already."
+)
+QUOTA_EXCEEDED_NODES = _e(
+    "QuotaExceeded.Nodes",
+    403,
+    "The instance would take the tenant past its quota of {quota} local Redis nodes.",
+)
+INVALID_ENDPOINT_NOT_ALLOWED = _e(
+    "InvalidEndpoint.NotAllowed",
+    400,
+    "The specified Redis endpoint, or a node of its deployment, is outside the networks "
+    "that may be registered.",
+)
 INVALID_ENDPOINT_REGISTERED = _e(
     "InvalidEndpoint.Registered", 400, "A node of the specified Redis endpoint is already managed."
 )

@@ -66,14 +66,24 @@ def run_cli(
     )
 
 
-def key_options(server: LiveServer) -> list[str]:
+@pytest.fixture
+def key_file(live_server: LiveServer, tmp_path: Path) -> Path:
+    """The server's AccessKey secret in a file of its own (0600), as --access-key-secret-file
+    takes it; outside the server's data dir."""
+    path = tmp_path / "access-key-secret"
+    path.touch(mode=0o600)
+    path.write_text(live_server.access_key_secret + "\n")
+    return path
+
+
+def key_options(server: LiveServer, key_file: Path) -> list[str]:
     return [
         "--endpoint",
         server.url,
         "--access-key-id",
         server.access_key_id,
-        "--access-key-secret",
-        server.access_key_secret,
+        "--access-key-secret-file",
+        str(key_file),
     ]
 
 
@@ -85,8 +95,8 @@ def json_out(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- rkvstore call
 
 
-def test_call_with_options(live_server: LiveServer) -> None:
-    result = run_cli("call", "DescribeRegions", *key_options(live_server))
+def test_call_with_options(live_server: LiveServer, key_file: Path) -> None:
+    result = run_cli("call", "DescribeRegions", *key_options(live_server, key_file))
     assert result.returncode == 0, result.stderr
     body = json_out(result)
     assert REQUEST_ID.match(body["RequestId"])
@@ -114,8 +124,8 @@ def test_call_with_endpoint_from_the_environment(live_server: LiveServer) -> Non
     assert json_out(result)["RegionIds"]
 
 
-def test_error_answer_exits_non_zero_and_prints_it(live_server: LiveServer) -> None:
-    result = run_cli("call", "DescribeZones", *key_options(live_server))
+def test_error_answer_exits_non_zero_and_prints_it(live_server: LiveServer, key_file: Path) -> None:
+    result = run_cli("call", "DescribeZones", *key_options(live_server, key_file))
     assert result.returncode != 0
     body = json_out(result)
     assert body["Code"] == "MissingParameter"
@@ -129,10 +139,58 @@ def test_error_answer_exits_non_zero_and_prints_it(live_server: LiveServer) -> N
 def test_wrong_secret_exits_non_zero(live_server: LiveServer) -> None:
     wrong = remember_secret("Wr0ng" + secrets.token_urlsafe(18))
     args = ["--endpoint", live_server.url, "--access-key-id", live_server.access_key_id]
-    result = run_cli("call", "DescribeRegions", *args, "--access-key-secret", wrong)
+    result = run_cli(
+        "call", "DescribeRegions", *args, env={"ALIBABA_CLOUD_ACCESS_KEY_SECRET": wrong}
+    )
     assert result.returncode != 0
     assert json_out(result)["Code"] == "SignatureDoesNotMatch"
     assert wrong not in result.stdout + result.stderr
+
+
+def test_a_secret_on_the_command_line_is_refused_and_the_message_says_how(
+    live_server: LiveServer,
+) -> None:
+    """Issue 9, finding 10: a command line is visible to every user (ps)."""
+    secret = live_server.access_key_secret
+    args = ["--endpoint", live_server.url, "--access-key-id", live_server.access_key_id]
+    result = run_cli("call", "DescribeRegions", *args, "--access-key-secret", secret)
+    assert result.returncode == 2, result
+    message = " ".join(result.stderr.split())  # click wraps long lines
+    assert "--access-key-secret takes no secret on the command line" in message
+    assert "ALIBABA_CLOUD_ACCESS_KEY_SECRET" in message
+    assert "--access-key-secret-file PATH" in message
+    assert secret not in result.stdout + result.stderr
+
+    env = {"ALIBABA_CLOUD_ACCESS_KEY_SECRET": secret}
+    password = remember_secret("Secr3t_pw!" + secrets.token_hex(6))
+    result = run_cli("call", "DescribeRegions", *args, "--Password", password, env=env)
+    assert result.returncode == 2, result
+    message = " ".join(result.stderr.split())
+    assert "--Password takes no secret on the command line" in message
+    assert "'--Password -'" in message and "'--Password-file PATH'" in message
+    assert password not in result.stdout + result.stderr
+
+
+def test_secrets_from_a_prompt_and_from_files(live_server: LiveServer, tmp_path: Path) -> None:
+    args = ["--endpoint", live_server.url, "--access-key-id", live_server.access_key_id]
+    result = run_cli(
+        "call",
+        "DescribeRegions",
+        *args,
+        "--access-key-secret",
+        "-",
+        stdin=live_server.access_key_secret + "\n",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    password_file = tmp_path / "password"
+    password_file.touch(mode=0o600)
+    password_file.write_text(remember_secret("Secr3t_pw!" + secrets.token_hex(6)) + "\n")
+    env = {"ALIBABA_CLOUD_ACCESS_KEY_SECRET": live_server.access_key_secret}
+    result = run_cli(
+        "call", "DescribeRegions", *args, "--Password-file", str(password_file), env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert REQUEST_ID.match(json_out(result)["RequestId"])
 
 
 def test_missing_access_key_is_a_usage_error(live_server: LiveServer) -> None:
@@ -146,21 +204,21 @@ def test_missing_access_key_is_a_usage_error(live_server: LiveServer) -> None:
     [["--RegionId", REGION], [f"--RegionId={REGION}"]],
     ids=["separate", "equals"],
 )
-def test_parameter_forms(live_server: LiveServer, region_args: list[str]) -> None:
-    result = run_cli("call", "DescribeZones", *key_options(live_server), *region_args)
+def test_parameter_forms(live_server: LiveServer, key_file: Path, region_args: list[str]) -> None:
+    result = run_cli("call", "DescribeZones", *key_options(live_server, key_file), *region_args)
     assert result.returncode == 0, result.stdout + result.stderr
     zones = json_out(result)["Zones"]["KVStoreZone"]
     assert zones
     assert {z["RegionId"] for z in zones} == {REGION}
 
 
-def test_secret_parameter_read_from_stdin(live_server: LiveServer) -> None:
+def test_secret_parameter_read_from_stdin(live_server: LiveServer, key_file: Path) -> None:
     password = remember_secret("Secr3t_pw!" + secrets.token_hex(6))
     started = time.monotonic()
     result = run_cli(
         "call",
         "DescribeRegions",
-        *key_options(live_server),
+        *key_options(live_server, key_file),
         "--Password",
         "-",
         stdin=password + "\n",
@@ -175,8 +233,12 @@ def test_secret_parameter_read_from_stdin(live_server: LiveServer) -> None:
             assert password.encode() not in path.read_bytes(), f"the secret is in {name}"
 
 
-def test_secret_parameter_from_empty_stdin_does_not_hang(live_server: LiveServer) -> None:
-    result = run_cli("call", "DescribeRegions", *key_options(live_server), "--Password", "-")
+def test_secret_parameter_from_empty_stdin_does_not_hang(
+    live_server: LiveServer, key_file: Path
+) -> None:
+    result = run_cli(
+        "call", "DescribeRegions", *key_options(live_server, key_file), "--Password", "-"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -326,18 +326,30 @@ def test_merge_pairs_empty() -> None:
     assert merge_pairs([], []) == {}
 
 
-def test_merge_pairs_first_value_within_a_group() -> None:
-    assert merge_pairs([("a", "1"), ("b", "2"), ("a", "3")]) == {"a": "1", "b": "2"}
+@pytest.mark.parametrize(
+    "groups",
+    [
+        [[("a", "1"), ("b", "2"), ("a", "3")]],  # twice in one group
+        [[("a", "q")], [("a", "f")]],  # once in the query, once in the body
+        [[("a", "1")], [], [("b", "2"), ("a", "3")]],
+    ],
+)
+def test_a_repeated_name_is_refused(groups: list[list[tuple[str, str]]]) -> None:
+    """Issue 9: the signature covers every copy; no two readers may see different values."""
+    with pytest.raises(ApiError) as info:
+        merge_pairs(*groups)
+    err = info.value
+    assert (err.http_status, err.code, err.message) == (
+        400,
+        "InvalidParameter.Duplicate",
+        'The parameter "a" is given more than once.',
+    )
 
 
-def test_merge_pairs_later_group_wins() -> None:
-    query = [("a", "q"), ("b", "q"), ("a", "q2")]
-    form = [("a", "f"), ("c", "f"), ("a", "f2")]
-    assert merge_pairs(query, form) == {"a": "f", "b": "q", "c": "f"}
-    assert merge_pairs(form, query) == {"a": "q", "b": "q", "c": "f"}
-    assert merge_pairs([("a", "1")], [("a", "2")], [("a", "3")]) == {"a": "3"}
+def test_groups_merge_when_no_name_repeats() -> None:
+    assert merge_pairs([("a", "q"), ("b", "q")], [("c", "f")]) == {"a": "q", "b": "q", "c": "f"}
 
 
 def test_merge_pairs_keeps_blank_values() -> None:
     assert merge_pairs([("SignatureType", "")]) == {"SignatureType": ""}
-    assert merge_pairs([("a", "q")], [("a", "")]) == {"a": ""}
+    assert merge_pairs([("a", "q")], [("b", "")]) == {"a": "q", "b": ""}

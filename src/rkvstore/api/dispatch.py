@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from starlette.responses import Response
 
 from rkvstore import errors
@@ -73,6 +73,16 @@ class Prepared:
     @property
     def tenant(self) -> str:
         return self.ctx.account_id
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text[:64]) or "-"
+
+
+def principal_label(key: AccessKey) -> str:
+    """Who called, for log lines: a tenant's root and a RAM user named ``root`` differ."""
+    kind = "root" if key.is_root else "user"
+    return f"{kind}:{key.account_id}/{key.principal_name}"
 
 
 def log_access(trace: _Trace, status: int) -> None:
@@ -169,6 +179,11 @@ class Dispatcher:
                 describe_database_error(exc),
             )
             err = ApiError(errors.SERVICE_UNAVAILABLE)
+        elif isinstance(exc, IntegrityError):
+            # Two requests raced for one row and an action did not expect it: the
+            # loser may simply retry. Logged whole: it is a race to be handled.
+            log.exception("request %s lost a race for a row", trace.request_id)
+            err = ApiError(errors.SERVICE_UNAVAILABLE)
         else:
             log.exception("request %s failed unexpectedly", trace.request_id)
             err = ApiError(errors.INTERNAL_ERROR)
@@ -197,14 +212,20 @@ class Dispatcher:
             raise ApiError(errors.TOO_MANY_PARAMETERS, limit=str(settings.max_parameters))
         values = merge_pairs(query, form)
 
-        action = values.get("Action") or headers.get("x-acs-action", "")
-        version = values.get("Version") or headers.get("x-acs-version", "")
         # Printable only: the name arrives before any signature check, and a
         # line break in it would forge access-log lines.
-        trace.action = "".join(c if c.isprintable() else "?" for c in action[:64]) or "-"
+        trace.action = _printable(values.get("Action") or headers.get("x-acs-action", ""))
 
-        caller = self._authenticate(raw, query, form, headers)
-        trace.principal = f"{caller.account_id}/{caller.principal_name}"
+        caller, signature = self._authenticate(raw, query, form, headers)
+        trace.principal = principal_label(caller)
+        if signature == "V1":
+            # V1 signs the parameters, not the headers: an x-acs-action header
+            # could be added on the way and turn a signed call into another.
+            action, version = values.get("Action", ""), values.get("Version", "")
+        else:  # V3 requires x-acs-action and x-acs-version among the signed headers
+            action = values.get("Action") or headers.get("x-acs-action", "")
+            version = values.get("Version") or headers.get("x-acs-version", "")
+        trace.action = _printable(action)
 
         if not version:
             raise ApiError(errors.MISSING_PARAMETER, name="Version")
@@ -266,7 +287,8 @@ class Dispatcher:
         query: list[tuple[str, str]],
         form: list[tuple[str, str]],
         headers: dict[str, str],
-    ) -> AccessKey:
+    ) -> tuple[AccessKey, str]:
+        """The caller's key, and the signature version that proved it (``V1``, ``V3``)."""
         signed = self._signed_request(raw, query, form, headers)
         v1 = signed.version == "V1"
         if not signed.access_key_id:
@@ -296,4 +318,4 @@ class Dispatcher:
             raise ApiError(errors.TIMESTAMP_EXPIRED)
         if not use_nonce(engine, key.access_key_id, signed.nonce, timestamp + window + 60):
             raise ApiError(errors.SIGNATURE_NONCE_USED)
-        return key
+        return key, signed.version

@@ -41,7 +41,9 @@ def decode_pairs(raw: bytes, *, max_bytes: int, max_parameters: int) -> list[tup
     except ValueError as exc:  # parse_qsl's max_num_fields
         raise ApiError(errors.TOO_MANY_PARAMETERS, limit=str(max_parameters)) from exc
     for key, value in pairs:
-        if _has_control(key) or "\x00" in value:
+        # A password's own rule refuses a control character in it, with its own
+        # code (api.md §3); any other value may not hold a NUL.
+        if _has_control(key) or ("\x00" in value and key not in SECRET_PARAMETERS):
             raise ApiError(errors.INVALID_ENCODING)
     return pairs
 
@@ -133,12 +135,19 @@ def parse_params(spec: ParamSpec, values: Mapping[str, str]) -> dict[str, Any]:
 
 
 def merge_pairs(*groups: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """Later groups win (the body over the query), first value of a key within a group."""
+    """The query's and the body's parameters as one mapping; a name may come once only.
+
+    A repeated name is ambiguous: the signature covers every copy, and no two
+    readers of the request may be allowed to see different values.
+    """
     merged: dict[str, str] = {}
     for group in groups:
-        seen: set[str] = set()
         for key, value in group:
-            if key not in seen:
-                merged[key] = value
-                seen.add(key)
+            if key in merged:
+                raise ApiError(errors.DUPLICATE_PARAMETER, name=_printable(key))
+            merged[key] = value
     return merged
+
+
+def _printable(name: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in name[:64])

@@ -245,22 +245,30 @@ class FanOut:
         self, nodes: Sequence[Node], commands: Sequence[Sequence[str]]
     ) -> dict[str, NodeResult]:
         """The same ``commands`` on every node at once."""
-        return self.run_each([(node, commands) for node in nodes])
+        return self.run_each([(node, commands) for node in nodes], fault="fanout-first-node")
 
     def run_each(
-        self, batches: Sequence[tuple[Node, Sequence[Sequence[str]]]]
+        self,
+        batches: Sequence[tuple[Node, Sequence[Sequence[str]]]],
+        *,
+        fault: str | None = None,
     ) -> dict[str, NodeResult]:
         """Every node its batch, from this thread: write every batch, then read every reply.
 
         The nodes work in parallel while the replies are read one node after
         another, all against one deadline (the slowest node's, not their sum).
+        ``fault``: the crash point (faults.py) a change passes once the first
+        node has answered; a reconciler pass or a roll-back names none.
         """
         timeout = max((_socket_timeout(node.client) for node, _ in batches), default=0.0)
         with bounded.exchange(timeout) as deadline:
-            return self._send_then_read(batches, deadline)
+            return self._send_then_read(batches, deadline, fault)
 
     def _send_then_read(
-        self, batches: Sequence[tuple[Node, Sequence[Sequence[str]]]], deadline: float
+        self,
+        batches: Sequence[tuple[Node, Sequence[Sequence[str]]]],
+        deadline: float,
+        fault: str | None,
     ) -> dict[str, NodeResult]:
         sent = [(node, node.send(commands)) for node, commands in batches]
         results: dict[str, NodeResult] = {}
@@ -274,8 +282,8 @@ class FanOut:
                 pending.connection.disconnect()
                 node.client.connection_pool.release(pending.connection)
                 results[node.label] = NodeResult(error=_short(exc), maybe_applied=True)
-            if len(results) == 1:
-                crash_point("fanout-first-node")
+            if len(results) == 1 and fault is not None:
+                crash_point(fault)
         return results
 
     def read_users(self, nodes: Sequence[Node]) -> dict[str, dict[str, str] | str]:

@@ -8,17 +8,23 @@ from typing import Any
 import redis
 
 from rkvstore.engine import bounded
+from rkvstore.engine.addresses import normalize_host
 from rkvstore.engine.cluster import ClusterNode, cluster_topology
 from rkvstore.secret import Secret
 
 
 @dataclass(frozen=True)
 class FoundNode:
-    host: str
+    host: str  # normalised (engine/addresses.py): one spelling per address
     port: int
     role: str  # master | replica
     shard: int
     master: tuple[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host", normalize_host(self.host))
+        if self.master is not None:
+            object.__setattr__(self, "master", (normalize_host(self.master[0]), self.master[1]))
 
 
 @dataclass
@@ -83,15 +89,15 @@ def _server_address(client: redis.Redis, host: str, port: int) -> tuple[str, int
     finally:
         pool.release(connection)
     if not peer or not isinstance(peer[0], str):
-        return host, port
-    return str(peer[0]), port
+        return normalize_host(host), port
+    return normalize_host(str(peer[0])), port
 
 
 def _replicas(info: dict[str, Any]) -> list[tuple[str, int]]:
     found: list[tuple[str, int]] = []
     for key, value in info.items():
         if key.startswith("slave") and key[5:].isdigit() and isinstance(value, dict):
-            found.append((str(value["ip"]), int(value["port"])))
+            found.append((normalize_host(str(value["ip"])), int(value["port"])))
     return found
 
 
@@ -148,7 +154,8 @@ def _discover(host: str, port: int, user: str | None, password: Secret, timeout:
         version = server["redis_version"]
         host, port = given
         if replication.get("role") == "slave":
-            host, port = str(replication["master_host"]), int(replication["master_port"])
+            host = normalize_host(str(replication["master_host"]))
+            port = int(replication["master_port"])
             master = _connect(host, port, user, password, timeout)
             try:
                 replication = _info(master, "replication")

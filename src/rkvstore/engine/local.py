@@ -130,7 +130,7 @@ class LocalNodeManager:
     def node_dir(self, node: LocalNode) -> Path:
         return self.root / node.instance_id / node.node_id
 
-    def allocate_port(self, *, cluster: bool = False) -> int:
+    def allocate_port(self, *, cluster: bool = False, avoid: frozenset[int] = frozenset()) -> int:
         """A free loopback port that no node under ``root`` uses (nor its cluster bus).
 
         Picked in ``port_range``, which by default lies below the kernel's
@@ -146,7 +146,7 @@ class LocalNodeManager:
                 f"the port range {low}-{high} has no room for a cluster bus port (port + 10000)"
             )
         with self._lock:
-            taken = self._ports_under_root().union(*self._reserved_ports.values())
+            taken = self._ports_under_root().union(*self._reserved_ports.values(), avoid)
             for port in random.sample(range(low, top + 1), min(500, top + 1 - low)):
                 held = {port, port + CLUSTER_BUS_OFFSET} if cluster else {port}
                 if held & taken or not all(port_free(self.host, p) for p in held):

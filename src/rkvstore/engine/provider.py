@@ -29,13 +29,15 @@ class LocalProvider:
     def binary_for(self, engine_version: str | None) -> RedisBinary | None:
         return binary_for(self.binaries, engine_version)
 
-    def allocate_ports(self, count: int, *, cluster: bool = False) -> list[int]:
-        ports: list[int] = []
-        while len(ports) < count:
-            port = self.manager.allocate_port(cluster=cluster)
-            if port not in ports:
-                ports.append(port)
-        return ports
+    def allocate_ports(
+        self, count: int, *, cluster: bool = False, avoid: frozenset[int] = frozenset()
+    ) -> list[int]:
+        """``count`` free ports, none of them in ``avoid`` (ports the database records)."""
+        return [self.manager.allocate_port(cluster=cluster, avoid=avoid) for _ in range(count)]
+
+    def release_ports(self, ports: Sequence[int]) -> None:
+        for port in ports:
+            self.manager.release_port(port)
 
     def _nodes(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> list[LocalNode]:
         binary = self.binary_for(instance.engine_version)

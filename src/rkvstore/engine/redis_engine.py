@@ -126,9 +126,15 @@ class RedisEngine:
     # ------------------------------------------------------------------ reconciliation
 
     def reconcile(
-        self, nodes: Sequence[Node], desired: Sequence[DesiredUser], *, strict: bool
+        self,
+        nodes: Sequence[Node],
+        desired: Sequence[DesiredUser],
+        *,
+        strict: bool,
+        remove: Sequence[str] = (),
     ) -> ReconcileReport:
-        """Bring every reachable node to ``desired``; ``strict`` also removes unknown users.
+        """Bring every reachable node to ``desired``; ``strict`` also removes unknown users,
+        and ``remove`` names users to take off in any case (unless desired).
 
         From the calling thread, every node at once: each node's users in one
         exchange, then the repairs where needed in a second (each bounded by
@@ -144,7 +150,7 @@ class RedisEngine:
                 node.client.connection_pool.disconnect()
                 report.unreachable[node.label] = users.split(":")[0]
                 continue
-            commands, repairing = self._repairs(node.label, users, desired, strict)
+            commands, repairing = self._repairs(node.label, users, desired, strict, remove)
             if commands:
                 batches.append((node, commands))
                 names[node.label] = repairing
@@ -194,7 +200,12 @@ class RedisEngine:
         )
 
     def _repairs(
-        self, label: str, users: dict[str, str], desired: Sequence[DesiredUser], strict: bool
+        self,
+        label: str,
+        users: dict[str, str],
+        desired: Sequence[DesiredUser],
+        strict: bool,
+        remove: Sequence[str] = (),
     ) -> tuple[list[list[str]], list[str]]:
         """The commands that bring one node's ``users`` to ``desired``, and the users they touch."""
         commands: list[list[str]] = []
@@ -204,10 +215,9 @@ class RedisEngine:
             if actual is None or (user, actual) != self._rendered.get((label, user.name)):
                 commands.append(user.setuser_command())
                 names.append(user.name)
-        if strict:
-            wanted = {u.name for u in desired}
-            for name in users:
-                if name not in wanted:
-                    commands.append(["ACL", "DELUSER", name])
-                    names.append(name)
+        wanted = {u.name for u in desired}
+        unwanted = set(users) if strict else set(remove) & set(users)
+        for name in sorted(unwanted - wanted):
+            commands.append(["ACL", "DELUSER", name])
+            names.append(name)
         return commands, names

@@ -8,6 +8,7 @@ from typing import Any
 
 from rkvstore import errors
 from rkvstore.domain import accounts as rules
+from rkvstore.engine import bounded
 from rkvstore.engine.acl import NodeFailure, UserChange
 from rkvstore.engine.redis_engine import desired_user
 from rkvstore.errors import ApiError
@@ -57,11 +58,13 @@ def _refuse_existing_user(ctx: CallContext, instance: InstanceRow, name: str) ->
     """On a registered deployment, a user rkvstore did not create is not ours to take over."""
     if name == instance.admin_user:
         raise ApiError(errors.ACCOUNT_NAME_FORBID)
+    with ctx.deps.engine.connect() as conn:
+        ours = name in repo.pending_user_names(conn, instance.instance_id)
     nodes = instance_nodes(ctx.deps, instance)
     for users in ctx.deps.redis.fanout.read_users(nodes).values():
         if isinstance(users, str):  # a node that cannot say
             raise ApiError(errors.SERVICE_UNAVAILABLE)
-        if name in users:
+        if name in users and not ours:  # a failed create of ours may have left it
             raise ApiError(errors.ACCOUNT_NAME_DUPLICATE)
 
 
@@ -69,7 +72,10 @@ def _apply(ctx: CallContext, instance: InstanceRow, change: UserChange) -> None:
     """Change every node of ``instance``, or none (``ServiceUnavailable``)."""
     deps = ctx.deps
     try:
-        deps.redis.apply(instance_nodes(deps, instance), [change])
+        # One deadline for the whole of it: looking at a registered deployment's
+        # nodes again, and changing them.
+        with bounded.exchange(deps.settings.node_timeout_seconds):
+            deps.redis.apply(instance_nodes(deps, instance), [change])
     except NodeFailure as exc:
         log.warning(
             "request %s: %s on %s rolled back: %s",
@@ -120,10 +126,15 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             count = repo.count_custom_accounts(conn, instance.instance_id)
         if count >= ctx.deps.settings.max_accounts:
             raise ApiError(errors.ACCOUNT_LIMIT_EXCEEDED)
-        if instance.provider == REGISTERED:
-            _refuse_existing_user(ctx, instance, name)
         digest = password.sha256_hex()
-        _set_user(ctx, instance, name, digest, privilege)
+        with bounded.exchange(ctx.deps.settings.node_timeout_seconds):  # all its node work
+            if instance.provider == REGISTERED:
+                _refuse_existing_user(ctx, instance, name)
+            # Recorded before any node gets the user: should the change fail with a
+            # node in doubt, the reconciler takes the user off every node.
+            with recording(ctx.deps, task) as conn:
+                repo.add_pending_user(conn, instance.instance_id, name)
+            _set_user(ctx, instance, name, digest, privilege)
         crash_point("nodes-changed")
         try:
             with recording(ctx.deps, task) as conn:
@@ -138,6 +149,7 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
                         "description": description or "",
                     },
                 )
+                repo.drop_pending_users(conn, instance.instance_id, [name])
         except ApiError:
             _take_back_unrecorded_user(ctx, instance, name)
             raise

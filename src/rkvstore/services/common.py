@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
-from rkvstore.engine.acl import DesiredUser, Node, NodeFailure, UserChange
+from rkvstore.engine.acl import DesiredUser, Node, UserChange
 from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
 from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
 from rkvstore.errors import ApiError
@@ -218,7 +218,14 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
         return rows
     log.info("instance %s: %d node(s) found since registration", instance.instance_id, len(new))
     if not is_legacy(instance):
-        _put_management_user(deps, instance, new, mgmt)
+        # Only a node that took the management user is recorded (and so claimed).
+        if instance.admin_password_encrypted is None:
+            return rows
+        admin = deps.box.open(instance.admin_password_encrypted)
+        refused = put_management_user_each(deps, new, admin, instance.admin_user, mgmt)
+        new = [n for n in new if n not in refused]
+        if not new:
+            return rows
     found = [n for n in topology.nodes if (n.host, n.port) in known or n in new]
     merged = found + [
         FoundNode(r.host, r.port, r.role, r.shard)
@@ -245,19 +252,26 @@ def put_management_user(deps: Deps, nodes: list[Node], mgmt: Secret) -> None:
     deps.redis.apply(nodes, [UserChange(user.name, user)])
 
 
-def _put_management_user(
-    deps: Deps, instance: InstanceRow, nodes: list[FoundNode], mgmt: Secret
-) -> None:
-    if instance.admin_password_encrypted is None:
-        return
-    admin = deps.box.open(instance.admin_password_encrypted)
+def put_management_user_each(
+    deps: Deps, nodes: list[FoundNode], admin: Secret, admin_user: str | None, mgmt: Secret
+) -> list[FoundNode]:
+    """rkvstore's management user on each of ``nodes`` that takes it; those that did not."""
+    if not nodes:
+        return []
+    user = management_user(mgmt)
     addresses = [NodeAddress(n.host, n.port) for n in nodes]
-    try:
-        put_management_user(deps, admin_nodes(deps, addresses, admin, instance.admin_user), mgmt)
-    except NodeFailure as exc:
+    results = deps.redis.fanout.run(
+        admin_nodes(deps, addresses, admin, admin_user), [user.setuser_command()]
+    )
+    refused = [n for n, a in zip(nodes, addresses, strict=True) if results[a.label].error]
+    for node in refused:
         log.warning(
-            "instance %s: management user not set on new nodes: %s", instance.instance_id, exc
+            "node %s:%d did not take the management user: %s",
+            node.host,
+            node.port,
+            results[NodeAddress(node.host, node.port).label].error,
         )
+    return refused
 
 
 def node_rows_for(instance_id: str, found: list[FoundNode]) -> list[dict[str, object]]:

@@ -8,7 +8,8 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from rkvstore import errors
 from rkvstore.domain import accounts as rules
@@ -55,6 +56,8 @@ NODE_TYPES = {
     "double": MASTER_SLAVE,
 }
 MAX_SHARDS = 32
+# Plans of a new instance's ports, should the ones picked be taken meanwhile.
+PLAN_ATTEMPTS = 3
 
 
 # --------------------------------------------------------------------------- CreateInstance
@@ -87,34 +90,51 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["InstanceName"] or instance_id
     mgmt = random_password()
     default_password = password or random_password()
-    node_rows = plan_nodes(deps, instance_id, shards, replicas=node_type == MASTER_SLAVE)
+    replicas = node_type == MASTER_SLAVE
+    node_count = shards * (2 if replicas else 1)
     digest = default_password.sha256_hex()
-    with deps.engine.begin() as conn:
-        repo.insert_instance(
-            conn,
-            {
-                "instance_id": instance_id,
-                "account_id": ctx.account_id,
-                "name": name,
-                "status": CREATING,
-                "provider": LOCAL,
-                "engine_version": binary.engine_version,
-                "architecture": CLUSTER if shards > 1 else STANDARD,
-                "node_type": node_type,
-                "shard_count": shards,
-                "zone_id": zone,
-                "instance_class": params["InstanceClass"] or "redis.master.small.default",
-                "charge_type": params["ChargeType"] or "PostPaid",
-                "host": "127.0.0.1",
-                "port": node_rows[0]["port"],
-                "mgmt_password_encrypted": deps.box.seal(mgmt),
-                "admin_user": None,
-                "admin_password_encrypted": None,
-            },
-        )
-        repo.replace_nodes(conn, instance_id, node_rows)
-        for account_name in ("default", instance_id):
-            repo.insert_account(conn, super_account(instance_id, account_name, digest))
+    values = {
+        "instance_id": instance_id,
+        "account_id": ctx.account_id,
+        "name": name,
+        "status": CREATING,
+        "provider": LOCAL,
+        "engine_version": binary.engine_version,
+        "architecture": CLUSTER if shards > 1 else STANDARD,
+        "node_type": node_type,
+        "shard_count": shards,
+        "zone_id": zone,
+        "instance_class": params["InstanceClass"] or "redis.master.small.default",
+        "charge_type": params["ChargeType"] or "PostPaid",
+        "host": "127.0.0.1",
+        "mgmt_password_encrypted": deps.box.seal(mgmt),
+        "admin_user": None,
+        "admin_password_encrypted": None,
+    }
+    for _attempt in range(PLAN_ATTEMPTS):
+        with deps.engine.connect() as conn:
+            in_use = frozenset(repo.ports_in_use(conn, ["127.0.0.1"]))
+        node_rows = plan_nodes(deps, instance_id, shards, replicas=replicas, avoid=in_use)
+        try:
+            with deps.engine.begin() as conn:
+                _claim_quota(ctx, conn, node_count)
+                repo.insert_instance(conn, {**values, "port": node_rows[0]["port"]})
+                repo.replace_nodes(conn, instance_id, node_rows)
+                for account_name in ("default", instance_id):
+                    repo.insert_account(conn, super_account(instance_id, account_name, digest))
+            break
+        except IntegrityError:
+            # A port the database records was taken between the look and the insert
+            # (a registration, another process): plan again, around it.
+            deps.local.release_ports([int(r["port"]) for r in node_rows])
+            log.info(
+                "request %s: a planned port was taken meanwhile; planning again", ctx.request_id
+            )
+        except BaseException:
+            deps.local.release_ports([int(r["port"]) for r in node_rows])
+            raise
+    else:
+        raise ApiError(errors.SERVICE_UNAVAILABLE)
     resume_creation(deps, instance_id)
     return {
         "InstanceId": instance_id,
@@ -136,15 +156,34 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _claim_quota(ctx: CallContext, conn: Connection, nodes: int) -> None:
+    """The tenant's quota of local instances and nodes, counted under its own row's lock:
+    two creations at once are counted one after the other (on SQLite the first write
+    takes the database's one write lock; on PostgreSQL the tenant's row is locked)."""
+    settings = ctx.deps.settings
+    repo.lock_tenant(conn, ctx.account_id)
+    instances_now, nodes_now = repo.local_usage(conn, ctx.account_id)
+    if instances_now + 1 > settings.tenant_max_instances:
+        raise ApiError(errors.QUOTA_EXCEEDED_INSTANCES, quota=str(settings.tenant_max_instances))
+    if nodes_now + nodes > settings.tenant_max_nodes:
+        raise ApiError(errors.QUOTA_EXCEEDED_NODES, quota=str(settings.tenant_max_nodes))
+
+
 def plan_nodes(
-    deps: Deps, instance_id: str, shards: int, *, replicas: bool
+    deps: Deps,
+    instance_id: str,
+    shards: int,
+    *,
+    replicas: bool,
+    avoid: frozenset[int] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Node rows of a new local instance: a master per shard, and a replica each if asked.
 
-    Masters come first, so the first row is where clients connect.
+    Masters come first, so the first row is where clients connect. No port in
+    ``avoid`` (the ports the database records on this host) is used.
     """
     per_shard = 2 if replicas else 1
-    ports = deps.local.allocate_ports(shards * per_shard, cluster=shards > 1)
+    ports = deps.local.allocate_ports(shards * per_shard, cluster=shards > 1, avoid=avoid)
     rows: list[dict[str, Any]] = []
     for shard in range(shards):
         rows.append(

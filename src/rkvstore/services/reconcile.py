@@ -16,6 +16,7 @@ from contextlib import ExitStack
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from rkvstore.engine import bounded
 from rkvstore.engine.redis_engine import ReconcileReport
 from rkvstore.errors import ApiError
 from rkvstore.services.context import Deps
@@ -134,16 +135,35 @@ class Reconciler:
         return instance if instance is not None and instance.status == "Normal" else None
 
     def _pass(self, instance: repo.InstanceRow) -> ReconcileReport:
-        from rkvstore.services.common import LOCAL, desired_users, instance_nodes, is_legacy
+        from rkvstore.services.common import is_legacy
 
         deps = self.deps
         if is_legacy(instance):
             return self._legacy_pass(instance)
-        return deps.redis.reconcile(
+        # One deadline for the pass's node work: a registered deployment looked at
+        # again, every node's users read, the repairs.
+        with bounded.exchange(deps.settings.node_timeout_seconds):
+            return self._pass_nodes(instance)
+
+    def _pass_nodes(self, instance: repo.InstanceRow) -> ReconcileReport:
+        from rkvstore.services.common import LOCAL, desired_users, instance_nodes
+
+        deps = self.deps
+        desired = desired_users(deps, instance)
+        with deps.engine.connect() as conn:
+            pending = repo.pending_user_names(conn, instance.instance_id)
+        # A user a failed CreateAccount may have left on a node, never recorded.
+        leftover = sorted(set(pending) - {u.name for u in desired})
+        report = deps.redis.reconcile(
             instance_nodes(deps, instance),
-            desired_users(deps, instance),
+            desired,
             strict=instance.provider == LOCAL,
+            remove=leftover,
         )
+        if pending and report.in_line:  # every node reached: none of them holds one now
+            with deps.engine.begin() as conn:
+                repo.drop_pending_users(conn, instance.instance_id, pending)
+        return report
 
     def _legacy_pass(self, instance: repo.InstanceRow) -> ReconcileReport:
         """Before 6.0: every node on the recorded ``requirepass``, reached with it

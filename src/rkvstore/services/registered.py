@@ -10,8 +10,9 @@ from sqlalchemy.exc import IntegrityError
 
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
-from rkvstore.engine.acl import NodeFailure, UserChange
-from rkvstore.engine.discovery import DiscoveryError, discover
+from rkvstore.engine.acl import Node, NodeFailure, UserChange
+from rkvstore.engine.addresses import allowed, normalize_host, parse_networks, resolve
+from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
 from rkvstore.engine.redis_engine import NodeAddress
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
@@ -28,10 +29,11 @@ from rkvstore.services.common import (
     node_addresses,
     node_rows_for,
     put_management_user,
+    put_management_user_each,
     random_password,
     super_account,
 )
-from rkvstore.services.context import CallContext
+from rkvstore.services.context import CallContext, Deps
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow, NodeRow
 
@@ -54,15 +56,74 @@ def remove_management_user(ctx: CallContext, instance: InstanceRow, rows: list[N
 
 def _parse_endpoint(endpoint: str) -> tuple[str, int]:
     host, sep, port_text = endpoint.strip().rpartition(":")
-    host = host.strip("[]")
+    host = normalize_host(host)
     if (
         not sep
         or not host
+        or not _HOST.fullmatch(host)
         or not re.fullmatch(r"[0-9]{1,5}", port_text)
         or not 0 < int(port_text) < 65536
     ):
         raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
     return host, int(port_text)
+
+
+# A DNS name or an IP address (IPv6 unbracketed, as normalize_host leaves it).
+_HOST = re.compile(r"[a-z0-9.:_-]{1,253}")
+
+
+def _seed_address(deps: Deps, host: str, port: int) -> str:
+    """The IP address to reach ``host`` at, if every address it stands for may be registered.
+
+    A name is resolved once, here, and the connection goes to the address
+    found, so that a name cannot point inside the allowed networks when
+    checked and elsewhere when used.
+    """
+    networks = parse_networks(deps.settings.register_networks)
+    try:
+        addresses = resolve(host, port)
+    except OSError as exc:
+        raise ApiError(errors.INVALID_ENDPOINT) from exc
+    if not addresses or not all(allowed(a, networks) for a in addresses):
+        raise ApiError(errors.INVALID_ENDPOINT_NOT_ALLOWED)
+    return addresses[0]
+
+
+def _put_management_user_or_forget(
+    ctx: CallContext,
+    instance_id: str,
+    nodes: list[FoundNode],
+    admin_user: str | None,
+    admin_password: Secret,
+    mgmt: Secret,
+) -> None:
+    """rkvstore's user on every master (all or nothing: else the registration fails) and
+    on every replica that takes it; a replica that does not is not recorded: only nodes
+    that accepted the management user are rkvstore's. The next change looks again."""
+    deps = ctx.deps
+    masters = [n for n in nodes if n.role == "master"]
+    replicas = [n for n in nodes if n.role != "master"]
+    try:
+        put_management_user(deps, _admin(deps, masters, admin_password, admin_user), mgmt)
+    except NodeFailure as exc:
+        log.warning("request %s: management user not set on the masters: %s", ctx.request_id, exc)
+        with deps.engine.begin() as conn:
+            repo.delete_instance(conn, instance_id)
+        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+    refused = set(put_management_user_each(deps, replicas, admin_password, admin_user, mgmt))
+    if refused:
+        log.warning(
+            "request %s: %d replica(s) of %s did not take the management user; not recorded",
+            ctx.request_id,
+            len(refused),
+            instance_id,
+        )
+        with deps.engine.begin() as conn:
+            repo.forget_nodes(conn, instance_id, [(n.host, n.port) for n in refused])
+
+
+def _admin(deps: Deps, nodes: list[FoundNode], admin: Secret, admin_user: str | None) -> list[Node]:
+    return admin_nodes(deps, [NodeAddress(n.host, n.port) for n in nodes], admin, admin_user)
 
 
 def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -74,13 +135,18 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
     if admin_user == "default":
         admin_user = None
     admin_password: Secret = params["AdminPassword"]
+    seed = _seed_address(deps, host, port)
     try:
         topology = discover(
-            host, port, admin_user, admin_password, timeout=deps.settings.node_timeout_seconds
+            seed, port, admin_user, admin_password, timeout=deps.settings.node_timeout_seconds
         )
     except DiscoveryError as exc:
-        log.info("request %s: registering %s failed: %s", ctx.request_id, params["Endpoint"], exc)
+        log.info("request %s: registering %s:%d failed: %s", ctx.request_id, host, port, exc)
         raise ApiError(errors.INVALID_ENDPOINT) from exc
+    networks = parse_networks(deps.settings.register_networks)
+    if not all(allowed(n.host, networks) for n in topology.nodes):
+        # A node the deployment names (a replica, a cluster peer) lies outside.
+        raise ApiError(errors.INVALID_ENDPOINT_NOT_ALLOWED)
     major = topology.version.split(".")[0]
     if not major.isascii() or not major.isdigit():
         raise ApiError(errors.INVALID_ENDPOINT)
@@ -139,18 +205,9 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
     except IntegrityError as exc:
         raise ApiError(errors.INVALID_ENDPOINT_REGISTERED) from exc
     if not legacy:
-        addresses = [NodeAddress(n.host, n.port) for n in topology.nodes]
-        try:
-            put_management_user(
-                deps, admin_nodes(deps, addresses, admin_password, admin_user), mgmt
-            )
-        except NodeFailure as exc:
-            log.warning(
-                "request %s: management user not set on every node: %s", ctx.request_id, exc
-            )
-            with deps.engine.begin() as conn:
-                repo.delete_instance(conn, instance_id)
-            raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+        _put_management_user_or_forget(
+            ctx, instance_id, topology.nodes, admin_user, admin_password, mgmt
+        )
     with deps.engine.begin() as conn:
         repo.set_instance_status(conn, instance_id, NORMAL)
     return {

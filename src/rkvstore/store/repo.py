@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
-from rkvstore.store.tables import accounts, instances, nodes, tasks
+from rkvstore.engine.addresses import normalize_host
+from rkvstore.store.tables import accounts, instances, nodes, pending_users, tasks, tenants
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def set_legacy_password(conn: Connection, instance_id: str, sealed: str) -> None
 
 
 def delete_instance(conn: Connection, instance_id: str) -> None:
+    conn.execute(delete(pending_users).where(pending_users.c.instance_id == instance_id))
     conn.execute(delete(accounts).where(accounts.c.instance_id == instance_id))
     conn.execute(delete(nodes).where(nodes.c.instance_id == instance_id))
     conn.execute(delete(instances).where(instances.c.instance_id == instance_id))
@@ -180,10 +182,48 @@ def list_nodes(conn: Connection, instance_id: str) -> list[NodeRow]:
 
 
 def nodes_in_use(conn: Connection, addresses: Sequence[tuple[str, int]]) -> bool:
-    """Whether any of these host:port pairs is a node of an instance already."""
+    """Whether any of these host:port pairs is a node of an instance already (however spelt)."""
+    wanted = {(normalize_host(host), port) for host, port in addresses}
+    rows = conn.execute(
+        select(nodes.c.host, nodes.c.port).where(nodes.c.port.in_({p for _, p in wanted}))
+    ).all()
+    return any((normalize_host(row.host), row.port) in wanted for row in rows)
+
+
+def lock_tenant(conn: Connection, account_id: str) -> None:
+    """A write to the tenant's row: what follows in the transaction is the tenant's alone
+    (SQLite: the database's write lock; PostgreSQL: the row's lock)."""
+    conn.execute(
+        update(tenants).where(tenants.c.account_id == account_id).values(name=tenants.c.name)
+    )
+
+
+def local_usage(conn: Connection, account_id: str) -> tuple[int, int]:
+    """The tenant's local instances and their nodes."""
+    mine = select(instances.c.instance_id).where(
+        instances.c.account_id == account_id, instances.c.provider == "local"
+    )
+    count = conn.execute(select(func.count()).select_from(mine.subquery())).scalar_one()
+    node_count = conn.execute(
+        select(func.count()).select_from(nodes).where(nodes.c.instance_id.in_(mine))
+    ).scalar_one()
+    return int(count), int(node_count)
+
+
+def ports_in_use(conn: Connection, hosts: Sequence[str]) -> set[int]:
+    """The ports recorded for nodes on any of ``hosts`` (normalised spellings)."""
+    wanted = {normalize_host(h) for h in hosts}
     rows = conn.execute(select(nodes.c.host, nodes.c.port)).all()
-    known = {(row.host, row.port) for row in rows}
-    return any(address in known for address in addresses)
+    return {int(row.port) for row in rows if normalize_host(row.host) in wanted}
+
+
+def forget_nodes(conn: Connection, instance_id: str, addresses: Sequence[tuple[str, int]]) -> None:
+    for host, port in addresses:
+        conn.execute(
+            delete(nodes).where(
+                nodes.c.instance_id == instance_id, nodes.c.host == host, nodes.c.port == port
+            )
+        )
 
 
 def replace_nodes(conn: Connection, instance_id: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -231,3 +271,37 @@ def delete_account(conn: Connection, instance_id: str, name: str) -> None:
     conn.execute(
         delete(accounts).where(accounts.c.instance_id == instance_id, accounts.c.name == name)
     )
+
+
+# --------------------------------------------------------------------------- pending users
+
+
+def add_pending_user(conn: Connection, instance_id: str, name: str) -> None:
+    exists = conn.execute(
+        select(pending_users.c.name).where(
+            pending_users.c.instance_id == instance_id, pending_users.c.name == name
+        )
+    ).first()
+    if exists is None:
+        conn.execute(
+            insert(pending_users).values(
+                instance_id=instance_id, name=name, created_at=datetime.now(UTC)
+            )
+        )
+
+
+def drop_pending_users(conn: Connection, instance_id: str, names: Sequence[str]) -> None:
+    if names:
+        conn.execute(
+            delete(pending_users).where(
+                pending_users.c.instance_id == instance_id, pending_users.c.name.in_(names)
+            )
+        )
+
+
+def pending_user_names(conn: Connection, instance_id: str) -> list[str]:
+    """Users that may be on the nodes without an account (a create that failed)."""
+    rows = conn.execute(
+        select(pending_users.c.name).where(pending_users.c.instance_id == instance_id)
+    )
+    return sorted(str(r.name) for r in rows)

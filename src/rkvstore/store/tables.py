@@ -136,6 +136,22 @@ accounts = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# Users a CreateAccount put on the nodes before its account was recorded. A
+# row left behind (the change failed) tells the reconciler to take the user off
+# every node, registered deployments included; a recorded account drops it.
+pending_users = Table(
+    "pending_users",
+    metadata,
+    Column(
+        "instance_id",
+        String(32),
+        ForeignKey("instances.instance_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(128), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 # At most one mutating task per instance, across every process on the
 # database: the primary key is the lock. A holder that died leaves a row whose
 # lease runs out, and the next task takes it over.
