@@ -597,21 +597,23 @@ def test_secure_transport_as_a_string_in_the_context() -> None:
     assert decide(https_only, context={"acs:SecureTransport": "false"}) == "ImplicitDeny"
 
 
-def test_an_absent_key_makes_a_condition_fail() -> None:
+def test_an_absent_key_fails_a_positive_condition_and_passes_a_negated_one() -> None:
+    # Issue 9: a negated operator on an absent key holds (test_policy_conditions.py).
     for operator, key, value, _, _ in CONDITIONS:
         allow = doc(stmt(Condition={operator: {key: value}}))
-        assert decide(allow, context={"acs:Other": "x"}) == "ImplicitDeny", operator
+        expected = "Allow" if "Not" in operator else "ImplicitDeny"
+        assert decide(allow, context={"acs:Other": "x"}) == expected, operator
 
 
-def test_a_deny_whose_condition_key_is_absent_does_not_apply() -> None:
+def test_a_deny_whose_negated_condition_key_is_absent_applies() -> None:
     allow = doc(stmt())
     deny_outside = doc(stmt("Deny", Condition={"NotIpAddress": {"acs:SourceIp": "10.0.0.0/8"}}))
     assert decide([allow, deny_outside], context={"acs:SourceIp": "192.168.0.1"}) == "ExplicitDeny"
     assert decide([allow, deny_outside], context={"acs:SourceIp": "10.0.0.1"}) == "Allow"
-    assert decide([allow, deny_outside], context={}) == "Allow"
+    assert decide([allow, deny_outside], context={}) == "ExplicitDeny"
 
 
-def test_a_context_value_of_the_wrong_type_makes_a_condition_fail() -> None:
+def test_a_context_value_of_the_wrong_type_counts_as_absent() -> None:
     cases: list[tuple[str, str, Any, Any]] = [
         ("IpAddress", "acs:SourceIp", "10.0.0.0/8", "not-an-ip"),
         ("NotIpAddress", "acs:SourceIp", "10.0.0.0/8", "not-an-ip"),
@@ -626,7 +628,8 @@ def test_a_context_value_of_the_wrong_type_makes_a_condition_fail() -> None:
     ]
     for operator, key, value, actual in cases:
         allow = doc(stmt(Condition={operator: {key: value}}))
-        assert decide(allow, context={key: actual}) == "ImplicitDeny", (operator, actual)
+        expected = "Allow" if "Not" in operator else "ImplicitDeny"
+        assert decide(allow, context={key: actual}) == expected, (operator, actual)
 
 
 def test_keys_are_case_insensitive_on_both_sides() -> None:

@@ -8,13 +8,19 @@ Choices api.md leaves open:
   in Alibaba's grammar. An element the grammar does not have (a typo such as
   ``"Conditions"``) and a key repeated in one JSON object make the document
   malformed: silently dropping them could widen an Allow or void a Deny.
-- Condition keys are case-insensitive, in the policy and in the context.
-- A condition whose key is absent from the context, or whose context value cannot
-  be read as the operator's type, does not hold, for the negated operators too.
-  A Deny with such a condition therefore does not apply, and an Allow does not allow.
+- Condition keys are case-insensitive, in the policy and in the context
+  (``acs:sourceip`` is ``acs:SourceIp``). A document stored from now on
+  (``validate_policy``: CreatePolicy, CreatePolicyVersion) may name only the keys
+  a request to rkvstore carries, ``CONDITION_KEYS``; any other key, a typo such as
+  ``"acs:SourceIp "`` included, is ``MalformedPolicyDocument``, since a condition
+  on a key no request carries would silently never (or always) hold.
+- A key absent from the request matches no value: a positive operator does not
+  hold, a negated one (``StringNot*``, ``NumericNotEquals``, ``DateNotEquals``,
+  ``NotIpAddress``) does. So a Deny guarded by a negated operator applies to a
+  request without the key. A context value that cannot be read as the operator's
+  type counts as absent. There are no ``...IfExists`` operators: RAM documents none.
 - Several values for one key: a positive operator holds when any value matches, a
-  negated one (``StringNot*``, ``NumericNotEquals``, ``DateNotEquals``,
-  ``NotIpAddress``) when none does.
+  negated one when none does.
 - ``Date*`` values are ISO-8601 (no offset means UTC) or epoch seconds;
   ``IpAddress`` values are addresses (one host) or CIDR blocks (host bits allowed);
   an IPv4-mapped IPv6 source address counts as its IPv4 address.
@@ -260,6 +266,9 @@ _OPERATORS: Final[dict[str, tuple[_Family, _Test, bool]]] = {
     "NotIpAddress": (_IP, _within, True),
 }
 CONDITION_OPERATORS: Final = frozenset(_OPERATORS)
+# What every request carries (services.context.CallContext.condition_context; api.md §5).
+CONDITION_KEYS: Final = frozenset({"acs:SourceIp", "acs:SecureTransport", "acs:CurrentTime"})
+_KNOWN_KEYS: Final = frozenset(key.casefold() for key in CONDITION_KEYS)
 
 
 # --- parsing
@@ -313,6 +322,20 @@ def parse_policy(document: str) -> Policy:
     if not all(isinstance(item, dict) for item in items):
         raise _malformed("The Statement element must be an object or a list of objects.")
     return Policy("1", tuple(_statement(item) for item in items))
+
+
+def validate_policy(document: str) -> Policy:
+    """``parse_policy``, and the rules a document must meet to be stored from now on.
+
+    Documents stored before a rule existed are still read by ``parse_policy``: a
+    stored document must never fail at evaluation time.
+    """
+    policy = parse_policy(document)
+    for statement in policy.statements:
+        for condition in statement.conditions:
+            if condition.key.casefold() not in _KNOWN_KEYS:
+                raise _malformed(f'The condition key "{condition.key}" is not supported.')
+    return policy
 
 
 def _only_elements(obj: dict[str, Any], known: frozenset[str]) -> None:
@@ -436,8 +459,19 @@ def _holds(condition: Condition, facts: dict[str, Any]) -> bool:
         return False
     family, test, negated = spec
     actual = family.read_context(facts.get(condition.key.casefold()))
-    if actual is None:
-        return False
-    expected = (family.parse(value) for value in condition.values)
-    matched = any(value is not None and test(actual, value) for value in expected)
+    # A key absent from the request (or a value not of the operator's type) matches
+    # no value, so a negated operator holds: a Deny with NotIpAddress, StringNotEquals…
+    # applies to a request without the key. Alibaba's RAM pages (Policy elements,
+    # Conditional operators, Policy evaluation process; AlibabaCloudDocs/ram,
+    # intl.en-US/Policy Management/Policy language/) do not say what an absent key
+    # does; this is the rule of the IAM policy language that RAM's grammar follows:
+    # https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html
+    # ("If the key that you specify in a policy condition is not present in the
+    # request context, the values do not match and the condition is false. If the
+    # policy condition requires that the key is not matched, such as StringNotLike
+    # …, and the right key is not present, the condition is true.")
+    matched = actual is not None and any(
+        value is not None and test(actual, value)
+        for value in (family.parse(v) for v in condition.values)
+    )
     return not matched if negated else matched

@@ -2,6 +2,16 @@
 
 Every query is scoped to one tenant (``account_id``). System policies have no
 rows: they exist in every tenant, from ``policy.SYSTEM_POLICIES``.
+
+Changes to one entity run one after the other (issue 9): a transaction that
+changes a user, a group or a policy, or what hangs from it (keys, memberships,
+attachments, versions), first ``lock_*``s its row and re-reads it there. The
+lock is an UPDATE that writes nothing new, on purpose: as the transaction's
+first statement it takes the row's lock on PostgreSQL (held to the commit, and
+a waiter that gets it after a delete or rename finds no row) and SQLite's one
+write lock (a transaction that had read first could not serialise with the
+writers it raced). Foreign keys (migration 0008) are the last line: a key or
+membership cannot outlive its user, nor follow a deleted user's name.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from rkvstore.store.tables import (
     ram_policies,
     ram_policy_versions,
     ram_users,
+    tenants,
 )
 
 SYSTEM, CUSTOM = "System", "Custom"
@@ -41,6 +52,71 @@ def iso(moment: datetime | None) -> str:
 
 def _mapping(row: Row[Any] | None) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def lock_user(conn: Connection, account_id: str, name: str) -> dict[str, Any] | None:
+    """The user's row, locked until the transaction ends; None: there is no such user."""
+    return _mapping(
+        conn.execute(
+            update(ram_users)
+            .where(ram_users.c.account_id == account_id, ram_users.c.user_name == name)
+            .values(user_id=ram_users.c.user_id)
+            .returning(*ram_users.c)
+        ).first()
+    )
+
+
+def lock_group(conn: Connection, account_id: str, name: str) -> dict[str, Any] | None:
+    """The group's row, locked until the transaction ends; None: there is no such group."""
+    return _mapping(
+        conn.execute(
+            update(ram_groups)
+            .where(ram_groups.c.account_id == account_id, ram_groups.c.group_name == name)
+            .values(group_id=ram_groups.c.group_id)
+            .returning(*ram_groups.c)
+        ).first()
+    )
+
+
+def lock_policy(conn: Connection, account_id: str, name: str) -> dict[str, Any] | None:
+    """The custom policy's row, locked until the transaction ends; None: no such policy."""
+    return _mapping(
+        conn.execute(
+            update(ram_policies)
+            .where(ram_policies.c.account_id == account_id, ram_policies.c.policy_name == name)
+            .values(next_version=ram_policies.c.next_version)
+            .returning(*ram_policies.c)
+        ).first()
+    )
+
+
+def lock_root(conn: Connection, account_id: str) -> bool:
+    """The tenant's row (its root principal's keys hang from it), locked; False: no tenant."""
+    return bool(
+        conn.execute(
+            update(tenants).where(tenants.c.account_id == account_id).values(name=tenants.c.name)
+        ).rowcount
+    )
+
+
+def share_policy(conn: Connection, account_id: str, name: str) -> bool:
+    """Whether the custom policy exists, kept so until the transaction ends.
+
+    FOR SHARE on PostgreSQL: attachments of one policy to several principals go
+    on side by side, while ``lock_policy`` (DeletePolicy) waits for them, and they
+    for it. SQLite has no row locks; there the caller already holds the write lock.
+    """
+    return (
+        conn.execute(
+            select(ram_policies.c.policy_name)
+            .where(ram_policies.c.account_id == account_id, ram_policies.c.policy_name == name)
+            .with_for_update(read=True)
+        ).first()
+        is not None
+    )
 
 
 # --------------------------------------------------------------------------- users
@@ -80,17 +156,8 @@ def update_user(conn: Connection, account_id: str, name: str, values: dict[str, 
     )
 
 
-def rename_user_references(conn: Connection, account_id: str, old: str, new: str) -> None:
-    conn.execute(
-        update(access_keys)
-        .where(access_keys.c.account_id == account_id, access_keys.c.user_name == old)
-        .values(user_name=new)
-    )
-    conn.execute(
-        update(ram_group_members)
-        .where(ram_group_members.c.account_id == account_id, ram_group_members.c.user_name == old)
-        .values(user_name=new)
-    )
+def rename_user_attachments(conn: Connection, account_id: str, old: str, new: str) -> None:
+    """After a rename: the user's attachments follow (its keys and groups follow by foreign key)."""
     conn.execute(
         update(ram_attachments)
         .where(
@@ -343,16 +410,6 @@ def delete_version(conn: Connection, account_id: str, name: str, version: str) -
             ram_policy_versions.c.policy_name == name,
             ram_policy_versions.c.version_id == version,
         )
-    )
-
-
-def next_version_number(conn: Connection, account_id: str, name: str) -> int:
-    return int(
-        conn.execute(
-            select(ram_policies.c.next_version).where(
-                ram_policies.c.account_id == account_id, ram_policies.c.policy_name == name
-            )
-        ).scalar_one()
     )
 
 

@@ -2,15 +2,22 @@
 
 Names and shapes are the official ``alibabacloud-ram20150501`` SDK's
 (docs/ram-wire.md); errors are RAM's own codes and messages.
+
+Every change runs in one transaction (``_change``) that first locks the row of
+the entity it changes (``ram_store.lock_*``), so concurrent calls on one user,
+group or policy run one after the other and each is answered by the same checks
+as a lone call: a duplicate gets ``EntityAlreadyExists.*``, a call on a user
+deleted meanwhile ``EntityNotExist.User``, and the limits (2 keys, 5 groups per
+user; 5 versions per policy) hold (issue 9).
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +32,7 @@ from rkvstore.iam.credentials import (
     new_access_key_id,
     new_access_key_secret,
 )
-from rkvstore.iam.policy import SYSTEM_POLICIES, parse_policy
+from rkvstore.iam.policy import SYSTEM_POLICIES, validate_policy
 from rkvstore.iam.ram_store import CUSTOM, GROUP, SYSTEM, USER, iso
 from rkvstore.services.context import CallContext
 
@@ -38,6 +45,7 @@ _PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _POLICY_NAME = re.compile(r"[A-Za-z0-9-]+")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE = re.compile(r"[0-9]{1,4}-[0-9]{4,20}")
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- checks
@@ -104,11 +112,29 @@ def _require_policy(
 
 @contextmanager
 def _unique(conflict: ErrorSpec) -> Iterator[None]:
-    """Two concurrent creates of one name: the loser gets the entity's conflict, not a 500."""
+    """A constraint that still fails: the caller gets RAM's ``conflict``, never a 500."""
     try:
         yield
     except IntegrityError as exc:
         raise ApiError(conflict) from exc
+
+
+def _change(ctx: CallContext, change: Callable[[Connection], T], conflict: ErrorSpec) -> T:
+    """``change`` in one transaction; a race answered with RAM's codes.
+
+    ``change`` locks what it changes first, so the checks it makes hold until its
+    commit. A unique or foreign key that fails all the same (two creates of one
+    name: there is no row to lock yet) means another call's row has just been
+    committed: ``change`` runs once more, and its checks now see that row and
+    answer as for a lone call. Should it fail again, ``conflict``.
+    """
+    try:
+        with ctx.deps.engine.begin() as conn:
+            return change(conn)
+    except IntegrityError:
+        pass
+    with _unique(conflict), ctx.deps.engine.begin() as conn:
+        return change(conn)
 
 
 def _new_id() -> str:
@@ -158,11 +184,14 @@ def create_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         "mobile_phone": _check_format(params["MobilePhone"], "MobilePhone", _PHONE),
         "comments": _check_text(params["Comments"], "Comments", 128),
     }
-    with _unique(errors.ENTITY_ALREADY_EXISTS_USER), ctx.deps.engine.begin() as conn:
+
+    def create(conn: Connection) -> dict[str, Any] | None:
         if store.get_user(conn, ctx.account_id, name) is not None:
             raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER)
         store.insert_user(conn, ctx.account_id, values)
-        user = store.get_user(conn, ctx.account_id, name)
+        return store.get_user(conn, ctx.account_id, name)
+
+    user = _change(ctx, create, errors.ENTITY_ALREADY_EXISTS_USER)
     assert user is not None
     return {"User": _user_body(user, updated=False)}
 
@@ -201,23 +230,31 @@ def update_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     new_name = params["NewUserName"]
     if new_name is not None:
         _check_name(new_name, "NewUserName", _PRINCIPAL_NAME, 64)
-    with ctx.deps.engine.begin() as conn:
-        _require_user(conn, ctx, name)
-        if new_name is not None and new_name != name:
-            if store.get_user(conn, ctx.account_id, new_name) is not None:
-                raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER)
-            values["user_name"] = new_name
-            store.rename_user_references(conn, ctx.account_id, name, new_name)
-        store.update_user(conn, ctx.account_id, name, values)
-        user = store.get_user(conn, ctx.account_id, values.get("user_name", name))
+    renamed = new_name is not None and new_name != name
+    if renamed:
+        values["user_name"] = new_name
+
+    def update(conn: Connection) -> dict[str, Any] | None:
+        if store.lock_user(conn, ctx.account_id, name) is None:
+            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
+        if renamed and store.get_user(conn, ctx.account_id, new_name) is not None:
+            raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER)
+        store.update_user(conn, ctx.account_id, name, values)  # keys and groups follow
+        if renamed:
+            store.rename_user_attachments(conn, ctx.account_id, name, new_name)
+        return store.get_user(conn, ctx.account_id, values.get("user_name", name))
+
+    user = _change(ctx, update, errors.ENTITY_ALREADY_EXISTS_USER)
     assert user is not None
     return {"User": _user_body(user)}
 
 
 def delete_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name = _user_name(params)
-    with ctx.deps.engine.begin() as conn:
-        _require_user(conn, ctx, name)
+
+    def delete(conn: Connection) -> None:
+        if store.lock_user(conn, ctx.account_id, name) is None:
+            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
         if store.list_access_keys(conn, ctx.account_id, name):
             raise ApiError(errors.DELETE_CONFLICT_USER_ACCESS_KEY)
         if store.groups_of_user(conn, ctx.account_id, name):
@@ -225,6 +262,10 @@ def delete_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         if store.attachments_of(conn, ctx.account_id, USER, name):
             raise ApiError(errors.DELETE_CONFLICT_USER_POLICY)
         store.delete_user(conn, ctx.account_id, name)
+
+    # A key or membership written since the checks fails the foreign key: the
+    # checks run again and name it.
+    _change(ctx, delete, errors.DELETE_CONFLICT_USER_ACCESS_KEY)
     return {}
 
 
@@ -241,18 +282,26 @@ def _key_owner(conn: Connection, ctx: CallContext, params: dict[str, Any]) -> st
 
 
 def create_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    deps = ctx.deps
-    with deps.engine.begin() as conn:
-        owner = _key_owner(conn, ctx, params)
+    owner = ctx.caller.user_name if params["UserName"] is None else _user_name(params)
+    key_id, secret = new_access_key_id(), new_access_key_secret()
+
+    def create(conn: Connection) -> dict[str, Any]:
+        # The owner's row is locked before its keys are counted: the limit holds,
+        # and a DeleteUser waits for this key (and then refuses) or comes first.
+        if owner is None:
+            store.lock_root(conn, ctx.account_id)
+        elif store.lock_user(conn, ctx.account_id, owner) is None:
+            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
         if len(store.list_access_keys(conn, ctx.account_id, owner)) >= MAX_KEYS_PER_USER:
             raise ApiError(errors.LIMIT_EXCEEDED_USER_ACCESS_KEY)
-        key_id, secret = new_access_key_id(), new_access_key_secret()
-        add_access_key(conn, deps.box, ctx.account_id, owner, key_id, secret)
-        created = next(
+        add_access_key(conn, ctx.deps.box, ctx.account_id, owner, key_id, secret)
+        return next(
             k
             for k in store.list_access_keys(conn, ctx.account_id, owner)
             if k["access_key_id"] == key_id
         )
+
+    created = _change(ctx, create, errors.ENTITY_NOT_EXIST_USER)
     return {
         "AccessKey": {
             "AccessKeyId": key_id,
@@ -329,13 +378,16 @@ def _policy_item(conn: Connection, ctx: CallContext, info: store.PolicyInfo) -> 
 def create_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name = _policy_name(params)
     document: str = params["PolicyDocument"]
-    parse_policy(document)  # MalformedPolicyDocument now, never at evaluation time
+    validate_policy(document)  # MalformedPolicyDocument now, never at evaluation time
     description = _check_text(params["Description"], "Description", 1024)
-    with _unique(errors.ENTITY_ALREADY_EXISTS_POLICY), ctx.deps.engine.begin() as conn:
+
+    def create(conn: Connection) -> store.PolicyInfo:
         if name in SYSTEM_POLICIES or store.get_policy(conn, ctx.account_id, CUSTOM, name):
             raise ApiError(errors.ENTITY_ALREADY_EXISTS_POLICY)
         store.insert_policy(conn, ctx.account_id, name, description, document)
-        info = _require_policy(conn, ctx, CUSTOM, name)
+        return _require_policy(conn, ctx, CUSTOM, name)
+
+    info = _change(ctx, create, errors.ENTITY_ALREADY_EXISTS_POLICY)
     return {
         "Policy": {
             "PolicyName": name,
@@ -391,8 +443,12 @@ def list_policies(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
 def delete_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name = _policy_name(params)
-    with ctx.deps.engine.begin() as conn:
-        info = _require_policy(conn, ctx, CUSTOM, name)
+
+    def delete(conn: Connection) -> None:
+        # Attachments of the policy (share_policy) wait for this, or this for them.
+        policy = store.lock_policy(conn, ctx.account_id, name)
+        if policy is None:
+            raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
         if store.attachment_count(conn, ctx.account_id, CUSTOM, name, USER):
             raise ApiError(errors.DELETE_CONFLICT_POLICY_USER)
         if store.attachment_count(conn, ctx.account_id, CUSTOM, name, GROUP):
@@ -400,44 +456,55 @@ def delete_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         others = [
             v
             for v in store.policy_versions(conn, ctx.account_id, name)
-            if v["version_id"] != info.default_version
+            if v["version_id"] != policy["default_version"]
         ]
         if others and not params["CascadingDelete"]:
             raise ApiError(errors.DELETE_CONFLICT_POLICY_VERSION)
         store.delete_policy(conn, ctx.account_id, name)
+
+    _change(ctx, delete, errors.ENTITY_NOT_EXIST_POLICY)
     return {}
 
 
 def create_policy_version(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name = _policy_name(params)
     document: str = params["PolicyDocument"]
-    parse_policy(document)
+    validate_policy(document)
     rotate = params["RotateStrategy"] or "None"
     if rotate not in ("None", ROTATE):
         raise ApiError(errors.INVALID_PARAMETER, name="RotateStrategy")
-    with ctx.deps.engine.begin() as conn:
-        info = _require_policy(conn, ctx, CUSTOM, name)
+
+    def create(conn: Connection) -> dict[str, Any]:
+        # Locked first: the count, the rotation and the version number are this
+        # transaction's alone until it commits.
+        policy = store.lock_policy(conn, ctx.account_id, name)
+        if policy is None:
+            raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
         versions = store.policy_versions(conn, ctx.account_id, name)
         if len(versions) >= MAX_VERSIONS_PER_POLICY:
             if rotate != ROTATE:
                 raise ApiError(errors.LIMIT_EXCEEDED_POLICY_VERSION)
-            oldest = next(v for v in versions if v["version_id"] != info.default_version)
+            oldest = next(v for v in versions if v["version_id"] != policy["default_version"])
             store.delete_version(conn, ctx.account_id, name, oldest["version_id"])
-        number = store.next_version_number(conn, ctx.account_id, name)
+        number = int(policy["next_version"])
         version = f"v{number}"
         store.insert_version(conn, ctx.account_id, name, version, document)
         values: dict[str, Any] = {"next_version": number + 1}
         if params["SetAsDefault"]:
             values["default_version"] = version
         store.update_policy(conn, ctx.account_id, name, values)
-        created = next(
+        return next(
             v
             for v in store.policy_versions(conn, ctx.account_id, name)
             if v["version_id"] == version
         )
+
+    # A version number taken twice cannot happen under the lock; were it to, the
+    # second run numbers the version afresh.
+    created = _change(ctx, create, errors.LIMIT_EXCEEDED_POLICY_VERSION)
     return {
         "PolicyVersion": {
-            "VersionId": version,
+            "VersionId": created["version_id"],
             "IsDefaultVersion": bool(params["SetAsDefault"]),
             "PolicyDocument": document,
             "CreateDate": iso(created["created_at"]),
@@ -453,30 +520,38 @@ def _attach(ctx: CallContext, params: dict[str, Any], principal_type: str, attac
     policy = _policy_name(params)
     field = "UserName" if principal_type == USER else "GroupName"
     principal = _user_name(params, field)
-    with ctx.deps.engine.begin() as conn:
-        if principal_type == USER:
-            _require_user(conn, ctx, principal)
-        else:
-            _require_group(conn, ctx, principal)
-        _require_policy(conn, ctx, policy_type, policy)
+    if principal_type == USER:
+        lock, missing = store.lock_user, errors.ENTITY_NOT_EXIST_USER
+        already = errors.ENTITY_ALREADY_EXISTS_USER_POLICY
+        absent = errors.ENTITY_NOT_EXIST_USER_POLICY
+    else:
+        lock, missing = store.lock_group, errors.ENTITY_NOT_EXIST_GROUP
+        already = errors.ENTITY_ALREADY_EXISTS_GROUP_POLICY
+        absent = errors.ENTITY_NOT_EXIST_GROUP_POLICY
+
+    def change(conn: Connection) -> None:
+        # The principal's row, then the policy's: a DeleteUser or DeletePolicy waits
+        # for this attachment and then refuses, or comes first and this answers
+        # EntityNotExist.*; a duplicate waits, then finds the policy attached.
+        if lock(conn, ctx.account_id, principal) is None:
+            raise ApiError(missing)
+        if policy_type == CUSTOM:
+            if not store.share_policy(conn, ctx.account_id, policy):
+                raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
+        elif policy not in SYSTEM_POLICIES:
+            raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
         attached = any(
             a["policy_type"] == policy_type and a["policy_name"] == policy
             for a in store.attachments_of(conn, ctx.account_id, principal_type, principal)
         )
         if attach:
             if attached:
-                raise ApiError(
-                    errors.ENTITY_ALREADY_EXISTS_USER_POLICY
-                    if principal_type == USER
-                    else errors.ENTITY_ALREADY_EXISTS_GROUP_POLICY
-                )
+                raise ApiError(already)
             store.attach(conn, ctx.account_id, principal_type, principal, policy_type, policy)
         elif not store.detach(conn, ctx.account_id, principal_type, principal, policy_type, policy):
-            raise ApiError(
-                errors.ENTITY_NOT_EXIST_USER_POLICY
-                if principal_type == USER
-                else errors.ENTITY_NOT_EXIST_GROUP_POLICY
-            )
+            raise ApiError(absent)
+
+    _change(ctx, change, already if attach else absent)
 
 
 def attach_policy_to_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -538,13 +613,15 @@ def _list_policies_for(ctx: CallContext, principal_type: str, name: str) -> dict
 def create_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name = _user_name(params, "GroupName")
     comments = _check_text(params["Comments"], "Comments", 128)
-    with _unique(errors.ENTITY_ALREADY_EXISTS_GROUP), ctx.deps.engine.begin() as conn:
+    values = {"group_name": name, "group_id": _new_id(), "comments": comments}
+
+    def create(conn: Connection) -> dict[str, Any]:
         if store.get_group(conn, ctx.account_id, name) is not None:
             raise ApiError(errors.ENTITY_ALREADY_EXISTS_GROUP)
-        store.insert_group(
-            conn, ctx.account_id, {"group_name": name, "group_id": _new_id(), "comments": comments}
-        )
-        group = _require_group(conn, ctx, name)
+        store.insert_group(conn, ctx.account_id, values)
+        return _require_group(conn, ctx, name)
+
+    group = _change(ctx, create, errors.ENTITY_ALREADY_EXISTS_GROUP)
     return {
         "Group": {
             "GroupId": group["group_id"],
@@ -558,26 +635,38 @@ def create_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 def add_user_to_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     group = _user_name(params, "GroupName")
     user = _user_name(params)
-    with ctx.deps.engine.begin() as conn:
+
+    def add(conn: Connection) -> None:
+        # The user's row is locked first (its memberships and their limit are the
+        # user's); the errors come in the order of a lone call's checks.
+        locked = store.lock_user(conn, ctx.account_id, user)
         _require_group(conn, ctx, group)
-        _require_user(conn, ctx, user)
+        if locked is None:
+            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
         joined = store.groups_of_user(conn, ctx.account_id, user)
         if any(g["group_name"] == group for g in joined):
             raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER_GROUP)
         if len(joined) >= MAX_GROUPS_PER_USER:
             raise ApiError(errors.LIMIT_EXCEEDED_USER_GROUP)
         store.add_member(conn, ctx.account_id, group, user)
+
+    _change(ctx, add, errors.ENTITY_ALREADY_EXISTS_USER_GROUP)
     return {}
 
 
 def remove_user_from_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     group = _user_name(params, "GroupName")
     user = _user_name(params)
-    with ctx.deps.engine.begin() as conn:
+
+    def remove(conn: Connection) -> None:
+        locked = store.lock_user(conn, ctx.account_id, user)
         _require_group(conn, ctx, group)
-        _require_user(conn, ctx, user)
+        if locked is None:
+            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
         if not store.remove_member(conn, ctx.account_id, group, user):
             raise ApiError(errors.ENTITY_NOT_EXIST_USER_GROUP)
+
+    _change(ctx, remove, errors.ENTITY_NOT_EXIST_USER_GROUP)
     return {}
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -49,6 +50,15 @@ access_keys = Table(
     Column("secret_encrypted", Text, nullable=False),
     Column("status", String(16), nullable=False),  # Active | Inactive
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # A RAM user's key cannot outlive its user, and follows its renames (issue 9).
+    # A root key (user_name NULL) is not checked: a NULL never references.
+    ForeignKeyConstraint(
+        ["account_id", "user_name"],
+        ["ram_users.account_id", "ram_users.user_name"],
+        name="fk_access_keys_user_ram_users",
+        onupdate="CASCADE",
+    ),
+    Index("ix_access_keys_account_id_user_name", "account_id", "user_name"),
 )
 
 # A nonce may be used once per AccessKey within the timestamp window. The
@@ -212,6 +222,20 @@ ram_group_members = Table(
     Column("group_name", String(64), primary_key=True),
     Column("user_name", String(64), primary_key=True),
     Column("joined_at", DateTime(timezone=True), nullable=False),
+    # A membership cannot outlive its user or group (issue 9).
+    ForeignKeyConstraint(
+        ["account_id", "user_name"],
+        ["ram_users.account_id", "ram_users.user_name"],
+        name="fk_ram_group_members_user_ram_users",
+        onupdate="CASCADE",
+    ),
+    ForeignKeyConstraint(
+        ["account_id", "group_name"],
+        ["ram_groups.account_id", "ram_groups.group_name"],
+        name="fk_ram_group_members_group_ram_groups",
+        onupdate="CASCADE",
+    ),
+    Index("ix_ram_group_members_account_id_user_name", "account_id", "user_name"),
 )
 
 # Custom policies; the system policies exist in every tenant without a row.
