@@ -180,7 +180,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--clients", default="8,32,128")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        default=0,
+        help="instead: this many resets (8 clients) on the waiting server, RSS as they go",
+    )
     args = parser.parse_args()
+    if args.memory:
+        memory(max(1000, min(args.memory, 200_000)))
+        return
     counts = [max(1, min(int(c), 512)) for c in args.clients.split(",")]
     repeat = max(1, min(args.repeat, 20))
     seconds = max(0.5, min(args.seconds, 60.0))
@@ -233,6 +242,30 @@ def main() -> None:
                     server.process.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     server.process.kill()
+
+
+def memory(resets: int) -> None:
+    """The server's RSS as resets go by: flat after warm-up if nothing is kept per password."""
+    with tempfile.TemporaryDirectory(prefix="rkvstore-bench-") as tmp:
+        server = start("waits", "30", Path(tmp))
+        try:
+            provision(server)
+            done, samples = 0, [(0, _rss_kib(server))]
+            for _ in range(10_000):  # bounded; ends on the count
+                if done >= resets:
+                    break
+                done += drive(server, 8, 2.0).ok
+                samples.append((done, _rss_kib(server)))
+            print(f"RSS of the server over {done} resets (8 clients):")
+            for count, kib in samples:
+                print(f"  {count:7d} resets: {kib / 1024:7.1f} MiB")
+            half = [x for x in samples if x[0] >= done / 2]
+            (n0, k0), (n1, k1) = half[0], half[-1]
+            per = (k1 - k0) * 1024 / max(1, n1 - n0)
+            print(f"second half: {per:.1f} bytes per reset ({(k1 - k0) / 1024:+.1f} MiB)")
+        finally:
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=60)
 
 
 def report(
