@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 from base64 import b64encode
 from datetime import UTC, datetime
 from pathlib import Path
@@ -448,3 +449,58 @@ def test_a_nul_in_a_password_is_the_password_s_own_error(data_dir: Path) -> None
             client, "CreateInstance", {"NodeType": "STAND_ALONE", "InstanceName": "a\x00b"}
         )
         assert (err.status, err.code) == (400, "InvalidParameter.Encoding")
+
+
+def test_a_node_announced_later_outside_the_allowed_networks_is_left_alone(
+    data_dir: Path, own_root: Path
+) -> None:
+    """Review of issue 9: a replica that joins after registration and announces an address
+    outside RKVSTORE_REGISTER_NETWORKS never gets the admin login, nor is recorded."""
+    password = remember_secret("Adm!" + secrets.token_hex(14))
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    master = start_own_redis(own_root / "master", free_port(), digest, None)
+    replica: OwnRedis | None = None
+    env = {**FAST, "RKVSTORE_REGISTER_NETWORKS": "127.0.0.1/32"}
+    try:
+        wait_for("own master", lambda: auth_ok(master.port, "admin", password), 15)
+        with serving(data_dir, env) as server, api(server) as client:
+            params = {"AdminUserName": "admin", "AdminPassword": password}
+            iid = client.call(
+                "RegisterInstance", {"Endpoint": f"127.0.0.1:{master.port}", **params}
+            )["InstanceId"]
+            # A replica joins, announcing itself at 127.0.0.2: loopback, yet outside.
+            replica = start_own_redis(
+                own_root / "replica",
+                free_port(),
+                digest,
+                master.port,
+                extra=["replica-announce-ip 127.0.0.2"],
+            )
+            wait_for("own replica", lambda: auth_ok(replica.port, "admin", password), 15)
+            with connect(replica.port, "admin", password) as conn:
+                conn.config_set("masterauth", password)
+            with connect(master.port, "admin", password) as conn:
+
+                def announced() -> bool:
+                    info = conn.info("replication")
+                    return any(
+                        isinstance(v, dict) and v.get("ip") == "127.0.0.2" for v in info.values()
+                    )
+
+                wait_for("the replica announced at 127.0.0.2", announced, 15)
+            # A change looks at the deployment again, and passes run meanwhile.
+            client.call(
+                "CreateAccount",
+                {"InstanceId": iid, "AccountName": "app", "AccountPassword": new_password()},
+            )
+            time.sleep(2.5)  # a few reconciler passes (interval 1 s): none may reach it
+            attribute = client.call("DescribeInstanceAttribute", {"InstanceId": iid})
+            assert attribute["Instances"]["DBInstanceAttribute"][0]["NodeCount"] == 1
+            with connect(replica.port, "admin", password) as conn:
+                assert MANAGEMENT_USER not in conn.acl_users()
+            assert "outside RKVSTORE_REGISTER_NETWORKS left alone" in log_text(server)
+            client.call("DeleteInstance", {"InstanceId": iid})
+    finally:
+        if replica is not None:
+            stop_own_redis(replica)
+        stop_own_redis(master)

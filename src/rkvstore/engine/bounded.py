@@ -25,8 +25,12 @@ from redis.backoff import NoBackoff
 from redis.connection import Connection
 from redis.retry import Retry
 
-# A read or write past the deadline still takes what is already there.
+# A read or write past the deadline still takes what is already there, each
+# waiting this long at most, and a socket reads on past its deadline for
+# _LATE_GRACE at most in all: a node that keeps sending a byte every
+# millisecond cannot keep the read going.
 _PAST_DEADLINE = 0.001
+_LATE_GRACE = 0.05
 
 _local = threading.local()
 
@@ -61,6 +65,7 @@ class DeadlineSocket:
         self._sock = sock
         self._timeout: float | None = sock.gettimeout()
         self.deadline: float | None = None
+        self._late_since: float | None = None
 
     def settimeout(self, value: float | None) -> None:
         self._timeout = value  # applied, capped by the deadlines, at the next read or write
@@ -75,7 +80,13 @@ class DeadlineSocket:
         if outer is not None and (deadline is None or outer < deadline):
             deadline = outer
         if deadline is not None and timeout != 0:  # a non-blocking read stays non-blocking
-            remaining = max(deadline - time.monotonic(), _PAST_DEADLINE)
+            now = time.monotonic()
+            if now >= deadline:
+                if self._late_since is None or self._late_since < deadline:
+                    self._late_since = now
+                elif now - self._late_since > _LATE_GRACE:
+                    raise TimeoutError("past the exchange's deadline")
+            remaining = max(deadline - now, _PAST_DEADLINE)
             if timeout is None or remaining < timeout:
                 timeout = remaining
         self._sock.settimeout(timeout)

@@ -28,7 +28,7 @@ from rkvstore.services.common import (
     task_slot,
 )
 from rkvstore.services.context import CallContext
-from rkvstore.services.tasks import RECONCILE, Task
+from rkvstore.services.tasks import RECONCILE, Task, TaskLost
 from rkvstore.store import repo
 from rkvstore.store.repo import AccountRow, InstanceRow
 
@@ -150,8 +150,12 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
                     },
                 )
                 repo.drop_pending_users(conn, instance.instance_id, [name])
-        except ApiError:
-            _take_back_unrecorded_user(ctx, instance, name)
+        except ApiError as exc:
+            # Taken over while stalled: take the user back under the slot again.
+            # The database away: the slot is still ours, and the pending note
+            # (committed before any node got the user) has the reconciler do it.
+            if isinstance(exc.__cause__, TaskLost):
+                _take_back_unrecorded_user(ctx, instance, name)
             raise
     return {"InstanceId": instance.instance_id, "AccountName": name, "AcountName": name}
 

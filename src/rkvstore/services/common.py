@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import DesiredUser, Node, UserChange
+from rkvstore.engine.addresses import allowed, parse_networks
 from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
 from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
 from rkvstore.errors import ApiError
@@ -212,6 +213,18 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
         return rows
     known = {(r.host, r.port) for r in rows}
     new = [n for n in topology.nodes if (n.host, n.port) not in known]
+    # A node the deployment names now, outside the networks that may be
+    # registered, gets neither the admin login nor anything else.
+    networks = parse_networks(deps.settings.register_networks)
+    outside = [n for n in new if not allowed(n.host, networks)]
+    if outside:
+        log.warning(
+            "instance %s: %d node(s) outside RKVSTORE_REGISTER_NETWORKS left alone: %s",
+            instance.instance_id,
+            len(outside),
+            ", ".join(f"{n.host}:{n.port}" for n in outside),
+        )
+        new = [n for n in new if n not in outside]
     with deps.engine.connect() as conn:  # a node another instance manages is not ours
         new = [n for n in new if not repo.nodes_in_use(conn, [(n.host, n.port)])]
     if not new:

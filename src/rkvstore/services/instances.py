@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -25,6 +26,7 @@ from rkvstore.services.common import (
     LOCAL,
     MASTER_SLAVE,
     NORMAL,
+    REGISTERED,
     STAND_ALONE,
     STANDARD,
     UNAVAILABLE,
@@ -43,6 +45,7 @@ from rkvstore.services.common import (
 )
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.registered import remove_management_user
+from rkvstore.services.tasks import TaskLost
 from rkvstore.store import repo
 from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.repo import InstanceRow
@@ -421,10 +424,24 @@ def describe_instance_attribute(ctx: CallContext, params: dict[str, Any]) -> dic
 # --------------------------------------------------------------------------- DeleteInstance
 
 
+# A registration takes seconds; one still Creating after this was abandoned (its
+# process died, or the database was away when it failed) and may be deleted.
+ABANDONED_REGISTRATION_SECONDS = 120.0
+
+
+def _abandoned_registration(instance: InstanceRow) -> bool:
+    if instance.provider != REGISTERED:
+        return False
+    created = instance.created_at
+    if created.tzinfo is None:  # SQLite gives naive datetimes back
+        created = created.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - created).total_seconds() > ABANDONED_REGISTRATION_SECONDS
+
+
 def delete_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     deps = ctx.deps
     instance = load_instance(ctx, params["InstanceId"])
-    if instance.status == CREATING:
+    if instance.status == CREATING and not _abandoned_registration(instance):
         raise ApiError(errors.INCORRECT_INSTANCE_STATE)
     with deps.engine.connect() as conn:
         rows = repo.list_nodes(conn, instance.instance_id)
@@ -519,11 +536,17 @@ def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict
         try:
             with recording(deps, task) as conn:
                 repo.set_management_password(conn, instance.instance_id, deps.box.seal(new))
-        except ApiError:
-            # Taken over while stalled: the nodes keep the recorded login (the
-            # taker's pass resets the user to it); replicas must use it too.
+        except ApiError as exc:
+            # The nodes keep the recorded login (a pass resets the user to it);
+            # replicas must use it too. Taken over while stalled: under the slot
+            # again (the taker may be a rotation). The database away: the slot is
+            # still ours, and the old password is the one it holds.
             if instance.provider == LOCAL:
-                _restore_masterauth(ctx, instance.instance_id)
+                if isinstance(exc.__cause__, TaskLost):
+                    _restore_masterauth(ctx, instance.instance_id)
+                else:
+                    with contextlib.suppress(LocalNodeError):
+                        deps.local.manager.set_management_password(instance.instance_id, old)
             raise
         refreshed = load_instance(ctx, instance.instance_id)
         drop = [["ACL", "SETUSER", MANAGEMENT_USER, f"!{old.sha256_hex()}"]]

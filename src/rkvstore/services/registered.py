@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
@@ -204,12 +205,19 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
                 )
     except IntegrityError as exc:
         raise ApiError(errors.INVALID_ENDPOINT_REGISTERED) from exc
-    if not legacy:
-        _put_management_user_or_forget(
-            ctx, instance_id, topology.nodes, admin_user, admin_password, mgmt
-        )
-    with deps.engine.begin() as conn:
-        repo.set_instance_status(conn, instance_id, NORMAL)
+    try:
+        if not legacy:
+            _put_management_user_or_forget(
+                ctx, instance_id, topology.nodes, admin_user, admin_password, mgmt
+            )
+        with deps.engine.begin() as conn:
+            repo.set_instance_status(conn, instance_id, NORMAL)
+    except BaseException:
+        # Never left Creating (which nothing would finish): the claim goes. Should
+        # the database be away for this too, DeleteInstance can remove it later.
+        with contextlib.suppress(SQLAlchemyError), deps.engine.begin() as conn:
+            repo.delete_instance(conn, instance_id)
+        raise
     return {
         "InstanceId": instance_id,
         "InstanceName": name,

@@ -410,14 +410,14 @@ class TaskSlots:
             for task in unreleased:
                 try:
                     self.release(task)
-                except SQLAlchemyError:
+                except Exception:  # noqa: S112 (the database still away: the next round)
                     continue
                 with self._held_lock:
                     self._unreleased.pop(task.task_id, None)
             for task in held:
                 try:
                     renewed = self.renew(task)
-                except SQLAlchemyError as exc:
+                except Exception as exc:  # never the end of the renewer
                     log.warning(
                         "renewing the lease of task %s failed (%s); will retry",
                         task.task_id,

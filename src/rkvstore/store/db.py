@@ -9,8 +9,9 @@ setting ``RKVSTORE_DB_TIMEOUT_SECONDS``):
   statement and each lock wait (``statement_timeout``, ``lock_timeout``,
   counted by the server), waiting for a pooled connection (``pool_timeout``);
   and, for a server that answers nothing at all (a frozen process, a dead
-  host), a watchdog that shuts a connection's socket down when one use of it
-  (checkout to checkin) outlasts the bound by ``WATCHDOG_GRACE_SECONDS``.
+  host), a watchdog that shuts a connection's socket down when it has been
+  waiting on one statement (or on the commit after it) for longer than the
+  bound plus ``WATCHDOG_GRACE_SECONDS``.
   Instead of a ping per checkout, a pooled connection that has something to
   read while idle (the server closed it, or is going away) is replaced.
 
@@ -136,14 +137,21 @@ class _Watchdog:
             sock = socket.socket(fileno=os.dup(fd))  # ours: a reused fd number is never hit
         except OSError:
             return
-        watch = _Watch(sock)
+        watch = _Watch(sock, time.monotonic() + self.limit, self.limit)
         record.info["rkvstore_watch"] = watch
         with self._lock:
-            heapq.heappush(self._heap, (time.monotonic() + self.limit, next(self._counter), watch))
+            heapq.heappush(self._heap, (watch.deadline, next(self._counter), watch))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="db-watchdog", daemon=True)
                 self._thread.start()
             self._lock.notify()
+
+    @staticmethod
+    def rearm(info: dict[str, Any]) -> None:
+        """A statement starts: it has the whole bound (plus grace) of its own."""
+        watch = info.get("rkvstore_watch")
+        if watch is not None:
+            watch.deadline = time.monotonic() + watch.limit
 
     def disarm(self, record: Any) -> None:
         watch = record.info.pop("rkvstore_watch", None) if record is not None else None
@@ -168,6 +176,9 @@ class _Watchdog:
                 heapq.heappop(self._heap)
                 if watch.done or watch.unbounded:
                     continue
+                if watch.deadline > deadline:  # re-armed by a later statement
+                    heapq.heappush(self._heap, (watch.deadline, next(self._counter), watch))
+                    continue
                 watch.fired = True
             log.warning("a database connection was held more than %.1f s; closing it", self.limit)
             with contextlib.suppress(OSError):
@@ -175,8 +186,10 @@ class _Watchdog:
 
 
 class _Watch:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float, limit: float) -> None:
         self.sock = _OwnedSocket(sock)
+        self.deadline = deadline
+        self.limit = limit
         self.done = False
         self.fired = False
         self.unbounded = False
@@ -223,9 +236,13 @@ def _watch(engine: Engine, limit: float) -> None:
     @event.listens_for(engine.pool, "checkout")
     def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         fd = _socket_fd(dbapi_connection)
-        if fd is None or _has_input(fd):
-            raise exc.InvalidatePoolError("the server closed the connection")
+        if fd is None or _has_input(fd):  # this one only: the others may be in use
+            raise exc.DisconnectionError("the server closed the connection")
         watchdog.arm(record, fd)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _statement(conn: Any, *_args: Any) -> None:
+        watchdog.rearm(conn.connection.info)
 
     @event.listens_for(engine.pool, "checkin")
     def _checkin(_dbapi_connection: Any, record: Any) -> None:
