@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from rkvstore import errors
 from rkvstore.api import render
-from rkvstore.api.params import decode_pairs, merge_pairs, parse_params
+from rkvstore.api.params import decode_pairs, merge_pairs, parse_params, printable
 from rkvstore.api.signing import (
     SignatureFormatError,
     SignedRequest,
@@ -73,10 +73,6 @@ class Prepared:
     @property
     def tenant(self) -> str:
         return self.ctx.account_id
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text[:64]) or "-"
 
 
 def principal_label(key: AccessKey) -> str:
@@ -214,7 +210,7 @@ class Dispatcher:
 
         # Printable only: the name arrives before any signature check, and a
         # line break in it would forge access-log lines.
-        trace.action = _printable(values.get("Action") or headers.get("x-acs-action", ""))
+        trace.action = printable(values.get("Action") or headers.get("x-acs-action", "")) or "-"
 
         caller, signature = self._authenticate(raw, query, form, headers)
         trace.principal = principal_label(caller)
@@ -225,7 +221,7 @@ class Dispatcher:
         else:  # V3 requires x-acs-action and x-acs-version among the signed headers
             action = values.get("Action") or headers.get("x-acs-action", "")
             version = values.get("Version") or headers.get("x-acs-version", "")
-        trace.action = _printable(action)
+        trace.action = printable(action) or "-"
 
         if not version:
             raise ApiError(errors.MISSING_PARAMETER, name="Version")

@@ -144,10 +144,11 @@ def merge_pairs(*groups: Sequence[tuple[str, str]]) -> dict[str, str]:
     for group in groups:
         for key, value in group:
             if key in merged:
-                raise ApiError(errors.DUPLICATE_PARAMETER, name=_printable(key))
+                raise ApiError(errors.DUPLICATE_PARAMETER, name=printable(key))
             merged[key] = value
     return merged
 
 
-def _printable(name: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in name[:64])
+def printable(text: str) -> str:
+    """At most 64 characters, each non-printable one as ``?``: safe in a message or a log."""
+    return "".join(c if c.isprintable() else "?" for c in text[:64])

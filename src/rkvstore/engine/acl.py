@@ -260,8 +260,7 @@ class FanOut:
         ``fault``: the crash point (faults.py) a change passes once the first
         node has answered; a reconciler pass or a roll-back names none.
         """
-        timeout = max((_socket_timeout(node.client) for node, _ in batches), default=0.0)
-        with bounded.exchange(timeout) as deadline:
+        with bounded.exchange(_timeout_of([node for node, _ in batches])) as deadline:
             return self._send_then_read(batches, deadline, fault)
 
     def _send_then_read(
@@ -288,9 +287,8 @@ class FanOut:
 
     def read_users(self, nodes: Sequence[Node]) -> dict[str, dict[str, str] | str]:
         """Every node's users (``ACL LIST``) at once, or why a node could not say."""
-        timeout = max((_socket_timeout(node.client) for node in nodes), default=0.0)
         out: dict[str, dict[str, str] | str] = {}
-        with bounded.exchange(timeout) as deadline:
+        with bounded.exchange(_timeout_of(nodes)) as deadline:
             sent = [(node, node.send_batch([["ACL", "LIST"]])) for node in nodes]
             for node, pending in sent:
                 if isinstance(pending, NodeResult):

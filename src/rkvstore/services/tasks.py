@@ -35,7 +35,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
@@ -44,7 +44,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from rkvstore import errors
 from rkvstore.errors import ApiError
-from rkvstore.store.db import database_unavailable
+from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.tables import tasks
 
 log = logging.getLogger("rkvstore.tasks")
@@ -254,43 +254,51 @@ class TaskSlots:
         }
         with _live_lock:  # live before its row exists: never mistaken for a dead one
             _live_tasks.add(task_id)
+        why: str | None = None
         try:
             with self.engine.begin() as conn:
-                lease = self.clock() + self.lease_seconds
-                inserted = conn.execute(
-                    self._insert.values(lease_expires_at=lease, **values).returning(tasks.c.task_id)
-                ).first()
-                if inserted is not None:
-                    return Task(instance_id, task_id, action, False, account)
-                row = conn.execute(
-                    select(tasks.c.task_id, tasks.c.holder, tasks.c.lease_expires_at).where(
-                        tasks.c.instance_id == instance_id
-                    )
-                ).first()
-                if row is None:  # released between the two statements: look again soon
-                    raise _Retry
-                if row.lease_expires_at < self.clock():
-                    why = "lease expired, holder presumed dead"
-                elif holder_is_dead(str(row.holder), str(row.task_id)):
-                    why = "its holder is gone"
-                else:
-                    with _live_lock:
-                        local = str(row.holder) == HOLDER and str(row.task_id) in _live_tasks
-                    raise _BusyNow(local)
-                if not conn.execute(delete(tasks).where(tasks.c.task_id == row.task_id)).rowcount:
-                    raise _Retry
-                conn.execute(insert(tasks).values(lease_expires_at=lease, **values))
-            log.warning("task slot of %s: %s; taking over", instance_id, why)
-            return Task(instance_id, task_id, action, True, account)
-        except _BusyNow as busy:
-            self._forget(task_id)
-            return _Busy(busy.local)
-        except (_Retry, IntegrityError):  # another taker was quicker
-            self._forget(task_id)
-            return _Busy(False)
+                outcome, why = self._take_in(conn, instance_id, values)
+        except IntegrityError:  # another taker was quicker
+            outcome = _Busy(False)
         except BaseException:
             self._forget(task_id)
             raise
+        if isinstance(outcome, _Busy):
+            self._forget(task_id)
+        elif why is not None:
+            log.warning("task slot of %s: %s; taking over", instance_id, why)
+        return outcome
+
+    def _take_in(
+        self, conn: Connection, instance_id: str, values: dict[str, Any]
+    ) -> tuple[Task | _Busy, str | None]:
+        """Within one transaction: the slot, taken over if its holder is gone (and why)."""
+        task = Task(instance_id, values["task_id"], values["action"], False, values["account_name"])
+        lease = self.clock() + self.lease_seconds
+        inserted = conn.execute(
+            self._insert.values(lease_expires_at=lease, **values).returning(tasks.c.task_id)
+        ).first()
+        if inserted is not None:
+            return task, None
+        row = conn.execute(
+            select(tasks.c.task_id, tasks.c.holder, tasks.c.lease_expires_at).where(
+                tasks.c.instance_id == instance_id
+            )
+        ).first()
+        if row is None:  # released between the two statements: look again soon
+            return _Busy(False), None
+        if row.lease_expires_at < self.clock():
+            why = "lease expired, holder presumed dead"
+        elif holder_is_dead(str(row.holder), str(row.task_id)):
+            why = "its holder is gone"
+        else:
+            with _live_lock:
+                local = str(row.holder) == HOLDER and str(row.task_id) in _live_tasks
+            return _Busy(local), None
+        if not conn.execute(delete(tasks).where(tasks.c.task_id == row.task_id)).rowcount:
+            return _Busy(False), None  # another taker was quicker
+        conn.execute(insert(tasks).values(lease_expires_at=lease, **values))
+        return replace(task, took_over=True), why
 
     @staticmethod
     def _forget(task_id: str) -> None:
@@ -386,7 +394,7 @@ class TaskSlots:
                     "task %s on %s: releasing its slot failed (%s); will retry",
                     task.task_id,
                     task.instance_id,
-                    _short(exc),
+                    describe_database_error(exc),
                 )
         else:
             self._forget(task.task_id)
@@ -421,7 +429,7 @@ class TaskSlots:
                     log.warning(
                         "renewing the lease of task %s failed (%s); will retry",
                         task.task_id,
-                        _short(exc),
+                        describe_database_error(exc),
                     )
                     continue
                 with self._held_lock:
@@ -429,10 +437,6 @@ class TaskSlots:
                 # A task released since the list was taken has no row: not a loss.
                 if not renewed and still_held:
                     log.error("task %s on %s lost its slot", task.task_id, task.instance_id)
-
-
-class _Retry(Exception):
-    pass
 
 
 def _database_away(error: BaseException | None) -> bool:
@@ -446,11 +450,6 @@ def _database_away(error: BaseException | None) -> bool:
     return False
 
 
-class _BusyNow(Exception):
-    def __init__(self, local: bool) -> None:
-        self.local = local
-
-
 def _insert_if_free(engine: Engine) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING``: a busy slot returns no row instead of an error.
 
@@ -458,8 +457,3 @@ def _insert_if_free(engine: Engine) -> Any:
     """
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(tasks).on_conflict_do_nothing(index_elements=["instance_id"])
-
-
-def _short(exc: BaseException) -> str:
-    inner = getattr(exc, "orig", None) or exc
-    return f"{type(inner).__name__}: {str(inner).splitlines()[0][:160] if str(inner) else ''}"

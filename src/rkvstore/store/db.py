@@ -137,7 +137,7 @@ class _Watchdog:
             sock = socket.socket(fileno=os.dup(fd))  # ours: a reused fd number is never hit
         except OSError:
             return
-        watch = _Watch(sock, time.monotonic() + self.limit, self.limit)
+        watch = _Watch(sock, time.monotonic() + self.limit)
         record.info["rkvstore_watch"] = watch
         with self._lock:
             heapq.heappush(self._heap, (watch.deadline, next(self._counter), watch))
@@ -146,12 +146,11 @@ class _Watchdog:
                 self._thread.start()
             self._lock.notify()
 
-    @staticmethod
-    def rearm(info: dict[str, Any]) -> None:
+    def rearm(self, info: dict[str, Any]) -> None:
         """A statement starts: it has the whole bound (plus grace) of its own."""
         watch = info.get("rkvstore_watch")
         if watch is not None:
-            watch.deadline = time.monotonic() + watch.limit
+            watch.deadline = time.monotonic() + self.limit
 
     def disarm(self, record: Any) -> None:
         watch = record.info.pop("rkvstore_watch", None) if record is not None else None
@@ -186,10 +185,9 @@ class _Watchdog:
 
 
 class _Watch:
-    def __init__(self, sock: socket.socket, deadline: float, limit: float) -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = _OwnedSocket(sock)
         self.deadline = deadline
-        self.limit = limit
         self.done = False
         self.fired = False
         self.unbounded = False
