@@ -7,6 +7,7 @@ whose key lives outside the database (a 0600 key file in the data dir, or
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -16,11 +17,17 @@ from cryptography.fernet import Fernet, InvalidToken
 from rkvstore.secret import Secret
 
 KEY_FILE_NAME = "master.key"
+# Tokens opened once per process are kept opened: a request would otherwise
+# decrypt its instance's management password (and its AccessKey's secret)
+# anew each time. A token never changes meaning, so the cache is never stale;
+# it holds what the process already holds in memory while it works.
+OPENED_KEPT = 4096
 
 
 class SecretBox:
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self._open_text = functools.lru_cache(maxsize=OPENED_KEPT)(self._decrypt)
 
     def __repr__(self) -> str:
         return "SecretBox(******)"
@@ -29,8 +36,11 @@ class SecretBox:
         return self._fernet.encrypt(secret.reveal().encode()).decode()
 
     def open(self, token: str) -> Secret:
+        return Secret(self._open_text(token))
+
+    def _decrypt(self, token: str) -> str:
         try:
-            return Secret(self._fernet.decrypt(token.encode()).decode())
+            return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
             raise RuntimeError(
                 "a stored secret cannot be decrypted: is this the data dir's master key?"

@@ -25,7 +25,7 @@ from rkvstore.api.signing import (
 from rkvstore.api.throttle import RateLimiter
 from rkvstore.errors import ApiError
 from rkvstore.iam.authorize import authorize
-from rkvstore.iam.credentials import ACTIVE, AccessKey, find_access_key
+from rkvstore.iam.credentials import ACTIVE, AccessKey
 from rkvstore.services.context import CallContext, Deps, current_request_id
 from rkvstore.services.registry import ActionSpec, Registry
 from rkvstore.store.db import database_unavailable, describe_database_error
@@ -299,9 +299,8 @@ class Dispatcher:
             raise ApiError(errors.INVALID_PARAMETER, name="SignatureNonce")
         timestamp = parse_timestamp(signed.timestamp)
 
-        engine = self.deps.engine
-        with engine.connect() as conn:
-            key = find_access_key(conn, self.deps.box, signed.access_key_id)
+        deps = self.deps
+        key = deps.access_keys.get(deps.single, deps.box, signed.access_key_id)
         if key is None:
             raise ApiError(errors.ACCESS_KEY_NOT_FOUND)
         secret = key.secret.reveal()
@@ -312,6 +311,6 @@ class Dispatcher:
         window = self.deps.settings.timestamp_window_seconds
         if abs(self.clock() - timestamp) > window:
             raise ApiError(errors.TIMESTAMP_EXPIRED)
-        if not use_nonce(engine, key.access_key_id, signed.nonce, timestamp + window + 60):
+        if not use_nonce(deps.single, key.access_key_id, signed.nonce, timestamp + window + 60):
             raise ApiError(errors.SIGNATURE_NONCE_USED)
         return key, signed.version

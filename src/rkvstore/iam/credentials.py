@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import secrets
 import string
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
 from rkvstore.crypto import SecretBox
 from rkvstore.secret import Secret
@@ -16,6 +19,10 @@ from rkvstore.store.tables import access_keys, tenants
 _ALNUM = string.ascii_letters + string.digits
 ACTIVE = "Active"
 INACTIVE = "Inactive"
+# How long a process trusts an AccessKey it looked up: a key disabled or
+# deleted by any process is refused everywhere this long after, at most.
+ACCESS_KEY_CACHE_SECONDS = 1.0
+ACCESS_KEYS_KEPT = 10_000
 
 
 def new_account_id() -> str:
@@ -97,10 +104,11 @@ def add_access_key(
     )
 
 
+_FIND_KEY = select(access_keys).where(access_keys.c.access_key_id == bindparam("key_id"))
+
+
 def find_access_key(conn: Connection, box: SecretBox, access_key_id: str) -> AccessKey | None:
-    row = conn.execute(
-        select(access_keys).where(access_keys.c.access_key_id == access_key_id)
-    ).first()
+    row = conn.execute(_FIND_KEY, {"key_id": access_key_id}).first()
     if row is None:
         return None
     return AccessKey(
@@ -110,3 +118,50 @@ def find_access_key(conn: Connection, box: SecretBox, access_key_id: str) -> Acc
         secret=box.open(row.secret_encrypted),
         status=row.status,
     )
+
+
+class AccessKeyCache:
+    """AccessKeys this process looked up less than ``max_age`` seconds ago.
+
+    An entry's age counts from before the lookup that filled it, so a key
+    disabled or deleted at time T (by any process) is refused by every
+    process from T + ``max_age`` on. Changes made by this process are
+    forgotten at once. A key that was not found is not remembered: a key
+    just created elsewhere works at once.
+    """
+
+    def __init__(
+        self,
+        max_age: float = ACCESS_KEY_CACHE_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_age = max_age
+        self.clock = clock
+        self._keys: dict[str, tuple[float, AccessKey]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, engine: Engine, box: SecretBox, access_key_id: str) -> AccessKey | None:
+        now = self.clock()
+        with self._lock:
+            cached = self._keys.get(access_key_id)
+        if cached is not None and now - cached[0] < self.max_age:
+            return cached[1]
+        with engine.connect() as conn:
+            key = find_access_key(conn, box, access_key_id)
+        with self._lock:
+            if key is None:
+                self._keys.pop(access_key_id, None)
+            else:
+                if len(self._keys) >= ACCESS_KEYS_KEPT:
+                    self._keys.pop(next(iter(self._keys)))  # the oldest entry
+                self._keys[access_key_id] = (now, key)
+        return key
+
+    def forget(self, access_key_id: str | None = None) -> None:
+        """Drop one key (None: every key), after this process changed it."""
+        with self._lock:
+            if access_key_id is None:
+                self._keys.clear()
+            else:
+                self._keys.pop(access_key_id, None)

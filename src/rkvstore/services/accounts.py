@@ -6,6 +6,8 @@ import hmac
 import logging
 from typing import Any
 
+from sqlalchemy import Connection
+
 from rkvstore import errors
 from rkvstore.domain import accounts as rules
 from rkvstore.engine import bounded
@@ -30,7 +32,7 @@ from rkvstore.services.common import (
 from rkvstore.services.context import CallContext
 from rkvstore.services.tasks import RECONCILE, Task, TaskLost
 from rkvstore.store import repo
-from rkvstore.store.repo import AccountRow, InstanceRow
+from rkvstore.store.repo import AccountRow, InstanceRow, NodeRow
 
 log = logging.getLogger("rkvstore.accounts")
 
@@ -68,14 +70,19 @@ def _refuse_existing_user(ctx: CallContext, instance: InstanceRow, name: str) ->
             raise ApiError(errors.ACCOUNT_NAME_DUPLICATE)
 
 
-def _apply(ctx: CallContext, instance: InstanceRow, change: UserChange) -> None:
+def _apply(
+    ctx: CallContext,
+    instance: InstanceRow,
+    change: UserChange,
+    node_rows: list[NodeRow] | None = None,
+) -> None:
     """Change every node of ``instance``, or none (``ServiceUnavailable``)."""
     deps = ctx.deps
     try:
         # One deadline for the whole of it: looking at a registered deployment's
         # nodes again, and changing them.
         with bounded.exchange(deps.settings.node_timeout_seconds):
-            deps.redis.apply(instance_nodes(deps, instance), [change])
+            deps.redis.apply(instance_nodes(deps, instance, node_rows), [change])
     except NodeFailure as exc:
         log.warning(
             "request %s: %s on %s rolled back: %s",
@@ -89,10 +96,15 @@ def _apply(ctx: CallContext, instance: InstanceRow, change: UserChange) -> None:
 
 
 def _set_user(
-    ctx: CallContext, instance: InstanceRow, name: str, password_sha256: str, privilege: str
+    ctx: CallContext,
+    instance: InstanceRow,
+    name: str,
+    password_sha256: str,
+    privilege: str,
+    node_rows: list[NodeRow] | None = None,
 ) -> None:
     user = desired_user(name, password_sha256, privilege, instance.engine_version)
-    _apply(ctx, instance, UserChange(name, user))
+    _apply(ctx, instance, UserChange(name, user), node_rows)
 
 
 def _account_instance(ctx: CallContext, params: dict[str, Any]) -> InstanceRow:
@@ -227,24 +239,41 @@ def _change_password(
     old: Secret | None,
 ) -> None:
     require_normal(instance)
-    with task_slot(ctx.deps, instance.instance_id, action, name) as task:
-        instance = _reload(ctx, instance)
+    instance_id = instance.instance_id
+    deps = ctx.deps
+
+    def read(conn: Connection) -> repo.ChangeView | None:
+        return repo.change_view(conn, instance_id, name)
+
+    # The slot is taken, and what the change starts from read, in one transaction;
+    # the record frees the slot in a second one.
+    with task_slot(deps, instance_id, action, name, read=read) as task:
+        view: repo.ChangeView | None = task.seen
+        if view is None:  # deleted while we waited for the slot
+            raise ApiError(errors.INSTANCE_NOT_FOUND)
+        instance = view.instance
+        require_normal(instance)
         crash_point("task-acquired")
-        account = _load_account(ctx, instance, name)
+        account = view.account
+        if account is None:
+            raise ApiError(errors.ACCOUNT_NAME_NOT_FOUND)
         if old is not None and not hmac.compare_digest(
             old.sha256_hex().encode(), account.password_sha256.encode()
         ):
             raise ApiError(errors.ACCOUNT_PASSWORD_NOT_MATCH)
         digest = password.sha256_hex()
-        if is_legacy(instance):
+        legacy = is_legacy(instance)
+        if legacy:
             _set_requirepass(ctx, instance, task, password)
         else:
-            _set_user(ctx, instance, name, digest, account.privilege)
+            _set_user(ctx, instance, name, digest, account.privilege, view.nodes)
         crash_point("nodes-changed")
-        with recording(ctx.deps, task) as conn:
-            repo.update_account(conn, instance.instance_id, name, password_sha256=digest)
-            if is_legacy(instance):
-                repo.set_legacy_password(conn, instance.instance_id, ctx.deps.box.seal(password))
+        # An instance out of line gets a pass before its slot is freed (task_slot).
+        last = deps.reconciler.in_line(instance_id)
+        with recording(deps, task, release=last) as conn:
+            repo.set_account_password(conn, instance_id, name, digest)
+            if legacy:
+                repo.set_legacy_password(conn, instance_id, deps.box.seal(password))
         crash_point("db-committed")
 
 

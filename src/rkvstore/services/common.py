@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,7 +51,7 @@ def random_password() -> Secret:
 
 def load_instance(ctx: CallContext, instance_id: str) -> InstanceRow:
     """The caller's instance; another tenant's is ``InvalidInstanceId.NotFound`` too."""
-    with ctx.deps.engine.connect() as conn:
+    with ctx.deps.single.connect() as conn:
         instance = repo.get_instance(conn, ctx.account_id, instance_id)
     if instance is None:
         raise ApiError(errors.INSTANCE_NOT_FOUND)
@@ -92,7 +93,12 @@ def check_account_engine(instance: InstanceRow) -> None:
 
 @contextmanager
 def task_slot(
-    deps: Deps, instance_id: str, action: str, account: str | None = None
+    deps: Deps,
+    instance_id: str,
+    action: str,
+    account: str | None = None,
+    *,
+    read: Callable[[Connection], Any] | None = None,
 ) -> Iterator[Task]:
     """Hold the instance's task slot; after a dead holder, first bring the nodes in line.
 
@@ -104,15 +110,19 @@ def task_slot(
     An action that succeeded while the instance was flagged out of line (a node
     missed by the last pass, a rolled-back change) reached its nodes just now:
     one pass before the slot is released makes ``AccountStatus`` tell the truth
-    at once instead of at the reconciler's next interval.
+    at once instead of at the reconciler's next interval. (A task that freed
+    the slot with its record, ``recording(release=True)``, leaves that pass
+    to take the slot itself.)
+
+    ``read`` runs in the transaction that takes the slot (``Task.seen``).
     """
-    with deps.slots.hold(instance_id, action, account=account) as task:
+    with deps.slots.hold(instance_id, action, account=account, read=read) as task:
         if task.took_over:
             deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
         yield task
         if not deps.reconciler.in_line(instance_id):
             try:
-                deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
+                deps.reconciler.reconcile_instance(instance_id, holding_slot=deps.slots.holds(task))
             except Exception:  # the action is done; the loop retries the pass
                 log.exception("pass over %s after %s failed; will retry", instance_id, action)
 
@@ -129,17 +139,24 @@ def slot_again(deps: Deps, instance_id: str, action: str) -> Iterator[InstanceRo
 
 
 @contextmanager
-def recording(deps: Deps, task: Task) -> Iterator[Connection]:
+def recording(deps: Deps, task: Task, *, release: bool = False) -> Iterator[Connection]:
     """The transaction that records what ``task`` did, if the slot is still its own.
 
     A task stalled past its lease and taken over meanwhile records nothing:
     the caller gets ``ServiceUnavailable``, and a pass puts back on the nodes
     what the database holds (the taker's change, not this stale one).
+    ``release``: the task's last record, which frees the slot in the same
+    transaction (one transaction fewer).
     """
     try:
         with deps.engine.begin() as conn:
-            deps.slots.fence(conn, task)
+            if release:
+                deps.slots.release_in(conn, task)
+            else:
+                deps.slots.fence(conn, task)
             yield conn
+        if release:
+            deps.slots.released(task)
     except TaskLost as exc:
         log.warning(
             "task %s (%s) on %s outlived its lease and was taken over; nothing recorded",
@@ -170,7 +187,9 @@ def node_addresses(rows: list[NodeRow]) -> list[NodeAddress]:
     return [NodeAddress(r.host, r.port) for r in rows]
 
 
-def instance_nodes(deps: Deps, instance: InstanceRow) -> list[Node]:
+def instance_nodes(
+    deps: Deps, instance: InstanceRow, rows: list[NodeRow] | None = None
+) -> list[Node]:
     """Every node a change must reach, as rkvstore's management user.
 
     A registered deployment is looked at again first, so that a replica or
@@ -179,14 +198,18 @@ def instance_nodes(deps: Deps, instance: InstanceRow) -> list[Node]:
     on the list: a change must not pretend it reached it.
     """
     return deps.redis.nodes(
-        instance_addresses(deps, instance), deps.box.open(instance.mgmt_password_encrypted)
+        instance_addresses(deps, instance, rows), deps.box.open(instance.mgmt_password_encrypted)
     )
 
 
-def instance_addresses(deps: Deps, instance: InstanceRow) -> list[NodeAddress]:
-    """Where the instance's nodes are; a registered deployment's looked at again first."""
-    with deps.engine.connect() as conn:
-        rows = repo.list_nodes(conn, instance.instance_id)
+def instance_addresses(
+    deps: Deps, instance: InstanceRow, rows: list[NodeRow] | None = None
+) -> list[NodeAddress]:
+    """Where the instance's nodes are (``rows``: as just read; else read now); a
+    registered deployment's looked at again first."""
+    if rows is None:
+        with deps.single.connect() as conn:
+            rows = repo.list_nodes(conn, instance.instance_id)
     if instance.provider == REGISTERED:
         rows = _include_new_nodes(deps, instance, rows)
     return node_addresses(rows)

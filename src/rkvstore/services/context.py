@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from sqlalchemy import Engine
 
 from rkvstore.config import Settings
 from rkvstore.crypto import SecretBox
-from rkvstore.iam.credentials import AccessKey
+from rkvstore.iam.credentials import AccessKey, AccessKeyCache
 
 if TYPE_CHECKING:
     from rkvstore.engine.provider import LocalProvider
@@ -40,6 +41,14 @@ class Deps:
     reconciler: Reconciler
     # Instance builds in flight: joined at shutdown before the nodes are stopped.
     builds: list[threading.Thread] = field(default_factory=list)
+    access_keys: AccessKeyCache = field(default_factory=AccessKeyCache)
+
+    @functools.cached_property
+    def single(self) -> Engine:
+        """The engine for one statement on its own, committed as it runs: a read
+        needs no transaction around it (on PostgreSQL a BEGIN and a ROLLBACK, two
+        round trips), nor does a lone INSERT."""
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,8 @@ def update_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
     user = _change(ctx, update, errors.ENTITY_ALREADY_EXISTS_USER)
     assert user is not None
+    if renamed:  # the user's keys now name the new user
+        ctx.deps.access_keys.forget()
     return {"User": _user_body(user)}
 
 
@@ -341,6 +343,7 @@ def update_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
             conn, ctx.account_id, owner, params["UserAccessKeyId"], status
         ):
             raise ApiError(errors.ENTITY_NOT_EXIST_ACCESS_KEY)
+    ctx.deps.access_keys.forget(params["UserAccessKeyId"])  # this process: at once
     return {}
 
 
@@ -349,6 +352,7 @@ def delete_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         owner = _key_owner(conn, ctx, params)
         if not store.delete_access_key(conn, ctx.account_id, owner, params["UserAccessKeyId"]):
             raise ApiError(errors.ENTITY_NOT_EXIST_ACCESS_KEY)
+    ctx.deps.access_keys.forget(params["UserAccessKeyId"])
     return {}
 
 

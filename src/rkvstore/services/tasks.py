@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -139,6 +139,9 @@ class Task:
     action: str
     took_over: bool  # the previous holder died mid-task: reconcile before changing
     account: str | None = None
+    # What ``read`` returned, in the transaction that took the slot: the state the
+    # task starts from, read once (``hold(read=…)``).
+    seen: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(eq=False)
@@ -172,6 +175,7 @@ class TaskSlots:
         # deletes the rows of tasks whose release failed.
         self._held: dict[str, Task] = {}
         self._unreleased: dict[str, Task] = {}
+        self._released_early: set[str] = set()  # freed with their record, block not over
         self._held_lock = threading.Lock()
         self._renewer: threading.Thread | None = None
 
@@ -184,11 +188,13 @@ class TaskSlots:
         *,
         account: str | None = None,
         wait: float | None = None,
+        read: Callable[[Connection], Any] | None = None,
     ) -> Task:
         """Take the slot, waiting for it up to ``wait`` seconds; else ``TaskExists``.
 
         ``wait`` defaults to the configured bound; 0 fails at once, and never
-        goes ahead of callers already waiting.
+        goes ahead of callers already waiting. ``read`` runs in the transaction
+        that takes the slot; the task's ``seen`` is what it returned.
         """
         wait = self.wait_seconds if wait is None else wait
         deadline = time.monotonic() + wait
@@ -199,7 +205,9 @@ class TaskSlots:
                 raise ApiError(errors.TASK_EXISTS)
             queue.append(waiter)
         try:
-            return self._acquire_in_turn(instance_id, action, account, queue, waiter, deadline)
+            return self._acquire_in_turn(
+                instance_id, action, account, queue, waiter, deadline, read
+            )
         finally:
             with self._queue_lock:
                 queue.remove(waiter)
@@ -216,6 +224,7 @@ class TaskSlots:
         queue: deque[_Waiter],
         waiter: _Waiter,
         deadline: float,
+        read: Callable[[Connection], Any] | None,
     ) -> Task:
         poll = POLL_MIN_SECONDS
         while True:
@@ -230,7 +239,7 @@ class TaskSlots:
                 waiter.wake.wait(remaining)
             # A release from now on sets the event: it is not lost while we look.
             waiter.wake.clear()
-            outcome = self._try_take(instance_id, action, account)
+            outcome = self._try_take(instance_id, action, account, read)
             if isinstance(outcome, Task):
                 return outcome
             remaining = deadline - time.monotonic()
@@ -243,7 +252,13 @@ class TaskSlots:
                 waiter.wake.wait(min(poll, remaining))
                 poll = min(poll * 2, POLL_MAX_SECONDS)
 
-    def _try_take(self, instance_id: str, action: str, account: str | None) -> Task | _Busy:
+    def _try_take(
+        self,
+        instance_id: str,
+        action: str,
+        account: str | None,
+        read: Callable[[Connection], Any] | None = None,
+    ) -> Task | _Busy:
         task_id = str(uuid.uuid4())
         values = {
             "instance_id": instance_id,
@@ -258,6 +273,8 @@ class TaskSlots:
         try:
             with self.engine.begin() as conn:
                 outcome, why = self._take_in(conn, instance_id, values)
+                if read is not None and isinstance(outcome, Task):
+                    outcome = replace(outcome, seen=read(conn))
         except IntegrityError:  # another taker was quicker
             outcome = _Busy(False)
         except BaseException:
@@ -275,9 +292,7 @@ class TaskSlots:
         """Within one transaction: the slot, taken over if its holder is gone (and why)."""
         task = Task(instance_id, values["task_id"], values["action"], False, values["account_name"])
         lease = self.clock() + self.lease_seconds
-        inserted = conn.execute(
-            self._insert.values(lease_expires_at=lease, **values).returning(tasks.c.task_id)
-        ).first()
+        inserted = conn.execute(self._insert, {"lease_expires_at": lease, **values}).first()
         if inserted is not None:
             return task, None
         row = conn.execute(
@@ -335,17 +350,39 @@ class TaskSlots:
         waits for this transaction or has already happened; never between.
         """
         renewed = conn.execute(
-            update(tasks)
-            .where(tasks.c.task_id == task.task_id)
-            .values(lease_expires_at=self.clock() + self.lease_seconds)
+            _RENEW_TASK,
+            {"which_task": task.task_id, "lease": self.clock() + self.lease_seconds},
         ).rowcount
         if not renewed:
             raise TaskLost(task.task_id)
 
+    def release_in(self, conn: Connection, task: Task) -> None:
+        """Within the transaction that records ``task``'s result: free the slot with it.
+
+        Deleting the row fences like ``fence`` (it fails once the row is
+        another task's, and holds the row until the commit). Once that
+        transaction has committed, call ``released``.
+        """
+        if not conn.execute(_DELETE_TASK, {"task_id": task.task_id}).rowcount:
+            raise TaskLost(task.task_id)
+
+    def released(self, task: Task) -> None:
+        """``task``'s slot was freed by the transaction that recorded it: it is over."""
+        with self._held_lock:
+            self._held.pop(task.task_id, None)
+            self._released_early.add(task.task_id)
+        self._forget(task.task_id)
+        self._wake_next(task.instance_id)
+
+    def holds(self, task: Task) -> bool:
+        """Whether ``task`` still holds its slot (not freed with its record)."""
+        with self._held_lock:
+            return task.task_id not in self._released_early
+
     def release(self, task: Task) -> None:
         try:
             with self.engine.begin() as conn:
-                conn.execute(delete(tasks).where(tasks.c.task_id == task.task_id))
+                conn.execute(_DELETE_TASK, {"task_id": task.task_id})
         finally:
             self._forget(task.task_id)  # over either way: this process's waiters may take it
             self._wake_next(task.instance_id)
@@ -364,9 +401,11 @@ class TaskSlots:
         *,
         account: str | None = None,
         wait: float | None = None,
+        read: Callable[[Connection], Any] | None = None,
     ) -> Iterator[Task]:
-        """Hold the slot for the block, renewing its lease; released however the block ends."""
-        task = self.acquire(instance_id, action, account=account, wait=wait)
+        """Hold the slot for the block, renewing its lease; released however the block
+        ends (unless the block's record already freed it: ``release_in``)."""
+        task = self.acquire(instance_id, action, account=account, wait=wait, read=read)
         with self._held_lock:
             self._held[task.task_id] = task
             self._start_renewer()
@@ -379,7 +418,10 @@ class TaskSlots:
         finally:
             with self._held_lock:
                 self._held.pop(task.task_id, None)
-            self._end(task, release_now=not _database_away(failure))
+                freed = task.task_id in self._released_early
+                self._released_early.discard(task.task_id)
+            if not freed:
+                self._end(task, release_now=not _database_away(failure))
 
     def _end(self, task: Task, *, release_now: bool) -> None:
         """Release a held task's slot; when the database is away (or just failed the
@@ -456,4 +498,15 @@ def _insert_if_free(engine: Engine) -> Any:
     (Returning the row, because psycopg reports no row count for it.)
     """
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(tasks).on_conflict_do_nothing(index_elements=["instance_id"])
+    statement = dialect.insert(tasks).on_conflict_do_nothing(index_elements=["instance_id"])
+    return statement.returning(tasks.c.task_id)
+
+
+# Built once: the request path takes and frees a slot on every change.
+_DELETE_TASK = delete(tasks).where(tasks.c.task_id == bindparam("task_id"))
+# (An UPDATE's parameters may not be named after its columns.)
+_RENEW_TASK = (
+    update(tasks)
+    .where(tasks.c.task_id == bindparam("which_task"))
+    .values(lease_expires_at=bindparam("lease"))
+)

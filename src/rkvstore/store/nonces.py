@@ -7,16 +7,15 @@ from sqlalchemy.exc import IntegrityError
 
 from rkvstore.store.tables import nonces
 
+_INSERT = insert(nonces)
+
 
 def use_nonce(engine: Engine, access_key_id: str, nonce: str, expires_at: int) -> bool:
     """Record a nonce; ``False`` when it was already used (and not yet purged)."""
+    values = {"access_key_id": access_key_id, "nonce": nonce, "expires_at": expires_at}
     try:
         with engine.begin() as conn:
-            conn.execute(
-                insert(nonces).values(
-                    access_key_id=access_key_id, nonce=nonce, expires_at=expires_at
-                )
-            )
+            conn.execute(_INSERT, values)
     except IntegrityError:
         return False
     return True

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 
 from rkvstore.engine.addresses import normalize_host
 from rkvstore.store.tables import accounts, instances, nodes, pending_users, tasks, tenants
@@ -70,14 +70,82 @@ class AccountRow:
         return cls(**row._mapping)
 
 
+# Statements on the request path are built once: building one costs several
+# times what executing it does (SQLAlchemy's construction and cache key).
+_GET_INSTANCE = select(instances).where(
+    instances.c.instance_id == bindparam("instance_id"),
+    instances.c.account_id == bindparam("account_id"),
+)
+_SET_PASSWORD = (  # (an UPDATE's parameters may not be named after its columns)
+    update(accounts)
+    .where(
+        accounts.c.instance_id == bindparam("which_instance"),
+        accounts.c.name == bindparam("which_account"),
+    )
+    .values(password_sha256=bindparam("new_sha256"))
+)
+_LIST_NODES = (
+    select(nodes)
+    .where(nodes.c.instance_id == bindparam("instance_id"))
+    .order_by(nodes.c.shard, nodes.c.role, nodes.c.node_id)
+)
+_TASK_TARGET = select(tasks.c.action, tasks.c.account_name).where(
+    tasks.c.instance_id == bindparam("instance_id")
+)
+
+
 def get_instance(conn: Connection, account_id: str, instance_id: str) -> InstanceRow | None:
     """The instance, only if it belongs to ``account_id`` (another tenant's does not exist)."""
-    row = conn.execute(
-        select(instances).where(
-            instances.c.instance_id == instance_id, instances.c.account_id == account_id
-        )
-    ).first()
-    return InstanceRow.of(row) if row else None
+    row = conn.execute(_GET_INSTANCE, {"instance_id": instance_id, "account_id": account_id})
+    first = row.first()
+    return InstanceRow.of(first) if first else None
+
+
+@dataclass(frozen=True)
+class ChangeView:
+    """What a change to one account starts from: its instance, the account, the nodes."""
+
+    instance: InstanceRow
+    account: AccountRow | None
+    nodes: list[NodeRow]
+
+
+def _labelled(table: Any, prefix: str) -> list[Any]:
+    return [c.label(f"{prefix}{c.name}") for c in table.c]
+
+
+def _unlabel(mapping: Any, prefix: str, table: Any) -> dict[str, Any]:
+    return {c.name: mapping[f"{prefix}{c.name}"] for c in table.c}
+
+
+_CHANGE_VIEW = (
+    select(*_labelled(instances, "i_"), *_labelled(accounts, "a_"), *_labelled(nodes, "n_"))
+    .select_from(instances)
+    .outerjoin(
+        accounts,
+        (accounts.c.instance_id == instances.c.instance_id)
+        & (accounts.c.name == bindparam("account_name")),
+    )
+    .outerjoin(nodes, nodes.c.instance_id == instances.c.instance_id)
+    .where(instances.c.instance_id == bindparam("instance_id"))
+    .order_by(nodes.c.shard, nodes.c.role, nodes.c.node_id)
+)
+
+
+def change_view(conn: Connection, instance_id: str, account_name: str) -> ChangeView | None:
+    """The instance (any tenant's), its account ``account_name`` and its nodes: one query."""
+    rows = conn.execute(
+        _CHANGE_VIEW, {"instance_id": instance_id, "account_name": account_name}
+    ).all()
+    if not rows:
+        return None
+    first = rows[0]._mapping
+    instance = InstanceRow(**_unlabel(first, "i_", instances))
+    account = None
+    if first["a_name"] is not None:
+        account = AccountRow(**_unlabel(first, "a_", accounts))
+    found = [NodeRow(**_unlabel(r._mapping, "n_", nodes)) for r in rows if r._mapping["n_node_id"]]
+    return ChangeView(instance, account, found)
 
 
 def get_instance_any_tenant(conn: Connection, instance_id: str) -> InstanceRow | None:
@@ -112,9 +180,7 @@ def task_action(conn: Connection, instance_id: str) -> str | None:
 
 def task_target(conn: Connection, instance_id: str) -> tuple[str, str | None] | None:
     """The action holding the instance's task slot and the account it changes (None: all)."""
-    row = conn.execute(
-        select(tasks.c.action, tasks.c.account_name).where(tasks.c.instance_id == instance_id)
-    ).first()
+    row = conn.execute(_TASK_TARGET, {"instance_id": instance_id}).first()
     return None if row is None else (str(row.action), row.account_name)
 
 
@@ -173,12 +239,7 @@ def delete_instance(conn: Connection, instance_id: str) -> None:
 
 
 def list_nodes(conn: Connection, instance_id: str) -> list[NodeRow]:
-    rows = conn.execute(
-        select(nodes)
-        .where(nodes.c.instance_id == instance_id)
-        .order_by(nodes.c.shard, nodes.c.role, nodes.c.node_id)
-    )
-    return [NodeRow.of(r) for r in rows]
+    return [NodeRow.of(r) for r in conn.execute(_LIST_NODES, {"instance_id": instance_id})]
 
 
 def nodes_in_use(conn: Connection, addresses: Sequence[tuple[str, int]]) -> bool:
@@ -257,6 +318,15 @@ def count_custom_accounts(conn: Connection, instance_id: str) -> int:
 
 def insert_account(conn: Connection, values: dict[str, Any]) -> None:
     conn.execute(insert(accounts).values(created_at=datetime.now(UTC), **values))
+
+
+def set_account_password(
+    conn: Connection, instance_id: str, name: str, password_sha256: str
+) -> None:
+    conn.execute(
+        _SET_PASSWORD,
+        {"which_instance": instance_id, "which_account": name, "new_sha256": password_sha256},
+    )
 
 
 def update_account(conn: Connection, instance_id: str, name: str, **values: Any) -> None:
