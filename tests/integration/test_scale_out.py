@@ -171,6 +171,52 @@ def test_two_processes_share_instances_nonces_and_task_slots(
         assert via_b.call("DescribeInstances", {})["TotalCount"] == 0
 
 
+def test_an_access_key_disabled_or_deleted_is_refused_by_every_process_within_a_second(
+    pair: tuple[LiveServer, LiveServer],
+) -> None:
+    """Each process trusts an AccessKey it looked up for at most a second (a cache);
+    a key disabled or deleted through one process is refused by the other from
+    then on, and at once by the process that changed it."""
+    a, b = pair
+    ram = RpcClient(a.endpoint, a.access_key_id, Secret(a.access_key_secret), version="2015-05-01")
+    with ram:
+        _disable_then_delete_a_key(ram, a, b)
+
+
+def _disable_then_delete_a_key(ram: RpcClient, a: LiveServer, b: LiveServer) -> None:
+    user = f"keys-{secrets.token_hex(3)}"
+    ram.call("CreateUser", {"UserName": user})
+    created = ram.call("CreateAccessKey", {"UserName": user})["AccessKey"]
+    key = (created["AccessKeyId"], Secret(remember_secret(created["AccessKeySecret"])))
+
+    def code(server: LiveServer) -> str:
+        with RpcClient(server.endpoint, *key) as client:
+            try:
+                client.call("DescribeRegions")
+            except RpcError as exc:
+                return exc.code
+        return "ok"
+
+    def change_then_watch(action: str, params: dict[str, str], refused: str) -> None:
+        assert code(b) == code(a) == "Forbidden.RAM"  # known to both: no policy yet
+        ram.call(action, {"UserName": user, "UserAccessKeyId": key[0], **params})
+        changed = time.monotonic()
+        assert code(a) == refused  # the process that changed it: at once
+        seen: list[tuple[float, str]] = []
+        while time.monotonic() - changed < 1.5:
+            sent = time.monotonic() - changed
+            seen.append((sent, code(b)))
+        late = [(round(t, 3), c) for t, c in seen if t >= 1.0 and c != refused]
+        assert not late, f"{action}: the other process still let the key in: {late}"
+
+    change_then_watch("UpdateAccessKey", {"Status": "Inactive"}, "Forbidden.AccessKeyDisabled")
+    ram.call("UpdateAccessKey", {"UserName": user, "UserAccessKeyId": key[0], "Status": "Active"})
+    deadline = time.monotonic() + 1.5
+    while code(b) != "Forbidden.RAM" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    change_then_watch("DeleteAccessKey", {}, "InvalidAccessKeyId.NotFound")
+
+
 def test_a_process_restarting_leaves_the_other_ones_nodes_alone(
     pair: tuple[LiveServer, LiveServer],
 ) -> None:
