@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
@@ -30,7 +30,13 @@ from sqlalchemy import Engine, event, func, select
 from rkvstore.api.params import parse_params
 from rkvstore.crypto import SecretBox
 from rkvstore.errors import ApiError
-from rkvstore.iam.credentials import ACTIVE, AccessKey, create_tenant, find_access_key
+from rkvstore.iam.credentials import (
+    ACTIVE,
+    AccessKey,
+    AccessKeyCache,
+    create_tenant,
+    find_access_key,
+)
 from rkvstore.services.actions import ram_actions
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.store.db import make_engine, migrate
@@ -96,6 +102,11 @@ class Ram:
 class _Deps:
     engine: Engine
     box: SecretBox
+    access_keys: AccessKeyCache = field(default_factory=AccessKeyCache)
+
+    @property
+    def single(self) -> Engine:
+        return self.engine
 
 
 @pytest.fixture

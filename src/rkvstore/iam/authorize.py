@@ -57,7 +57,7 @@ def decide(
     if caller.is_root:
         return ["Allow"] * len(resource_arns)
     assert caller.user_name is not None
-    with deps.engine.connect() as conn:
+    with deps.single.connect() as conn:
         documents = ram_store.documents_for_user(conn, caller.account_id, caller.user_name)
     policies = [_parsed(d) for d in documents]
     return [evaluate(policies, action, arn, context) for arn in resource_arns]
