@@ -15,8 +15,8 @@ read with the master key). Two things are measured from outside it:
   processes it supervises, which are the nodes' cost, not rkvstore's.
 - SQL: ``bench/_probe/sitecustomize.py`` is put first on the server's
   ``PYTHONPATH``: it counts SQLAlchemy's statement, transaction and pool
-  events inside every Python process of the server and answers the totals on
-  a Unix socket per process (``Server.sql()`` sums them). On PostgreSQL,
+  events inside every Python process of the server into a small file per
+  process (``Server.sql()`` sums them). On PostgreSQL,
   ``pg_transactions`` also reads the database's own count of transactions
   (``pg_stat_database``), which no code in the server can miss.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import resource
@@ -33,6 +32,7 @@ import secrets
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -225,21 +225,13 @@ class Sql:
 
 
 def read_probes(directory: Path) -> Sql:
-    totals = Counter[str]()
-    for path in sorted(directory.glob("*.sock")):
-        with contextlib.suppress(OSError, ValueError):
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(5)
-                s.connect(str(path))
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-            counts = json.loads(data)
-            totals.update({k: int(v) for k, v in counts.items() if k != "pid"})
-    return Sql(**{f.name: totals[f.name] for f in fields(Sql)})
+    """The totals of every process the probe counted in (see bench/_probe)."""
+    totals = [0] * len(fields(Sql))
+    for path in sorted(directory.glob("*.counts")):
+        with contextlib.suppress(OSError, struct.error):
+            values = struct.unpack("<" + "Q" * len(totals), path.read_bytes())
+            totals = [a + b for a, b in zip(totals, values, strict=True)]
+    return Sql(*totals)
 
 
 # --------------------------------------------------------------------------- databases
