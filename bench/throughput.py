@@ -2,6 +2,7 @@
 
     pip install -e '.[bench]'
     python bench/throughput.py [--clients 1,8,32] [--seconds 3] [--repeat 3] [--databases sqlite]
+                               [--workers 1,2,4]
 
 Starts ``rkvstore serve`` (per database in ``--databases``; throttling OFF:
 ``RKVSTORE_RATE_LIMIT_PER_SECOND=0``, since one AccessKey here sends far more
@@ -26,8 +27,12 @@ min-max over the repetitions), p50/p99 latency, the error codes seen, the
 server's CPU per call (rkvstore's or moto's process; for the floor, the
 redis-server nodes'), this benchmark process's CPU per call (the clients:
 signing, HTTP, boto3), rkvstore's SQL per call; then the ratios rkvstore ÷
-moto and rkvstore ÷ floor, per repetition, median and min-max. Nothing is
-asserted.
+moto and rkvstore ÷ floor, per repetition, median and min-max.
+
+``--workers 1,2,4`` starts one rkvstore per count (``RKVSTORE_WORKERS``, each
+with its own database and instances) and runs the rkvstore sides of each in
+the same rotation, adding the ratios N workers ÷ the first count: what more
+processes give, measured side by side. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -172,7 +177,7 @@ class Results:
     sql: dict[tuple[str, int], Sql] = field(default_factory=dict)
 
 
-def rkvstore_sides(server: Server, targets: list[str]) -> list[Side]:
+def rkvstore_sides(server: Server, targets: list[str], suffix: str = "") -> list[Side]:
     def open_client(_index: int) -> RpcClient:
         client = server.client()
         client.call("DescribeRegions")  # connected before the block starts
@@ -192,7 +197,7 @@ def rkvstore_sides(server: Server, targets: list[str]) -> list[Side]:
 
     return [
         Side(
-            "rkvstore reset",
+            "rkvstore reset" + suffix,
             lambda i: (i, open_client(i)),
             with_index(reset),
             lambda w: w[1].close(),
@@ -200,7 +205,7 @@ def rkvstore_sides(server: Server, targets: list[str]) -> list[Side]:
             server.sql,
         ),
         Side(
-            "rkvstore DescribeAccounts",
+            "rkvstore DescribeAccounts" + suffix,
             lambda i: (i, open_client(i)),
             with_index(describe),
             lambda w: w[1].close(),
@@ -327,14 +332,31 @@ def redis_pids(server: Server, ports: list[int]) -> list[int]:
 
 
 def run_database(
-    kind: str, counts: list[int], seconds: float, repeat: int, env: dict[str, str]
+    kind: str,
+    counts: list[int],
+    seconds: float,
+    repeat: int,
+    env: dict[str, str],
+    workers: list[int],
 ) -> None:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rkvstore-bench-")))
-        url = stack.enter_context(database_url(kind, tmp))
-        server = start_server(kind, tmp / "data", url, env={**QUIET, **env})
-        stack.callback(server.stop)
-        ids, ports, passwords, shown = provision(server, url)
+        # One server per worker count, each on its own database and instances.
+        servers: list[tuple[int, Server, list[str]]] = []
+        floor_nodes: tuple[list[int], list[str], list[int]] | None = None
+        shown = 0
+        for w in workers:
+            url = stack.enter_context(database_url(kind, tmp / f"w{w}"))
+            extra = {"RKVSTORE_WORKERS": str(w)} if workers != [1] else {}
+            server = start_server(
+                f"{kind}-{w}", tmp / f"w{w}" / "data", url, env={**QUIET, **env, **extra}
+            )
+            stack.callback(server.stop)
+            ids, ports, passwords, shown = provision(server, url)
+            servers.append((w, server, ids))
+            if floor_nodes is None:
+                floor_nodes = (ports, passwords, redis_pids(server, ports))
+        assert floor_nodes is not None
         create, describe = start_moto(), start_moto()
         stack.callback(create.stop)
         stack.callback(describe.stop)
@@ -348,16 +370,25 @@ def run_database(
                 Passwords=[_password() * 2],
             )
         moto_users = len(seed.describe_users()["Users"])
-        pids = redis_pids(server, ports)
         print(
-            f"\n{kind}: {INSTANCES} STAND_ALONE instances; DescribeAccounts shows {shown} "
-            f"accounts, moto's DescribeUsers {moto_users} users; floor on the same "
-            f"{len(pids)} redis-server nodes"
+            f"\n{kind}: {INSTANCES} STAND_ALONE instances per server; DescribeAccounts shows "
+            f"{shown} accounts, moto's DescribeUsers {moto_users} users; floor on the "
+            f"{len(floor_nodes[2])} redis-server nodes of the first server"
+            + (f"; servers with {', '.join(map(str, workers))} workers" if workers != [1] else "")
         )
-        sides = rkvstore_sides(server, ids)
-        floor = floor_side(ports, passwords, pids)
+        rk: dict[int, list[Side]] = {
+            w: rkvstore_sides(server, ids, f", {w} worker{'s' * (w > 1)}" if workers != [1] else "")
+            for w, server, ids in servers
+        }
+        floor = floor_side(*floor_nodes)
         moto_create, moto_describe = moto_sides(create, describe, max(counts))
-        order = [sides[0], floor, moto_create, sides[1], moto_describe]
+        order = [
+            *(rk[w][0] for w in workers),
+            floor,
+            moto_create,
+            *(rk[w][1] for w in workers),
+            moto_describe,
+        ]
         for side in order:  # warm-up: connections, caches, first-call paths
             drive(2, 0.5, side.open_worker, side.call, side.close_worker)
         results = Results()
@@ -372,15 +403,32 @@ def run_database(
                     if side.sql and sql0 is not None:
                         key = (side.name, clients)
                         results.sql[key] = results.sql.get(key, Sql()) + (side.sql() - sql0)
-        report(order, counts, results)
+        pairs = []
+        for w in workers:
+            reset, accounts = rk[w][0].name, rk[w][1].name
+            pairs += [
+                (f"{reset} ÷ moto CreateUser", reset, moto_create.name),
+                (f"{reset} ÷ floor", reset, floor.name),
+                (f"{accounts} ÷ moto DescribeUsers", accounts, moto_describe.name),
+            ]
+        for w in workers[1:]:
+            base = rk[workers[0]]
+            pairs += [
+                (f"{rk[w][0].name} ÷ {base[0].name}", rk[w][0].name, base[0].name),
+                (f"{rk[w][1].name} ÷ {base[1].name}", rk[w][1].name, base[1].name),
+            ]
+        report(order, counts, results, pairs)
 
 
-def report(order: list[Side], counts: list[int], results: Results) -> None:
+def report(
+    order: list[Side], counts: list[int], results: Results, pairs: list[tuple[str, str, str]]
+) -> None:
+    w = max(len(side.name) for side in order)
     print(
-        f"{'clients':>7s} {'side':26s} {'ok/s median (min-max)':>26s} {'p50 ms':>7s} "
+        f"{'clients':>7s} {'side':{w}s} {'ok/s median (min-max)':>24s} {'p50 ms':>7s} "
         f"{'p99 ms':>7s} {'server CPU':>11s} {'client CPU':>11s}  errors"
     )
-    print(f"{'':35s}{'':26s} {'':7s} {'':7s} {'ms per call':>11s} {'ms per call':>11s}")
+    print(f"{'':7s} {'':{w}s} {'':24s} {'':7s} {'':7s} {'ms per call':>11s} {'ms per call':>11s}")
     for clients in counts:
         for side in order:
             blocks = results.blocks[(side.name, clients)]
@@ -392,23 +440,19 @@ def report(order: list[Side], counts: list[int], results: Results) -> None:
             server_cpu = sum(b.server_cpu for b in blocks) / max(1, ok) * 1000
             client_cpu = sum(b.client_cpu for b in blocks) / max(1, ok) * 1000
             print(
-                f"{clients:7d} {side.name:26s} {spread([b.rate for b in blocks], 1):>26s} "
+                f"{clients:7d} {side.name:{w}s} {spread([b.rate for b in blocks], 1):>24s} "
                 f"{median(latencies) * 1000:7.2f} {percentile(latencies, 0.99) * 1000:7.2f} "
                 f"{server_cpu:11.2f} {client_cpu:11.2f}  {dict(codes) or '-'}"
             )
             sql = results.sql.get((side.name, clients))
             if sql is not None and clients == counts[0]:
-                print(f"{'':7s} {'':26s} SQL per call: {sql.per(ok)}")
+                print(f"{'':7s} {'':{w}s} SQL per call: {sql.per(ok)}")
     print("\nratios of successful calls per second, per repetition: median (min-max)")
-    pairs = [
-        ("reset ÷ moto CreateUser", "rkvstore reset", "moto CreateUser"),
-        ("reset ÷ floor", "rkvstore reset", "floor SETUSER+SAVE"),
-        ("DescribeAccounts ÷ DescribeUsers", "rkvstore DescribeAccounts", "moto DescribeUsers"),
-    ]
-    print(f"{'clients':>7s} " + " ".join(f"{label:>38s}" for label, _, _ in pairs))
-    for clients in counts:
+    lw = max(len(label) for label, _, _ in pairs)
+    print(f"{'':{lw}s} " + " ".join(f"{f'{c} clients':>17s}" for c in counts))
+    for label, top, bottom in pairs:
         cells = []
-        for _label, top, bottom in pairs:
+        for clients in counts:
             ratios = [
                 a.rate / b.rate
                 for a, b in zip(
@@ -416,8 +460,8 @@ def report(order: list[Side], counts: list[int], results: Results) -> None:
                 )
                 if b.rate
             ]
-            cells.append(f"{spread(ratios):>38s}")
-        print(f"{clients:7d} " + " ".join(cells))
+            cells.append(f"{spread(ratios):>17s}")
+        print(f"{label:{lw}s} " + " ".join(cells))
     sys.stdout.flush()
 
 
@@ -426,8 +470,14 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32", help="client counts [1,8,32]")
     parser.add_argument("--seconds", type=float, default=3.0, help="per block [3]")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions, at least 3 [3]")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="comma list: one rkvstore serve per count (RKVSTORE_WORKERS), side by side [1]",
+    )
     common_arguments(parser, "sqlite")
     args = parser.parse_args()
+    workers = sorted({max(1, min(int(w), 16)) for w in args.workers.split(",") if w.strip()})
     counts = [max(1, min(int(c), 256)) for c in args.clients.split(",") if c.strip()]
     seconds = max(0.5, min(args.seconds, 60.0))
     repeat = max(3, min(args.repeat, 20))
@@ -450,7 +500,7 @@ def main() -> None:
         if kind == "postgresql" and not pg_reachable():
             print("postgresql: not reachable on 127.0.0.1:5432 (RKVSTORE_BENCH_PG_URL); skipped")
             continue
-        run_database(kind, counts, seconds, repeat, env)
+        run_database(kind, counts, seconds, repeat, env, workers)
     print_end(started)
 
 
