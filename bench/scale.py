@@ -45,16 +45,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import math
-import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +72,12 @@ from _common import (
     start_server,
     wait_idle,
 )
+from _seed import ACCOUNTS, create_tenant, seed
 from _standin import HOST, RealNodes, Relay, redis_binary, start_real_nodes
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, insert
 
 from rkvstore.domain.accounts import MANAGEMENT_USER
-from rkvstore.store.tables import accounts, instances, nodes
 
-ACCOUNTS = 20
 PAGE = 30
 REAL_NODES = 2
 QUIET = {
@@ -122,95 +116,6 @@ class Shared:
     relay: Relay
     real: RealNodes
     env: dict[str, str] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- seeding
-
-
-def create_tenant(data_dir: Path, url: str, master_key: str) -> tuple[str, str, str]:
-    """(AccountId, AccessKeyId, AccessKeySecret) of a new tenant; migrates the database."""
-    command = [sys.executable, "-m", "rkvstore.cli", "tenants", "create", "bench", "--json"]
-    out = subprocess.run(
-        [*command, "--data-dir", str(data_dir), "--database-url", url],
-        env={**os.environ, "RKVSTORE_MASTER_KEY": master_key},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    answer = json.loads(out.stdout)
-    return answer["AccountId"], answer["AccessKeyId"], answer["AccessKeySecret"]
-
-
-def seed(fleet_size: int, url: str, account_id: str, ports: list[int], shared: Shared) -> list[str]:
-    """``fleet_size`` registered instances, one node each at ``ports[i]``, 20 accounts each."""
-    fernet = Fernet(shared.master_key.encode())
-    base = datetime.now(UTC) - timedelta(days=1)
-    ids = [f"r-bench{i:013d}" for i in range(fleet_size)]
-    engine = create_engine(url)
-    chunk = 2000
-    try:
-        for start in range(0, fleet_size, chunk):
-            part = range(start, min(fleet_size, start + chunk))
-            instance_rows = [
-                {
-                    "instance_id": ids[i],
-                    "account_id": account_id,
-                    "name": f"bench-{i}",
-                    "status": "Normal",
-                    "provider": "registered",
-                    "engine_version": shared.engine_version,
-                    "architecture": "standard",
-                    "node_type": "STAND_ALONE",
-                    "shard_count": 1,
-                    "zone_id": "cn-hangzhou-h",
-                    "instance_class": "registered",
-                    "charge_type": "PostPaid",
-                    "host": HOST,
-                    "port": ports[i],
-                    "mgmt_password_encrypted": fernet.encrypt(
-                        shared.management_password.encode()
-                    ).decode(),
-                    "admin_user": None,
-                    "admin_password_encrypted": fernet.encrypt(
-                        shared.management_password.encode()
-                    ).decode(),
-                    "created_at": base + timedelta(milliseconds=i),
-                }
-                for i in part
-            ]
-            node_rows = [
-                {
-                    "node_id": f"{ids[i]}-0",
-                    "instance_id": ids[i],
-                    "host": HOST,
-                    "port": ports[i],
-                    "role": "master",
-                    "shard": 0,
-                    "master_node_id": None,
-                }
-                for i in part
-            ]
-            account_rows = [
-                {
-                    "instance_id": ids[i],
-                    "name": f"acct{a:02d}",
-                    "password_sha256": shared.account_sha256,
-                    "privilege": "RoleReadWrite",
-                    "account_type": "Normal",
-                    "description": "bench",
-                    "created_at": base + timedelta(milliseconds=i),
-                }
-                for i in part
-                for a in range(ACCOUNTS)
-            ]
-            with engine.begin() as conn:
-                conn.execute(insert(instances), instance_rows)
-                conn.execute(insert(nodes), node_rows)
-                conn.execute(insert(accounts), account_rows)
-    finally:
-        engine.dispose()
-    return ids
 
 
 # --------------------------------------------------------------------------- phase 1: listings
@@ -404,7 +309,16 @@ def run_database(
             url = stack.enter_context(database_url(kind, data_dir))
             started = time.monotonic()
             account_id, key_id, key_secret = create_tenant(data_dir, url, shared.master_key)
-            ids = seed(size, url, account_id, shared.relay.ports[str(size)], shared)
+            ids = seed(
+                size,
+                url,
+                account_id,
+                shared.relay.ports[str(size)],
+                master_key=shared.master_key,
+                management_password=shared.management_password,
+                account_sha256=shared.account_sha256,
+                engine_version=shared.engine_version,
+            )
             print(
                 f"{kind}: seeded {size} instances x {ACCOUNTS} accounts "
                 f"in {time.monotonic() - started:.1f} s",

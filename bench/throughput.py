@@ -42,17 +42,14 @@ import contextlib
 import hashlib
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
 from _common import (
     Block,
@@ -63,7 +60,6 @@ from _common import (
     database_kinds,
     database_url,
     drive,
-    free_port,
     median,
     percentile,
     pg_reachable,
@@ -76,6 +72,7 @@ from _common import (
     start_server,
     wait_normal,
 )
+from _moto import Moto, moto_code, start_moto
 from sqlalchemy import create_engine, select
 
 from rkvstore.client import RpcClient
@@ -87,75 +84,10 @@ QUIET = {
     "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "3600",
     "RKVSTORE_VERIFY_INTERVAL_SECONDS": "3600",
 }
-MOTO_REGION = "us-east-1"
 
 
 def _password() -> str:
     return "Bench_" + secrets.token_hex(8) + "x"
-
-
-# --------------------------------------------------------------------------- moto
-
-
-@dataclass
-class Moto:
-    process: subprocess.Popen[bytes]
-    endpoint: str
-
-    def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        # No retries: an error is counted, not hidden behind a second try.
-        return boto3.session.Session().client(
-            "elasticache",
-            endpoint_url=self.endpoint,
-            region_name=MOTO_REGION,
-            aws_access_key_id="benchbench",
-            aws_secret_access_key="benchbenchbench",
-            config=Config(retries={"total_max_attempts": 1}, max_pool_connections=2),
-        )
-
-    def cpu(self) -> float:
-        return process_cpu(self.process.pid)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-
-def start_moto() -> Moto:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,  # a line per request otherwise
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(endpoint + "/moto-api/", timeout=1)
-            return Moto(process, endpoint)
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("moto_server did not start: pip install -e '.[bench]'") from None
-            time.sleep(0.2)
-
-
-def _moto_code(call: Callable[[], Any]) -> str:
-    from botocore.exceptions import ClientError
-
-    try:
-        call()
-    except ClientError as exc:
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return "OK"
 
 
 # --------------------------------------------------------------------------- the sides
@@ -261,7 +193,7 @@ def moto_sides(create: Moto, describe: Moto, max_clients: int) -> list[Side]:
 
     def create_user(worker: tuple[int, Any], _n: int) -> str:
         user_id = f"b{run}{next(counter)}"
-        return _moto_code(
+        return moto_code(
             lambda: worker[1].create_user(
                 UserId=user_id,
                 UserName=user_id,
@@ -276,7 +208,7 @@ def moto_sides(create: Moto, describe: Moto, max_clients: int) -> list[Side]:
         return index, describe_clients[index]
 
     def describe_users(worker: tuple[int, Any], _n: int) -> str:
-        return _moto_code(lambda: worker[1].describe_users())
+        return moto_code(lambda: worker[1].describe_users())
 
     return [
         Side("moto CreateUser", open_create, create_user, lambda _w: None, create.cpu),
@@ -360,16 +292,7 @@ def run_database(
         create, describe = start_moto(), start_moto()
         stack.callback(create.stop)
         stack.callback(describe.stop)
-        seed = describe.client()
-        for i in range(max(0, shown - 1)):  # moto has a user "default" of its own
-            seed.create_user(
-                UserId=f"seed{i}",
-                UserName=f"seed{i}",
-                Engine="redis",
-                AccessString="on ~* +@all",
-                Passwords=[_password() * 2],
-            )
-        moto_users = len(seed.describe_users()["Users"])
+        moto_users = describe.hold_users(shown)
         print(
             f"\n{kind}: {INSTANCES} STAND_ALONE instances per server; DescribeAccounts shows "
             f"{shown} accounts, moto's DescribeUsers {moto_users} users; floor on the "
