@@ -1,189 +1,246 @@
 """ResetAccountPassword end to end, beside the floor measured in the same run.
 
-    python bench/reset.py [--requests 300]
+    python bench/reset.py [--requests 200] [--repeat 5] [--databases sqlite,postgresql]
 
-Starts ``rkvstore serve`` (SQLite, a temporary data dir), creates a
-STAND_ALONE and a MASTER_SLAVE instance with an account, then for each:
+For each database (SQLite in a temporary data dir; PostgreSQL: a fresh
+database on 127.0.0.1:5432, created and dropped by the script) it starts
+``rkvstore serve`` (throttling off, the periodic reconciler slowed to once an
+hour so that what is counted is the requests' own work), creates a
+STAND_ALONE and a MASTER_SLAVE instance with an account ``bench``, and for
+each instance runs ``--repeat`` repetitions of two interleaved blocks, their
+order alternating:
 
-- end to end: signed V3 ResetAccountPassword over one keep-alive HTTP
-  connection, sequentially: p50/p99 latency and requests per second;
-- floor: ``ACL SETUSER … #hash`` then ``ACL SAVE`` sent straight to the
-  instance's master node with redis-py, the same number of times;
+- end to end: ``--requests`` signed V3 ResetAccountPassword calls, one after
+  the other over one keep-alive connection;
+- floor: as many ``ACL SETUSER bench_floor reset on #<sha256> ~* +@all`` then
+  ``ACL SAVE``, sent with redis-py straight to the instance's master node (for
+  MASTER_SLAVE the reset changes both nodes; the floor is one).
 
-and prints the ratio end-to-end / floor (p50). Nothing is asserted.
+Printed per database and node type: the p50 and p99 of each side, the
+ratios end to end / floor of the p50 and of the p99 (median and min-max over
+the repetitions), the server's CPU per reset, and the SQL per reset: the
+statements, transactions and pool checkouts SQLAlchemy made inside the server
+(counted by bench/_probe), and on PostgreSQL the transactions PostgreSQL
+itself counted for the database (pg_stat_database). Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
-import os
-import secrets
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import redis
+from _common import (
+    Server,
+    Sql,
+    common_arguments,
+    database_kinds,
+    database_url,
+    median,
+    percentile,
+    pg_reachable,
+    pg_transactions,
+    print_end,
+    print_start,
+    rotations,
+    server_env,
+    spread,
+    start_server,
+    wait_normal,
+)
+from sqlalchemy import create_engine, select
 
 from rkvstore.client import RpcClient
-from rkvstore.config import Settings
-from rkvstore.crypto import load_secret_box
 from rkvstore.domain.accounts import MANAGEMENT_USER
-from rkvstore.secret import Secret
-from rkvstore.store import repo
-from rkvstore.store.db import make_engine
+from rkvstore.store.tables import instances
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+IDLE_SECONDS = 3.0
+# The reconciler's periodic passes (old and new settings) are not the requests' work.
+QUIET = {
+    "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "3600",
+    "RKVSTORE_VERIFY_INTERVAL_SECONDS": "3600",
+}
 
 
 def _password(i: int) -> str:
     return f"Bench_pw_{i:06d}x"
 
 
-def _wait_normal(client: RpcClient, instance_id: str) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        attr = client.call("DescribeInstanceAttribute", {"InstanceId": instance_id})
-        item = attr["Instances"]["DBInstanceAttribute"][0]
-        if item["InstanceStatus"] == "Normal":
-            return int(item["Port"])
-        time.sleep(0.2)
-    raise RuntimeError(f"{instance_id} did not become Normal")
-
-
-def _management_password(data_dir: Path, instance_id: str) -> Secret:
-    """The operator's own machine: read it the way rkvstore does (database + master key)."""
-    settings = Settings(data_dir=data_dir)
-    box = load_secret_box(settings.data_dir, None)
-    engine = make_engine(settings.effective_database_url)
-    with engine.connect() as conn:
-        instance = repo.get_instance_any_tenant(conn, instance_id)
-    engine.dispose()
-    assert instance is not None
-    return box.open(instance.mgmt_password_encrypted)
-
-
-def _end_to_end(client: RpcClient, instance_id: str, n: int) -> list[float]:
+def _end_to_end(client: RpcClient, instance_id: str, n: int, offset: int) -> list[float]:
     latencies = []
     for i in range(n):
+        params = {
+            "InstanceId": instance_id,
+            "AccountName": "bench",
+            "AccountPassword": _password(offset + i),
+        }
         started = time.perf_counter()
-        response = client.request(
-            "ResetAccountPassword",
-            {"InstanceId": instance_id, "AccountName": "bench", "AccountPassword": _password(i)},
-        )
+        response = client.request("ResetAccountPassword", params)
         latencies.append(time.perf_counter() - started)
         if response.status_code != 200:
             raise RuntimeError(f"reset answered {response.status_code}: {response.text}")
     return latencies
 
 
-def _floor(port: int, mgmt: Secret, n: int) -> list[float]:
-    node = redis.Redis(port=port, username=MANAGEMENT_USER, password=mgmt.reveal())
+def _floor(node: redis.Redis, n: int, offset: int) -> list[float]:
     latencies = []
     for i in range(n):
-        digest = hashlib.sha256(_password(i).encode()).hexdigest()
+        digest = hashlib.sha256(_password(offset + i).encode()).hexdigest()
         started = time.perf_counter()
         node.execute_command(
             "ACL", "SETUSER", "bench_floor", "reset", "on", f"#{digest}", "~*", "+@all"
         )
         node.execute_command("ACL", "SAVE")
         latencies.append(time.perf_counter() - started)
-    node.execute_command("ACL", "DELUSER", "bench_floor")
-    node.execute_command("ACL", "SAVE")
-    node.close()
     return latencies
 
 
-def _report(label: str, e2e: list[float], floor: list[float]) -> None:
-    p50, p99 = statistics.median(e2e), _percentile(e2e, 0.99)
-    f50, f99 = statistics.median(floor), _percentile(floor, 0.99)
+def _management_password(database: str, instance_id: str) -> str:
+    """Its Fernet token, as the server stored it (an operator with the master key can read it)."""
+    engine = create_engine(database)
+    try:
+        with engine.connect() as conn:
+            token = conn.execute(
+                select(instances.c.mgmt_password_encrypted).where(
+                    instances.c.instance_id == instance_id
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return str(token)
+
+
+def run_database(
+    kind: str, n: int, repeat: int, node_types: list[str], env: dict[str, str]
+) -> None:
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rkvstore-bench-")))
+        url = stack.enter_context(database_url(kind, tmp))
+        server = start_server(kind, tmp / "data", url, env={**QUIET, **env})
+        stack.callback(server.stop)
+        client = stack.enter_context(server.client())
+        targets = []
+        for node_type in node_types:
+            iid = client.call("CreateInstance", {"NodeType": node_type})["InstanceId"]
+            port = int(wait_normal(client, iid)["Port"])
+            params = {"InstanceId": iid, "AccountName": "bench", "AccountPassword": _password(0)}
+            client.call("CreateAccount", params)
+            targets.append((node_type, iid, port))
+        nodes = []
+        for _node_type, iid, port in targets:
+            password = server.open_token(_management_password(url, iid))
+            node = redis.Redis(port=port, username=MANAGEMENT_USER, password=password)
+            stack.callback(_drop_floor_user, node)
+            nodes.append(node)
+        for (_node_type, iid, _port), node in zip(targets, nodes, strict=True):
+            _end_to_end(client, iid, 20, 0)  # warm-up: connections, caches, first-call paths
+            _floor(node, 20, 0)
+        # What the server does with no request at all (background rounds): in
+        # the per-reset figures below, not taken out of them; said here so the
+        # reader can.
+        cpu0, sql0 = server.cpu(), server.sql()
+        time.sleep(IDLE_SECONDS)
+        idle_cpu, idle_sql = server.cpu() - cpu0, server.sql() - sql0
+        print(
+            f"{kind:10s} idle, {IDLE_SECONDS:g} s without requests: server CPU "
+            f"{idle_cpu / IDLE_SECONDS * 1000:.1f} ms/s, "
+            f"{idle_sql.statements / IDLE_SECONDS:.1f} SQL statements/s",
+            flush=True,
+        )
+        # PostgreSQL's count, read between the measurements only: nothing else
+        # uses the database then (the floor does not touch it).
+        xacts = pg_transactions(url) if kind == "postgresql" else 0
+        for (node_type, iid, _port), node in zip(targets, nodes, strict=True):
+            xacts = measure(kind, node_type, server, client, iid, node, n, repeat, xacts)
+
+
+def _drop_floor_user(node: redis.Redis) -> None:
+    node.execute_command("ACL", "DELUSER", "bench_floor")
+    node.execute_command("ACL", "SAVE")
+    node.close()
+
+
+def measure(
+    kind: str,
+    node_type: str,
+    server: Server,
+    client: RpcClient,
+    iid: str,
+    node: redis.Redis,
+    n: int,
+    repeat: int,
+    xacts0: int,
+) -> int:
+    """Print one line group; PostgreSQL's transaction count after it (0 on SQLite)."""
+    sql = Sql()
+    ratios50, ratios99, cpu_per, e2e_all, floor_all, rates = [], [], [], [], [], []
+    for rep in range(repeat):
+        e2e: list[float] = []
+        floor: list[float] = []
+        for side in rotations(["e2e", "floor"], rep):
+            offset = 1000 + rep * n
+            if side == "e2e":
+                cpu0, sql0 = server.cpu(), server.sql()
+                e2e = _end_to_end(client, iid, n, offset)
+                cpu_per.append((server.cpu() - cpu0) / n)
+                sql += server.sql() - sql0
+            else:
+                floor = _floor(node, n, offset)
+        ratios50.append(median(e2e) / median(floor))
+        ratios99.append(percentile(e2e, 0.99) / percentile(floor, 0.99))
+        rates.append(len(e2e) / sum(e2e))
+        e2e_all += e2e
+        floor_all += floor
+    total = n * repeat
     print(
-        f"{label:13s} end-to-end p50 {p50 * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms  "
-        f"{len(e2e) / sum(e2e):7.1f} req/s | floor p50 {f50 * 1000:6.2f} ms  "
-        f"p99 {f99 * 1000:6.2f} ms"
-        f"  {len(floor) / sum(floor):7.1f} ops/s | ratio p50 {p50 / f50:5.2f}  p99 {p99 / f99:5.2f}"
+        f"{kind:10s} {node_type:12s} | end to end p50 {median(e2e_all) * 1000:6.2f} ms "
+        f"p99 {percentile(e2e_all, 0.99) * 1000:6.2f} ms {statistics.median(rates):6.1f} req/s"
+        f" | floor p50 {median(floor_all) * 1000:5.2f} ms "
+        f"p99 {percentile(floor_all, 0.99) * 1000:5.2f} ms"
     )
+    print(
+        f"{'':23s} | ratio p50 {spread(ratios50)}  ratio p99 {spread(ratios99)}"
+        f"  server CPU per reset {spread([c * 1000 for c in cpu_per])} ms"
+    )
+    line = f"{'':23s} | SQL per reset: {sql.per(total)}"
+    xacts = 0
+    if kind == "postgresql":
+        xacts = pg_transactions(server.database_url)
+        line += f"; PostgreSQL counted {(xacts - xacts0) / total:.1f} transactions"
+    print(line, flush=True)
+    return xacts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=200, help="per block [200]")
+    parser.add_argument("--repeat", type=int, default=5, help="repetitions, at least 3 [5]")
+    parser.add_argument("--node-types", default="STAND_ALONE,MASTER_SLAVE")
+    common_arguments(parser, "sqlite,postgresql")
     args = parser.parse_args()
     n = max(10, min(args.requests, 10_000))
+    repeat = max(3, min(args.repeat, 50))
+    node_types = [t.strip() for t in args.node_types.split(",") if t.strip()]
+    kinds = database_kinds(args.databases)
+    env = server_env(args.server_env)
 
-    with tempfile.TemporaryDirectory(prefix="rkvstore-bench-") as tmp:
-        data_dir = Path(tmp)
-        port = _free_port()
-        key_id, key_secret = "LTAIbench", secrets.token_urlsafe(24)
-        env = {
-            **os.environ,
-            "RKVSTORE_BOOTSTRAP_ACCESS_KEY_ID": key_id,
-            "RKVSTORE_BOOTSTRAP_ACCESS_KEY_SECRET": key_secret,
-            "RKVSTORE_RATE_LIMIT_PER_SECOND": "0",
-        }
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rkvstore.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-                "--log-level",
-                "WARNING",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("rkvstore serve did not start") from None
-                    time.sleep(0.1)
-            with RpcClient(f"127.0.0.1:{port}", key_id, Secret(key_secret)) as client:
-                print(f"ResetAccountPassword, {n} sequential requests each (V3, keep-alive)")
-                for node_type in ("STAND_ALONE", "MASTER_SLAVE"):
-                    iid = client.call("CreateInstance", {"NodeType": node_type})["InstanceId"]
-                    redis_port = _wait_normal(client, iid)
-                    client.call(
-                        "CreateAccount",
-                        {
-                            "InstanceId": iid,
-                            "AccountName": "bench",
-                            "AccountPassword": _password(0),
-                        },
-                    )
-                    _end_to_end(client, iid, 10)  # warm-up
-                    e2e = _end_to_end(client, iid, n)
-                    floor = _floor(redis_port, _management_password(data_dir, iid), n)
-                    _report(node_type, e2e, floor)
-                    client.call("DeleteInstance", {"InstanceId": iid})
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+    started = print_start(
+        f"ResetAccountPassword end to end vs the floor (ACL SETUSER + ACL SAVE on the node): "
+        f"{repeat} repetitions of interleaved blocks of {n} sequential requests each "
+        f"(V3, one keep-alive connection); throttling off; reconciler passes hourly"
+        + (f"; server settings {env}" if env else "")
+    )
+    for kind in kinds:
+        if kind == "postgresql" and not pg_reachable():
+            print("postgresql: not reachable on 127.0.0.1:5432 (RKVSTORE_BENCH_PG_URL); skipped")
+            continue
+        run_database(kind, n, repeat, node_types, env)
+    print_end(started)
 
 
 if __name__ == "__main__":
