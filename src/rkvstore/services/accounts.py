@@ -199,59 +199,71 @@ def _take_back_unrecorded_user(ctx: CallContext, instance: InstanceRow, name: st
         )
 
 
-def _password_instance(ctx: CallContext, params: dict[str, Any]) -> InstanceRow:
+def _password_checks(instance: InstanceRow, name: str, password: Secret) -> None:
     """Before 6.0 the instance ID's account (``requirepass``) is the one that exists."""
-    instance = load_instance(ctx, params["InstanceId"])
-    if not (is_legacy(instance) and params["AccountName"] == instance.instance_id):
+    if not (is_legacy(instance) and name == instance.instance_id):
         check_account_engine(instance)
-    return instance
+    rules.check_addressable_name(name, instance.instance_id)
+    rules.check_password(password)
+
+
+def _plausible(instance_id: str, name: str, password: Secret) -> bool:
+    """The checks that need no instance pass."""
+    try:
+        rules.check_addressable_name(name, instance_id)
+        rules.check_password(password)
+    except ApiError:
+        return False
+    return True
 
 
 def reset_account_password(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    instance = _password_instance(ctx, params)
-    name: str = params["AccountName"]
-    password: Secret = params["AccountPassword"]
-    rules.check_addressable_name(name, instance.instance_id)
-    rules.check_password(password)
-    _change_password(ctx, instance, name, password, "ResetAccountPassword", old=None)
+    _change_password(ctx, params, params["AccountPassword"], "ResetAccountPassword", old=None)
     return {}
 
 
 def modify_account_password(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    instance = _password_instance(ctx, params)
-    name: str = params["AccountName"]
-    rules.check_addressable_name(name, instance.instance_id)
     new: Secret = params["NewAccountPassword"]
-    rules.check_password(new)
-    _change_password(
-        ctx, instance, name, new, "ModifyAccountPassword", old=params["OldAccountPassword"]
-    )
+    old: Secret = params["OldAccountPassword"]
+    _change_password(ctx, params, new, "ModifyAccountPassword", old=old)
     return {}
 
 
 def _change_password(
     ctx: CallContext,
-    instance: InstanceRow,
-    name: str,
+    params: dict[str, Any],
     password: Secret,
     action: str,
     *,
     old: Secret | None,
 ) -> None:
-    require_normal(instance)
-    instance_id = instance.instance_id
+    instance_id: str = params["InstanceId"]
+    name: str = params["AccountName"]
     deps = ctx.deps
 
     def read(conn: Connection) -> repo.ChangeView | None:
         return repo.change_view(conn, instance_id, name)
 
-    # The slot is taken, and what the change starts from read, in one transaction;
-    # the record frees the slot in a second one.
-    with task_slot(deps, instance_id, action, name, read=read) as task:
+    # Mostly the slot is free: it is taken, and what the change starts from read,
+    # in one transaction, if the instance is the caller's and Normal; the checks
+    # follow. Else (or when the parameters are wrong: the errors keep their
+    # order) the instance is looked at first and the slot waited for.
+    taken = None
+    if _plausible(instance_id, name, password):
+        taken = deps.slots.try_take(
+            instance_id, action, account=name, tenant=ctx.account_id, read=read
+        )
+    if taken is None:
+        instance = load_instance(ctx, instance_id)
+        _password_checks(instance, name, password)
+        require_normal(instance)
+    with task_slot(deps, instance_id, action, name, read=read, taken=taken) as task:
         view: repo.ChangeView | None = task.seen
         if view is None:  # deleted while we waited for the slot
             raise ApiError(errors.INSTANCE_NOT_FOUND)
         instance = view.instance
+        if taken is not None:
+            _password_checks(instance, name, password)
         require_normal(instance)
         crash_point("task-acquired")
         account = view.account

@@ -99,6 +99,7 @@ def task_slot(
     account: str | None = None,
     *,
     read: Callable[[Connection], Any] | None = None,
+    taken: Task | None = None,
 ) -> Iterator[Task]:
     """Hold the instance's task slot; after a dead holder, first bring the nodes in line.
 
@@ -114,9 +115,14 @@ def task_slot(
     the slot with its record, ``recording(release=True)``, leaves that pass
     to take the slot itself.)
 
-    ``read`` runs in the transaction that takes the slot (``Task.seen``).
+    ``read`` runs in the transaction that takes the slot (``Task.seen``);
+    ``taken``: a slot already taken (``TaskSlots.try_take``), to hold.
     """
-    with deps.slots.hold(instance_id, action, account=account, read=read) as task:
+    if taken is None:
+        slot = deps.slots.hold(instance_id, action, account=account, read=read)
+    else:
+        slot = deps.slots.holding(taken)
+    with slot as task:
         if task.took_over:
             deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
         yield task

@@ -45,7 +45,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from rkvstore import errors
 from rkvstore.errors import ApiError
 from rkvstore.store.db import database_unavailable, describe_database_error
-from rkvstore.store.tables import tasks
+from rkvstore.store.tables import instances, tasks
 
 log = logging.getLogger("rkvstore.tasks")
 RECONCILE = "Reconcile"
@@ -168,6 +168,7 @@ class TaskSlots:
         self.wait_seconds = wait_seconds
         self.clock = clock
         self._insert = _insert_if_free(engine)
+        self._take_if_normal = _take_if_normal(engine)
         # Waiters of this process, per instance, in arrival order.
         self._queues: dict[str, deque[_Waiter]] = {}
         self._queue_lock = threading.Lock()
@@ -406,6 +407,58 @@ class TaskSlots:
         """Hold the slot for the block, renewing its lease; released however the block
         ends (unless the block's record already freed it: ``release_in``)."""
         task = self.acquire(instance_id, action, account=account, wait=wait, read=read)
+        with self.holding(task):
+            yield task
+
+    def try_take(
+        self,
+        instance_id: str,
+        action: str,
+        *,
+        account: str | None,
+        tenant: str,
+        read: Callable[[Connection], Any] | None = None,
+    ) -> Task | None:
+        """The slot of ``tenant``'s ``Normal`` instance in one transaction, or ``None``.
+
+        One attempt, no wait: ``None`` when the slot is busy, when callers of
+        this process are already waiting for it (never ahead of them), or when
+        the instance is not ``tenant``'s or not ``Normal`` — the caller then
+        looks at the instance and waits its turn (``hold``). Hold the task
+        returned with ``holding``.
+        """
+        with self._queue_lock:
+            if self._queues.get(instance_id):
+                return None
+        task_id = str(uuid.uuid4())
+        values = {
+            "instance_id": instance_id,
+            "task_id": task_id,
+            "action": action,
+            "account_name": account,
+            "holder": HOLDER,
+            "lease_expires_at": self.clock() + self.lease_seconds,
+            "tenant": tenant,
+        }
+        with _live_lock:
+            _live_tasks.add(task_id)
+        taken: Task | None = None
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(self._take_if_normal, values).first() is not None:
+                    task = Task(instance_id, task_id, action, False, account)
+                    taken = replace(task, seen=read(conn)) if read is not None else task
+        except IntegrityError:  # another taker was quicker
+            taken = None
+        finally:
+            if taken is None:
+                self._forget(task_id)
+        return taken
+
+    @contextmanager
+    def holding(self, task: Task) -> Iterator[Task]:
+        """Hold a taken slot for the block, renewing its lease; released however the
+        block ends (unless the block's record already freed it: ``release_in``)."""
         with self._held_lock:
             self._held[task.task_id] = task
             self._start_renewer()
@@ -500,6 +553,22 @@ def _insert_if_free(engine: Engine) -> Any:
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(tasks).on_conflict_do_nothing(index_elements=["instance_id"])
     return statement.returning(tasks.c.task_id)
+
+
+def _take_if_normal(engine: Engine) -> Any:
+    """The slot, if free, of an instance of the tenant that is ``Normal``: one
+    ``INSERT … SELECT … ON CONFLICT DO NOTHING``, which returns no row otherwise."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    columns = ["instance_id", "task_id", "action", "account_name", "holder", "lease_expires_at"]
+    eligible: Any = select(*(bindparam(c, type_=tasks.c[c].type) for c in columns)).where(
+        instances.c.instance_id == bindparam("instance_id"),
+        instances.c.account_id == bindparam("tenant"),
+        instances.c.status == "Normal",
+    )
+    statement = dialect.insert(tasks).from_select(columns, eligible)
+    return statement.on_conflict_do_nothing(index_elements=["instance_id"]).returning(
+        tasks.c.task_id
+    )
 
 
 # Built once: the request path takes and frees a slot on every change.
