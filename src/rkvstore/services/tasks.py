@@ -260,16 +260,8 @@ class TaskSlots:
         account: str | None,
         read: Callable[[Connection], Any] | None = None,
     ) -> Task | _Busy:
-        task_id = str(uuid.uuid4())
-        values = {
-            "instance_id": instance_id,
-            "task_id": task_id,
-            "action": action,
-            "account_name": account,
-            "holder": HOLDER,
-        }
-        with _live_lock:  # live before its row exists: never mistaken for a dead one
-            _live_tasks.add(task_id)
+        values = _new_task_row(instance_id, action, account)
+        task_id = values["task_id"]
         why: str | None = None
         try:
             with self.engine.begin() as conn:
@@ -430,18 +422,9 @@ class TaskSlots:
         with self._queue_lock:
             if self._queues.get(instance_id):
                 return None
-        task_id = str(uuid.uuid4())
-        values = {
-            "instance_id": instance_id,
-            "task_id": task_id,
-            "action": action,
-            "account_name": account,
-            "holder": HOLDER,
-            "lease_expires_at": self.clock() + self.lease_seconds,
-            "tenant": tenant,
-        }
-        with _live_lock:
-            _live_tasks.add(task_id)
+        values = _new_task_row(instance_id, action, account)
+        values.update(lease_expires_at=self.clock() + self.lease_seconds, tenant=tenant)
+        task_id = values["task_id"]
         taken: Task | None = None
         try:
             with self.engine.begin() as conn:
@@ -553,6 +536,20 @@ def _insert_if_free(engine: Engine) -> Any:
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(tasks).on_conflict_do_nothing(index_elements=["instance_id"])
     return statement.returning(tasks.c.task_id)
+
+
+def _new_task_row(instance_id: str, action: str, account: str | None) -> dict[str, Any]:
+    """A new task's row, its task live from now on (never mistaken for a dead one)."""
+    task_id = str(uuid.uuid4())
+    with _live_lock:
+        _live_tasks.add(task_id)
+    return {
+        "instance_id": instance_id,
+        "task_id": task_id,
+        "action": action,
+        "account_name": account,
+        "holder": HOLDER,
+    }
 
 
 def _take_if_normal(engine: Engine) -> Any:
