@@ -18,8 +18,10 @@ shares one state (table ``reconcile_state``, see ``store/line_state.py``):
 A pass holds the instance's task slot (action ``Reconcile``) so that it never
 races a change in flight. Claimed instances are passed over in batches (one
 tenant's each): slots taken and rows read with a statement or two for the whole
-batch, every node asked at once. Batches run on a pool shared fairly between
-tenants: one tenant's instances whose nodes stall hold at most
+batch, each instance's nodes asked on a thread of its own, the results written
+back in one transaction (those slower than ``PATIENCE_SECONDS`` apart, so that
+a stalled node holds up only its own instance). Batches run on a pool shared
+fairly between tenants: one tenant's instances whose nodes stall hold at most
 ``PASSES_PER_TENANT`` workers.
 """
 
@@ -33,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,7 +45,8 @@ from rkvstore.errors import ApiError
 from rkvstore.services import reconcile_batch
 from rkvstore.services.context import Deps
 from rkvstore.services.fair import FairPool
-from rkvstore.services.tasks import RECONCILE
+from rkvstore.services.reconcile_flags import LocalFlags
+from rkvstore.services.tasks import RECONCILE, Task
 from rkvstore.store import line_state, repo
 from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.line_state import ALL, Claimed, Outcome
@@ -58,8 +62,8 @@ PASSES_PER_TENANT = 2
 # Instances claimed per look, and per batch.
 CLAIM_LIMIT = 128
 BATCH_SIZE = 32
-# A flag that could not be written (the database away) is tried again this often.
-FLUSH_RETRY_SECONDS = 1.0
+# A batch's passes done within this are written back at once, the rest when done.
+PATIENCE_SECONDS = 0.25
 # Instances without a schedule yet (new ones) are looked for this often at most.
 ADOPT_SECONDS = 10.0
 
@@ -91,15 +95,8 @@ class Reconciler:
         settings = deps.settings
         self.claim_lease = max(settings.task_lease_seconds, 10 * settings.node_timeout_seconds)
         self._lock = threading.Lock()
-        # Flags raised here and not yet written (instance -> accounts), and how
-        # many times each instance was flagged here: a pass drops only flags
-        # raised before it began.
-        self._unflushed: dict[str, set[str]] = {}
-        self._raised: dict[str, int] = {}
-        self._flush_wake = threading.Event()
-        self._flusher: threading.Thread | None = None
-        self._flush_failing = False
         self._wake = threading.Event()
+        self.flags = LocalFlags(deps.engine, self.verify_interval, self._wake.set)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._passes = FairPool(PASS_WORKERS, PASSES_PER_TENANT, "reconcile")
@@ -123,9 +120,7 @@ class Reconciler:
         this process raised that have not reached it yet; the database away
         reads as out of line (the caller meets the outage itself).
         """
-        with self._lock:
-            local = self._unflushed.get(instance_id)
-            flagged = set(local) if local else set()
+        flagged = self.flags.pending(instance_id)
         try:
             with self.deps.engine.connect() as conn:
                 dirty, unreachable = line_state.read(conn, instance_id)
@@ -144,61 +139,11 @@ class Reconciler:
         background writer (tried again while the database is away), and this
         process's ``in_line`` sees it meanwhile.
         """
-        with self._lock:
-            self._unflushed.setdefault(instance_id, set()).add(account or ALL)
-            self._raised[instance_id] = self._raised.get(instance_id, 0) + 1
-            if self._flusher is None:
-                self._flusher = threading.Thread(
-                    target=self._flush_forever, name="reconcile-flags", daemon=True
-                )
-                self._flusher.start()
-        self._flush_wake.set()
+        self.flags.raise_flag(instance_id, account)
 
     def forget(self, instance_id: str) -> None:
         """The instance is deleted (its row went with it, by its foreign key)."""
-        with self._lock:
-            self._unflushed.pop(instance_id, None)
-            self._raised.pop(instance_id, None)
-
-    # ------------------------------------------------------------------ flags to the database
-
-    def _flush_forever(self) -> None:
-        while True:
-            self._flush_wake.wait(FLUSH_RETRY_SECONDS if self._flush_failing else None)
-            self._flush_wake.clear()
-            self.flush()
-            if self._stop.is_set():
-                return
-
-    def flush(self) -> bool:
-        """Write the flags raised here to the shared state; False: the database is away."""
-        with self._lock:
-            batch = {i: (set(a), self._raised.get(i, 0)) for i, a in self._unflushed.items()}
-        if not batch:
-            return True
-        now = time.time()
-        try:
-            with self.deps.engine.begin() as conn:
-                for instance_id, (accounts, _) in batch.items():
-                    line_state.flag(conn, instance_id, accounts, now, self.verify_interval)
-        except Exception as exc:  # the flags stay here until it works
-            if not self._flush_failing:
-                self._flush_failing = True
-                log.warning(
-                    "reconciler: %d flag(s) not written (%s); kept here, will retry",
-                    len(batch),
-                    describe_database_error(exc),
-                )
-            return False
-        if self._flush_failing:
-            self._flush_failing = False
-            log.info("reconciler: flags written again")
-        with self._lock:
-            for instance_id, (_, raised) in batch.items():
-                if self._raised.get(instance_id) == raised:  # none raised since
-                    self._unflushed.pop(instance_id, None)
-        self._wake.set()
-        return True
+        self.flags.forget(instance_id)
 
     # ------------------------------------------------------------------ one instance
 
@@ -233,8 +178,7 @@ class Reconciler:
             with self.deps.engine.connect() as conn:
                 seen = line_state.flags_of(conn, instance_id)
                 before = line_state.read(conn, instance_id)[1]
-            with self._lock:
-                raised = self._raised.get(instance_id)
+            raised = self.flags.raised(instance_id)
             report = self._pass(instance)
             now = time.time()
             # Still under the slot, so no task's failure can be flagged in between
@@ -260,18 +204,16 @@ class Reconciler:
         with self.deps.engine.connect() as conn:
             loaded = reconcile_batch.load(conn, [instance.instance_id])
         loaded.instances[instance.instance_id] = instance
-        report = reconcile_batch.passes(self.deps, loaded, [instance.instance_id])
-        if loaded.pending.get(instance.instance_id) and report[instance.instance_id].in_line:
+        report = reconcile_batch.one_pass(self.deps, loaded, instance.instance_id)
+        if loaded.pending.get(instance.instance_id) and report.in_line:
             with self.deps.engine.begin() as conn:
-                reconcile_batch.drop_pending(conn, loaded, report)
-        return report[instance.instance_id]
+                reconcile_batch.drop_pending(conn, loaded, {instance.instance_id: report})
+        return report
 
     def _dropped_local(self, instance_id: str, raised: int | None, report: ReconcileReport) -> None:
         """This process's flags raised before an in-line pass are answered by it."""
         if report.in_line:
-            with self._lock:
-                if self._raised.get(instance_id) == raised:
-                    self._unflushed.pop(instance_id, None)
+            self.flags.answered(instance_id, raised)
 
     def _outcome(
         self,
@@ -344,28 +286,17 @@ class Reconciler:
             mine = line_state.renew_claims(conn, token, list(by_id), time.time() + self.claim_lease)
         done = 0
         with deps.slots.hold_free(sorted(mine), RECONCILE) as held:
-            ids = [t.instance_id for t in held]
-            busy = sorted(mine - set(ids))
-            if ids:
+            slots = {t.instance_id: t for t in held}
+            busy = sorted(mine - set(slots))
+            if slots:
                 with deps.engine.connect() as conn:
-                    loaded = reconcile_batch.load(conn, ids)
-                normal = [i for i in ids if _normal(loaded, i)]
-                with self._lock:
-                    raised = {i: self._raised.get(i) for i in normal}
-                reports = reconcile_batch.passes(deps, loaded, normal)
-                now = time.time()
-                outcomes = [
-                    self._outcome(i, by_id[i].flags, reports[i], by_id[i], now) for i in normal
-                ]
-                with deps.engine.begin() as conn:
-                    line_state.finish(conn, token, outcomes, now)
-                    line_state.put_off(conn, token, sorted(set(ids) - set(normal)), None)
-                    reconcile_batch.drop_pending(conn, loaded, reports)
-                for outcome in outcomes:
-                    iid = outcome.instance_id
-                    self._dropped_local(iid, raised[iid], reports[iid])
-                    self._log_pass(iid, by_id[iid].unreachable, reports[iid], outcome, by_id[iid])
-                done = len(outcomes)
+                    loaded = reconcile_batch.load(conn, list(slots))
+                normal = [i for i in slots if _normal(loaded, i)]
+                gone = sorted(set(slots) - set(normal))
+                if gone:
+                    with deps.engine.begin() as conn:
+                        line_state.put_off(conn, token, gone, None)
+                done = self._passes_of(token, by_id, loaded, normal, slots)
         # A slot someone holds: a live task (it brings the nodes in line; look
         # again soon all the same), or a dead holder's, taken over one at a time.
         for instance_id in busy:
@@ -379,6 +310,65 @@ class Reconciler:
                 line_state.put_off(conn, token, [instance_id], time.time() + RETRY_BUSY_SECONDS)
             self._look_by(time.time() + RETRY_BUSY_SECONDS)
         return done
+
+    def _passes_of(
+        self,
+        token: str,
+        by_id: dict[str, Claimed],
+        loaded: reconcile_batch.Loaded,
+        normal: list[str],
+        slots: dict[str, Task],
+    ) -> int:
+        """The batch's passes, each on a thread of its own; those done within
+        ``PATIENCE_SECONDS`` are written back (and their slots released) at once,
+        so that a stalled node holds up its own instance, not its batch-mates."""
+        raised = {i: self.flags.raised(i) for i in normal}
+        if len(normal) == 1:  # no thread needed
+            report = reconcile_batch.one_pass(self.deps, loaded, normal[0])
+            self._write_back(token, by_id, loaded, {normal[0]: report}, raised, slots)
+            return 1
+        with ThreadPoolExecutor(max_workers=len(normal), thread_name_prefix="pass") as pool:
+            futures = {
+                pool.submit(reconcile_batch.one_pass, self.deps, loaded, i): i for i in normal
+            }
+            group, later = wait(futures, timeout=PATIENCE_SECONDS)
+            written = 0
+            while group:
+                reports: dict[str, ReconcileReport] = {}
+                for future in group:
+                    try:
+                        reports[futures[future]] = future.result()
+                    except Exception:  # its claim runs out; the others are written
+                        log.exception("reconciling %s failed; will retry", futures[future])
+                written += self._write_back(token, by_id, loaded, reports, raised, slots)
+                group, later = wait(later)[0], set()
+        return written
+
+    def _write_back(
+        self,
+        token: str,
+        by_id: dict[str, Claimed],
+        loaded: reconcile_batch.Loaded,
+        reports: dict[str, ReconcileReport],
+        raised: dict[str, int | None],
+        slots: dict[str, Task],
+    ) -> int:
+        """What passes found, in one transaction, still under their slots; then the slots go."""
+        if not reports:
+            return 0
+        now = time.time()
+        outcomes = [
+            self._outcome(i, by_id[i].flags, report, by_id[i], now) for i, report in reports.items()
+        ]
+        with self.deps.engine.begin() as conn:
+            line_state.finish(conn, token, outcomes, now)
+            reconcile_batch.drop_pending(conn, loaded, reports)
+        self.deps.slots.release_early([slots[i] for i in reports])
+        for outcome in outcomes:
+            iid = outcome.instance_id
+            self._dropped_local(iid, raised[iid], reports[iid])
+            self._log_pass(iid, by_id[iid].unreachable, reports[iid], outcome, by_id[iid])
+        return len(outcomes)
 
     def _look_by(self, when: float) -> None:
         with self._lock:
@@ -445,12 +435,9 @@ class Reconciler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._flush_wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        flusher = self._flusher
-        if flusher is not None:
-            flusher.join(timeout=5)
+        self.flags.stop()
         # Queued passes are dropped (their claims run out); running ones (bounded
         # by the node timeout) finish before the engine and the database they use
         # are closed.

@@ -1,12 +1,9 @@
-"""One batch of passes: what the instances must be, read in four statements, and
-their nodes read and repaired in two round trips (the caller holds their slots).
+"""One batch of passes: what the instances must be, read in four statements
+(the caller holds their slots), then a pass over each.
 
 A pass used to read its instance, accounts, nodes and pending users with a
-statement each and to talk to its nodes alone; at ten thousand instances that
-cost more than the nodes' answers. Here the rows of a whole batch come in one
-query per table, and every node of the batch is asked at once
-(``RedisEngine.reconcile_many``). Redis before 6.0 and registered deployments
-(looked at again for nodes added since) keep their own per-instance steps.
+statement each; at ten thousand instances that cost more than the nodes'
+answers. Here the rows of a whole batch come in one query per table.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, select
 
 from rkvstore.engine import bounded
-from rkvstore.engine.redis_engine import ReconcileReport, Wanted, desired_user, management_user
+from rkvstore.engine.redis_engine import ReconcileReport, desired_user, management_user
 from rkvstore.services.context import Deps
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow, NodeRow
@@ -76,8 +73,12 @@ def load(conn: Connection, instance_ids: Sequence[str]) -> Loaded:
     return out
 
 
-def passes(deps: Deps, loaded: Loaded, instance_ids: Sequence[str]) -> dict[str, ReconcileReport]:
-    """A pass over each of ``instance_ids`` (all ``Normal``, their slots held)."""
+def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
+    """A pass over one of the batch's instances (``Normal``, its slot held).
+
+    One deadline for its node work: a registered deployment looked at again,
+    every node's users read (all at once), the repairs.
+    """
     from rkvstore.services.common import (
         LOCAL,
         REGISTERED,
@@ -88,41 +89,31 @@ def passes(deps: Deps, loaded: Loaded, instance_ids: Sequence[str]) -> dict[str,
         pending_passwords,
     )
 
-    reports: dict[str, ReconcileReport] = {}
-    wanted: list[tuple[str, Wanted]] = []
-    timeout = deps.settings.node_timeout_seconds
-    for instance_id in instance_ids:
-        instance = loaded.instances[instance_id]
-        mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    instance = loaded.instances[instance_id]
+    mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    with bounded.exchange(deps.settings.node_timeout_seconds):
         if is_legacy(instance):
-            with bounded.exchange(timeout):
-                reports[instance_id] = deps.redis.reconcile_legacy(
-                    instance_addresses(deps, instance),
-                    mgmt,
-                    pending_passwords(deps, instance),
-                    instance_id,
-                )
-            continue
+            return deps.redis.reconcile_legacy(
+                instance_addresses(deps, instance),
+                mgmt,
+                pending_passwords(deps, instance),
+                instance_id,
+            )
         rows = loaded.nodes.get(instance_id, [])
-        if instance.provider == REGISTERED:
-            with bounded.exchange(timeout):  # nodes added to the deployment since
-                rows = _include_new_nodes(deps, instance, rows)
+        if instance.provider == REGISTERED:  # nodes added to the deployment since
+            rows = _include_new_nodes(deps, instance, rows)
         desired = [management_user(mgmt)] + [
             desired_user(name, sha, privilege, instance.engine_version)
             for name, sha, privilege in loaded.accounts.get(instance_id, [])
         ]
-        pending = loaded.pending.get(instance_id, [])
         # A user a failed CreateAccount may have left on a node, never recorded.
-        leftover = sorted(set(pending) - {u.name for u in desired})
-        nodes_of = deps.redis.nodes(node_addresses(rows), mgmt)
-        strict = instance.provider == LOCAL
-        wanted.append((instance_id, Wanted(nodes_of, desired, strict, leftover)))
-    if wanted:
-        # One deadline for the batch's node work: every node's users read, the repairs.
-        with bounded.exchange(timeout):
-            found = deps.redis.reconcile_many([w for _, w in wanted])
-        reports.update((instance_id, r) for (instance_id, _), r in zip(wanted, found, strict=True))
-    return reports
+        leftover = sorted(set(loaded.pending.get(instance_id, [])) - {u.name for u in desired})
+        return deps.redis.reconcile(
+            deps.redis.nodes(node_addresses(rows), mgmt),
+            desired,
+            strict=instance.provider == LOCAL,
+            remove=leftover,
+        )
 
 
 def drop_pending(conn: Connection, loaded: Loaded, reports: dict[str, ReconcileReport]) -> None:

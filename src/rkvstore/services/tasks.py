@@ -488,10 +488,15 @@ class TaskSlots:
             failure = exc
             raise
         finally:
-            with self._held_lock:
-                for task in taken:
-                    self._held.pop(task.task_id, None)
-            self._end_many(taken, release_now=not _database_away(failure))
+            with self._held_lock:  # those not released early (``release_early``)
+                left = [t for t in taken if self._held.pop(t.task_id, None) is not None]
+            self._end_many(left, release_now=not _database_away(failure))
+
+    def release_early(self, held: Sequence[Task]) -> None:
+        """Release some of the slots a ``hold_free`` block holds before the block ends."""
+        with self._held_lock:
+            mine = [t for t in held if self._held.pop(t.task_id, None) is not None]
+        self._end_many(mine, release_now=True)
 
     def _end_many(self, held: list[Task], *, release_now: bool) -> None:
         if not held:
