@@ -391,6 +391,10 @@ class Reconciler:
         with self._lock:
             if self._batches >= 2 * PASS_WORKERS:  # enough queued: claim when they are done
                 return 0
+        with self.deps.engine.connect() as conn:
+            first = line_state.earliest(conn)
+        if first is None or first > now:
+            return 0  # nothing wanted yet: no write
         token = f"{self._claimer}-{next(self._claims)}"
         with self.deps.engine.begin() as conn:
             claimed = line_state.claim(conn, token, now, now + self.claim_lease, CLAIM_LIMIT)

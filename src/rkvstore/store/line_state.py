@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     case,
+    func,
     literal,
     or_,
     select,
@@ -145,6 +146,21 @@ def adopt(conn: Connection, now: float, interval: float) -> int:
             .values(due_at=now + random.random() * interval)
         )
     return count
+
+
+def earliest(conn: Connection) -> float | None:
+    """When the first pass is wanted (flagged or due), claimed or not; None: no row.
+
+    Two index look-ups in one statement, and no write: an idle look costs this.
+    """
+    first = conn.execute(
+        select(
+            select(func.min(_S.c.retry_at)).scalar_subquery(),
+            select(func.min(_S.c.due_at)).scalar_subquery(),
+        )
+    ).one()
+    found = [float(v) for v in first if v is not None]
+    return min(found) if found else None
 
 
 def claim(conn: Connection, token: str, now: float, until: float, limit: int) -> list[Claimed]:
