@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,9 +129,11 @@ def start_server(
     access_key: tuple[str, str] | None = None,
     output: Path | None = None,
     nofile: int | None = None,
+    args: Sequence[str] = (),
 ) -> LiveServer:
     """``output``: where the server's stdout and stderr go (default ``data_dir/server.out``);
-    ``nofile``: the server's file-descriptor limit, soft and hard (default: this process's)."""
+    ``nofile``: the server's file-descriptor limit, soft and hard (default: this process's);
+    ``args``: more options for ``rkvstore serve`` (e.g. ``--log-level DEBUG``)."""
     output = output or data_dir / "server.out"
     port = free_port()
     key_id, key_secret = access_key or (
@@ -144,14 +146,14 @@ def start_server(
         "RKVSTORE_BOOTSTRAP_ACCESS_KEY_SECRET": key_secret,
         **(extra_env or {}),
     }
-    args = [sys.executable, "-m", "rkvstore.cli", "serve", "--port", str(port)]
-    args += ["--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "rkvstore.cli", "serve", "--port", str(port)]
+    command += ["--data-dir", str(data_dir), *args]
     if database_url:
-        args += ["--database-url", database_url]
+        command += ["--database-url", database_url]
     with output.open("ab") as log:  # the child keeps its own copy
         limit = None if nofile is None else functools.partial(_limit_nofile, nofile)
         process = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit
         )
     server = LiveServer(f"127.0.0.1:{port}", key_id, key_secret, data_dir, process, env)
     deadline = time.monotonic() + 30

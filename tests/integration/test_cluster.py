@@ -89,6 +89,7 @@ LEASE = 3.0  # task lease, seconds
 SHARDS = 3
 MODULE_ENV = {
     "RKVSTORE_RECONCILE_INTERVAL_SECONDS": str(INTERVAL),
+    "RKVSTORE_VERIFY_INTERVAL_SECONDS": str(INTERVAL),  # drift nobody flagged, too
     "RKVSTORE_NODE_TIMEOUT_SECONDS": "1",
     "RKVSTORE_TASK_LEASE_SECONDS": str(LEASE),
     # SIGTERM leaves the nodes running: the next server on the data dir adopts them.

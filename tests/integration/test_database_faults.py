@@ -58,7 +58,10 @@ SLACK = 5.0  # seconds on top of a bound: a loaded machine, Python, HTTP
 HTTP_TIMEOUT = 30.0  # a request that gets no answer at all fails here, not never
 RECOVERY_TIMEOUT = 20.0  # from the end of a fault to a 200
 POLL = 0.2
-FAST_RECONCILE = {"RKVSTORE_RECONCILE_INTERVAL_SECONDS": "1"}
+FAST_RECONCILE = {
+    "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "1",
+    "RKVSTORE_VERIFY_INTERVAL_SECONDS": "1",
+}
 UNAVAILABLE_LINE = re.compile(r" WARNING rkvstore\.api request (\S+): the database is unavailable ")
 
 

@@ -48,7 +48,11 @@ from tests.integration.test_resilience import (
 from tests.redis5 import redis5_server
 
 ENGINE = (400, "InvalidEngineVersion.Format", "Current EngineVersion does not support operations.")
-FAST = {"RKVSTORE_RECONCILE_INTERVAL_SECONDS": "0.5", "RKVSTORE_NODE_TIMEOUT_SECONDS": "1"}
+FAST = {
+    "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "0.5",
+    "RKVSTORE_VERIFY_INTERVAL_SECONDS": "0.5",  # drift nobody flagged, too
+    "RKVSTORE_NODE_TIMEOUT_SECONDS": "1",
+}
 
 
 def login(port: int, password: str) -> redis.Redis:

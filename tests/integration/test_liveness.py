@@ -274,7 +274,11 @@ def test_a_change_queued_behind_a_pass_on_a_trickling_node_answers_within_the_de
     change that comes just then waits for it: the pass ends at its own deadline (one
     node timeout for all its node work), then the change's own runs out. Two node
     timeouts in all, as the README says, never more."""
-    env = {**NODES_ENV, "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "1"}
+    env = {
+        **NODES_ENV,
+        "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "1",
+        "RKVSTORE_VERIFY_INTERVAL_SECONDS": "1",
+    }
     with (
         own_lone_redis(own_root / "lone") as (lone, password),
         TrickleProxy(lone.port, interval=TRICKLE) as proxy,

@@ -38,8 +38,10 @@ T = TypeVar("T")
 
 SYSTEM_REDIS = Path("/usr/bin/redis-server")
 SERVICE_UNAVAILABLE_MESSAGE = "The request has failed due to a temporary failure of the server."
-FAST = {"RKVSTORE_RECONCILE_INTERVAL_SECONDS": "1"}
-HANGING = {"RKVSTORE_NODE_TIMEOUT_SECONDS": "1", "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "1"}
+# Every instance verified every second, as every pass once was (drift nobody
+# flagged is found by the rolling verify).
+FAST = {"RKVSTORE_RECONCILE_INTERVAL_SECONDS": "1", "RKVSTORE_VERIFY_INTERVAL_SECONDS": "1"}
+HANGING = {**FAST, "RKVSTORE_NODE_TIMEOUT_SECONDS": "1"}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -523,7 +525,11 @@ def test_a_change_that_reaches_every_node_makes_its_accounts_available_at_once(
     data_dir: Path,
 ) -> None:
     """A pass saw a node out of reach; once a change reaches it, no need to wait a minute."""
-    slow_passes = {**HANGING, "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "60"}
+    slow_passes = {
+        **HANGING,
+        "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "60",
+        "RKVSTORE_VERIFY_INTERVAL_SECONDS": "60",
+    }
     with serving(data_dir, slow_passes) as server, api(server) as client:
         instance_id = create_instance(client, "MASTER_SLAVE", new_password())
         client.call(
@@ -572,6 +578,7 @@ def test_a_hung_node_holds_up_only_its_own_instance_s_repairs(data_dir: Path) ->
     env = {
         "RKVSTORE_NODE_TIMEOUT_SECONDS": str(node_timeout),
         "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "0.5",
+        "RKVSTORE_VERIFY_INTERVAL_SECONDS": "0.5",
     }
     with serving(data_dir, env) as server, api(server) as client:
         hung_id = create_instance(client, "STAND_ALONE", new_password())

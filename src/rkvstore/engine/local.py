@@ -124,6 +124,9 @@ class LocalNodeManager:
         self._reserved_ports: dict[int, set[int]] = {}
         self._stop_event = threading.Event()
         self._supervisor: threading.Thread | None = None
+        # Told the instance of every node restarted (the reconciler: a pass soon,
+        # for what the node's files did not keep).
+        self.on_restart: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ paths and ports
 
@@ -442,6 +445,8 @@ class LocalNodeManager:
         )
         new = self._ensure_running(node, entry.mgmt_password)
         logger.warning("node %s is back on port %d (pid %d)", node.node_id, node.port, new.pid)
+        if self.on_restart is not None:
+            self.on_restart(node.instance_id)
         return True
 
     # ------------------------------------------------------------------ internals

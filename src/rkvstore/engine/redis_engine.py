@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -17,7 +18,9 @@ from rkvstore.engine.legacy import LegacyNodes
 from rkvstore.secret import Secret
 
 log = logging.getLogger("rkvstore.engine")
-_RENDERED_MAX = 100_000
+# Distinct (rules, rendering) pairs: privileges x engine families x Redis
+# releases, a handful. A bound all the same, against anything unforeseen.
+_RENDERED_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,48 @@ class NodeAddress:
 def desired_user(
     name: str, password_sha256: str, privilege: str, engine_version: str
 ) -> DesiredUser:
-    return DesiredUser(name, password_sha256, tuple(acl_rules(privilege, engine_version)))
+    return DesiredUser(name, password_sha256, _rules(privilege, engine_version))
+
+
+@functools.lru_cache(maxsize=64)
+def _rules(privilege: str, engine_version: str) -> tuple[str, ...]:
+    """The same few rule lists for every account: built once (and shared) each."""
+    return tuple(acl_rules(privilege, engine_version))
+
+
+def rendering(line: str, user: DesiredUser) -> str | None:
+    """How a node shows ``user``'s rules and flags: its ``ACL LIST`` line without
+    the name and the password, or ``None`` if the password is not exactly the user's.
+
+    Redis renders rules its own way (and each release a little differently),
+    but the same rules always the same way: what a node showed once after
+    ``ACL SETUSER … reset on #<hash> <rules>`` is what "in line" looks like for
+    those rules on every node of that release, for every user and password.
+    """
+    prefix = "user " + user.name + " "
+    if not line.startswith(prefix):
+        return None
+    # Padded, so that every token is " token ": a password is the one token
+    # that starts with "#" (rules start with ~ % & + - or a parenthesis).
+    rest = " " + line[len(prefix) :] + " "
+    password = " #" + user.password_sha256 + " "
+    if rest.count(" #") != 1 or password not in rest or " nopass " in rest:
+        return None
+    return rest.replace(password, " ", 1).strip()
 
 
 def management_user(password: Secret) -> DesiredUser:
     return DesiredUser(MANAGEMENT_USER, password.sha256_hex(), tuple(management_rules()))
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One instance's part of a batch: its nodes and what they must hold."""
+
+    nodes: Sequence[Node]
+    desired: Sequence[DesiredUser]
+    strict: bool
+    remove: Sequence[str] = ()
 
 
 @dataclass
@@ -56,11 +96,12 @@ class RedisEngine:
         self.fanout = FanOut(max_workers)
         self._clients: dict[tuple[str, int, str], redis.Redis] = {}
         self._lock = threading.Lock()
-        # (node label, user name) -> the desired user last applied there and the
-        # ACL LIST line the node showed after it: what "in line" looks like
-        # there (Redis renders rules its own way). Keyed by name, not by the
-        # desired state, so it holds one entry per user, not one per password.
-        self._rendered: dict[tuple[str, str], tuple[DesiredUser, str]] = {}
+        # (rules, rendering) seen on a node right after those rules were set:
+        # what "in line" looks like (see ``rendering``). Neither per node nor
+        # per user nor per password, so a handful of entries serve a fleet of
+        # any size, and a process that just started re-applies each list of
+        # rules once, not every user on every node.
+        self._rendered: set[tuple[tuple[str, ...], str]] = set()
         self.repairs_total = 0
         self.legacy = LegacyNodes(self.fanout._pool, node_timeout)
 
@@ -112,16 +153,17 @@ class RedisEngine:
         self.fanout.run_all_or_nothing(nodes, commands, undo)
 
     def _learn(self, results: dict[str, NodeResult], desired: Sequence[DesiredUser]) -> None:
-        for label, result in results.items():
+        for result in results.values():
             if result.after is None:
                 continue
             for user in desired:
                 line = result.after.get(user.name)
-                if line is not None:
+                shown = None if line is None else rendering(line, user)
+                if shown is not None and (user.rules, shown) not in self._rendered:
                     with self._lock:
-                        if len(self._rendered) > _RENDERED_MAX:  # deleted users, gone nodes
+                        if len(self._rendered) > _RENDERED_MAX:
                             self._rendered.clear()  # re-learnt, at one re-apply each
-                        self._rendered[(label, user.name)] = (user, line)
+                        self._rendered.add((user.rules, shown))
 
     # ------------------------------------------------------------------ reconciliation
 
@@ -134,40 +176,51 @@ class RedisEngine:
         remove: Sequence[str] = (),
     ) -> ReconcileReport:
         """Bring every reachable node to ``desired``; ``strict`` also removes unknown users,
-        and ``remove`` names users to take off in any case (unless desired).
+        and ``remove`` names users to take off in any case (unless desired)."""
+        return self.reconcile_many([Wanted(nodes, desired, strict, remove)])[0]
 
-        From the calling thread, every node at once: each node's users in one
-        exchange, then the repairs where needed in a second (each bounded by
-        the node timeout), so a pass never takes a worker from another's.
+    def reconcile_many(self, instances: Sequence[Wanted]) -> list[ReconcileReport]:
+        """``reconcile`` for several instances at once, one report each.
+
+        From the calling thread, every node of every instance at once: each
+        node's users in one exchange, then the repairs where needed in a second
+        (each bounded by the node timeout), so a batch never takes a worker
+        from another's, and costs two round trips however many instances it holds.
         """
-        report = ReconcileReport()
+        reports = [ReconcileReport() for _ in instances]
+        everyone = [node for wanted in instances for node in wanted.nodes]
+        listed = self.fanout.read_users(everyone) if everyone else {}
         batches: list[tuple[Node, Sequence[Sequence[str]]]] = []
-        names: dict[str, list[str]] = {}
-        listed = self.fanout.read_users(nodes)
-        for node in nodes:
-            users = listed[node.label]
-            if isinstance(users, str):
-                node.client.connection_pool.disconnect()
-                report.unreachable[node.label] = users.split(":")[0]
-                continue
-            commands, repairing = self._repairs(node.label, users, desired, strict, remove)
-            if commands:
-                batches.append((node, commands))
-                names[node.label] = repairing
+        owner: dict[str, tuple[int, list[str]]] = {}
+        for index, wanted in enumerate(instances):
+            report = reports[index]
+            for node in wanted.nodes:
+                users = listed[node.label]
+                if isinstance(users, str):
+                    node.client.connection_pool.disconnect()
+                    report.unreachable[node.label] = users.split(":")[0]
+                    continue
+                commands, repairing = self._repairs(
+                    users, wanted.desired, wanted.strict, wanted.remove
+                )
+                if commands:
+                    batches.append((node, commands))
+                    owner[node.label] = (index, repairing)
         if not batches:
-            return report
+            return reports
         results = self.fanout.run_each(batches)
         for node, _commands in batches:
-            result = results[node.label]
+            index, names = owner[node.label]
+            report, result = reports[index], results[node.label]
             if result.error is not None:
                 report.unreachable[node.label] = result.error.split(":")[0]
                 continue
-            self._learn({node.label: result}, desired)
+            self._learn({node.label: result}, instances[index].desired)
             before, after = result.before or {}, result.after or {}
-            repaired = [n for n in names[node.label] if before.get(n) != after.get(n)]
+            repaired = [n for n in names if before.get(n) != after.get(n)]
             if repaired:
                 self._repaired(report, node.label, repaired)
-        return report
+        return reports
 
     def reconcile_legacy(
         self,
@@ -201,7 +254,6 @@ class RedisEngine:
 
     def _repairs(
         self,
-        label: str,
         users: dict[str, str],
         desired: Sequence[DesiredUser],
         strict: bool,
@@ -210,9 +262,11 @@ class RedisEngine:
         """The commands that bring one node's ``users`` to ``desired``, and the users they touch."""
         commands: list[list[str]] = []
         names: list[str] = []
+        known = self._rendered
         for user in desired:
             actual = users.get(user.name)
-            if actual is None or (user, actual) != self._rendered.get((label, user.name)):
+            shown = None if actual is None else rendering(actual, user)
+            if shown is None or (user.rules, shown) not in known:
                 commands.append(user.setuser_command())
                 names.append(user.name)
         wanted = {u.name for u in desired}

@@ -30,6 +30,7 @@ from rkvstore.services.common import (
     task_slot,
 )
 from rkvstore.services.context import CallContext
+from rkvstore.services.reconcile import in_line_from
 from rkvstore.services.tasks import RECONCILE, Task, TaskLost
 from rkvstore.store import repo
 from rkvstore.store.repo import AccountRow, InstanceRow, NodeRow
@@ -377,15 +378,13 @@ def describe_accounts(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
     changing: str | None = None
     if target is not None and target[0] != RECONCILE:
         changing = target[1] or "*"
-    reconciler = ctx.deps.reconciler
+    # What the reconciler knows, read once for every account shown.
+    dirty, unreachable = ctx.deps.reconciler.line(instance.instance_id)
 
     def status(name: str) -> str:
         busy = changing in ("*", name)
-        return (
-            "Available"
-            if not busy and reconciler.in_line(instance.instance_id, name)
-            else ("Unavailable")
-        )
+        in_line = in_line_from(dirty, unreachable, name)
+        return "Available" if not busy and in_line else "Unavailable"
 
     items = [
         {

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -515,6 +515,89 @@ class TaskSlots:
                 # A task released since the list was taken has no row: not a loss.
                 if not renewed and still_held:
                     log.error("task %s on %s lost its slot", task.task_id, task.instance_id)
+
+    # ------------------------------------------------------------------ many (the reconciler)
+
+    @contextmanager
+    def hold_free(self, instance_ids: Sequence[str], action: str) -> Iterator[list[Task]]:
+        """Take, in one statement, those of the slots that are free; hold them for the
+        block (leases renewed) and release them in one statement.
+
+        For the reconciler's batches: it never waits, never takes a slot over (a
+        dead holder's slot is left to the one-at-a-time path), and never goes
+        ahead of a caller of this process already waiting for a slot.
+        """
+        with self._queue_lock:
+            wanted = [i for i in dict.fromkeys(instance_ids) if not self._queues.get(i)]
+        candidates = {i: Task(i, str(uuid.uuid4()), action, False) for i in wanted}
+        with _live_lock:  # live before their rows exist: never mistaken for dead ones
+            _live_tasks.update(t.task_id for t in candidates.values())
+        taken: list[Task] = []
+        try:
+            if candidates:
+                lease = self.clock() + self.lease_seconds
+                rows = [
+                    {
+                        "instance_id": t.instance_id,
+                        "task_id": t.task_id,
+                        "action": action,
+                        "account_name": None,
+                        "holder": HOLDER,
+                        "lease_expires_at": lease,
+                    }
+                    for t in candidates.values()
+                ]
+                with self.engine.begin() as conn:  # one statement, many rows (cached)
+                    won = conn.execute(self._insert.returning(tasks.c.instance_id), rows).all()
+                taken = [candidates[str(r.instance_id)] for r in won]
+        finally:
+            lost = {t.task_id for t in candidates.values()} - {t.task_id for t in taken}
+            with _live_lock:
+                _live_tasks.difference_update(lost)
+        with self._held_lock:
+            for task in taken:
+                self._held[task.task_id] = task
+            if taken:
+                self._start_renewer()
+        failure: BaseException | None = None
+        try:
+            yield taken
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            with self._held_lock:  # those not released early (``release_early``)
+                left = [t for t in taken if self._held.pop(t.task_id, None) is not None]
+            self._end_many(left, release_now=not _database_away(failure))
+
+    def release_early(self, held: Sequence[Task]) -> None:
+        """Release some of the slots a ``hold_free`` block holds before the block ends."""
+        with self._held_lock:
+            mine = [t for t in held if self._held.pop(t.task_id, None) is not None]
+        self._end_many(mine, release_now=True)
+
+    def _end_many(self, held: list[Task], *, release_now: bool) -> None:
+        if not held:
+            return
+        if release_now:
+            try:
+                with self.engine.begin() as conn:
+                    ids = [t.task_id for t in held]
+                    conn.execute(delete(tasks).where(tasks.c.task_id.in_(ids)))
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "releasing %d reconciler slots failed (%s); will retry",
+                    len(held),
+                    describe_database_error(exc),
+                )
+                release_now = False
+        for task in held:
+            self._forget(task.task_id)
+            self._wake_next(task.instance_id)
+        if not release_now:
+            with self._held_lock:  # the renewer deletes them when the database answers
+                for task in held:
+                    self._unreleased[task.task_id] = task
 
 
 def _database_away(error: BaseException | None) -> bool:

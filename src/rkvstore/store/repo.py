@@ -10,7 +10,15 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 
 from rkvstore.engine.addresses import normalize_host
-from rkvstore.store.tables import accounts, instances, nodes, pending_users, tasks, tenants
+from rkvstore.store.tables import (
+    accounts,
+    instances,
+    nodes,
+    pending_users,
+    reconcile_state,
+    tasks,
+    tenants,
+)
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,7 @@ def set_legacy_password(conn: Connection, instance_id: str, sealed: str) -> None
 
 
 def delete_instance(conn: Connection, instance_id: str) -> None:
+    conn.execute(delete(reconcile_state).where(reconcile_state.c.instance_id == instance_id))
     conn.execute(delete(pending_users).where(pending_users.c.instance_id == instance_id))
     conn.execute(delete(accounts).where(accounts.c.instance_id == instance_id))
     conn.execute(delete(nodes).where(nodes.c.instance_id == instance_id))

@@ -178,6 +178,41 @@ tasks = Table(
     UniqueConstraint("task_id", name="uq_tasks_task_id"),
 )
 
+# What the reconciler knows of each instance, shared by every process on the
+# database (issue 10). A request may LEFT JOIN it onto the instance row: no row
+# reads as "in line, never verified". Flags and the schedule live here, not in
+# one process's memory, so a flag raised anywhere reaches whichever process
+# reconciles, and the processes divide the rolling verify between them.
+reconcile_state = Table(
+    "reconcile_state",
+    metadata,
+    Column(
+        "instance_id",
+        String(32),
+        ForeignKey("instances.instance_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # Accounts a failed change may have left out of line: NULL none, "*" all,
+    # else names separated by one space (a name never holds one).
+    Column("dirty", Text, nullable=True),
+    # Raised by every flag: a pass clears ``dirty`` only if none came meanwhile.
+    Column("flags", Integer, nullable=False, server_default="0"),
+    # Node labels (host:port, one per line) out of reach at the last pass.
+    Column("unreachable", Text, nullable=True),
+    # The next scheduled verify (unix seconds), and how many were due so far.
+    Column("due_at", Float, nullable=False),
+    Column("round", Integer, nullable=False, server_default="0"),
+    # A pass out of turn is wanted from this time on (a flag, a node out of
+    # reach, a busy slot); NULL: none.
+    Column("retry_at", Float, nullable=True),
+    # The claim of the process verifying it now, and until when it holds.
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", Float, nullable=True),
+    Column("verified_at", Float, nullable=True),
+    Index("ix_reconcile_state_due_at", "due_at"),
+    Index("ix_reconcile_state_retry_at", "retry_at"),
+)
+
 # --------------------------------------------------------------------------- RAM (issue 4)
 
 ram_users = Table(

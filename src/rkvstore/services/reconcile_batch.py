@@ -1,0 +1,124 @@
+"""One batch of passes: what the instances must be, read in four statements
+(the caller holds their slots), then a pass over each.
+
+A pass used to read its instance, accounts, nodes and pending users with a
+statement each; at ten thousand instances that cost more than the nodes'
+answers. Here the rows of a whole batch come in one query per table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, select
+
+from rkvstore.engine import bounded
+from rkvstore.engine.redis_engine import ReconcileReport, desired_user, management_user
+from rkvstore.services.context import Deps
+from rkvstore.store import repo
+from rkvstore.store.repo import InstanceRow, NodeRow
+from rkvstore.store.tables import accounts, instances, nodes, pending_users
+
+log = logging.getLogger("rkvstore.reconcile")
+
+
+@dataclass
+class Loaded:
+    """What a batch's instances must be, as the database holds it now."""
+
+    instances: dict[str, InstanceRow] = field(default_factory=dict)
+    nodes: dict[str, list[NodeRow]] = field(default_factory=dict)
+    # (name, password_sha256, privilege) of each account, by name
+    accounts: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    pending: dict[str, list[str]] = field(default_factory=dict)
+
+
+def load(conn: Connection, instance_ids: Sequence[str]) -> Loaded:
+    """Four statements for the whole batch (read under the slots: what a task
+    recorded just before releasing one is what the nodes must match)."""
+    out = Loaded()
+    ids = list(instance_ids)
+    for row in conn.execute(select(instances).where(instances.c.instance_id.in_(ids))):
+        out.instances[row.instance_id] = InstanceRow.of(row)
+    node_rows = conn.execute(
+        select(nodes)
+        .where(nodes.c.instance_id.in_(ids))
+        .order_by(nodes.c.instance_id, nodes.c.shard, nodes.c.role, nodes.c.node_id)
+    )
+    for row in node_rows:
+        out.nodes.setdefault(row.instance_id, []).append(NodeRow.of(row))
+    account_rows = conn.execute(
+        select(
+            accounts.c.instance_id,
+            accounts.c.name,
+            accounts.c.password_sha256,
+            accounts.c.privilege,
+        ).where(accounts.c.instance_id.in_(ids))
+    )
+    for iid, name, sha, privilege in account_rows:
+        out.accounts.setdefault(iid, []).append((name, sha, privilege))
+    for found in out.accounts.values():
+        found.sort()  # by name in code points, the same on every collation
+    pending_rows = conn.execute(
+        select(pending_users.c.instance_id, pending_users.c.name).where(
+            pending_users.c.instance_id.in_(ids)
+        )
+    )
+    for row in pending_rows:
+        out.pending.setdefault(row.instance_id, []).append(str(row.name))
+    for names in out.pending.values():
+        names.sort()
+    return out
+
+
+def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
+    """A pass over one of the batch's instances (``Normal``, its slot held).
+
+    One deadline for its node work: a registered deployment looked at again,
+    every node's users read (all at once), the repairs.
+    """
+    from rkvstore.services.common import (
+        LOCAL,
+        REGISTERED,
+        _include_new_nodes,
+        instance_addresses,
+        is_legacy,
+        node_addresses,
+        pending_passwords,
+    )
+
+    instance = loaded.instances[instance_id]
+    mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    with bounded.exchange(deps.settings.node_timeout_seconds):
+        if is_legacy(instance):
+            return deps.redis.reconcile_legacy(
+                instance_addresses(deps, instance),
+                mgmt,
+                pending_passwords(deps, instance),
+                instance_id,
+            )
+        rows = loaded.nodes.get(instance_id, [])
+        if instance.provider == REGISTERED:  # nodes added to the deployment since
+            rows = _include_new_nodes(deps, instance, rows)
+        desired = [management_user(mgmt)] + [
+            desired_user(name, sha, privilege, instance.engine_version)
+            for name, sha, privilege in loaded.accounts.get(instance_id, [])
+        ]
+        # A user a failed CreateAccount may have left on a node, never recorded.
+        leftover = sorted(set(loaded.pending.get(instance_id, [])) - {u.name for u in desired})
+        return deps.redis.reconcile(
+            deps.redis.nodes(node_addresses(rows), mgmt),
+            desired,
+            strict=instance.provider == LOCAL,
+            remove=leftover,
+        )
+
+
+def drop_pending(conn: Connection, loaded: Loaded, reports: dict[str, ReconcileReport]) -> None:
+    """Every node reached: none of them holds a pending user any more."""
+    for instance_id, report in reports.items():
+        names = loaded.pending.get(instance_id)
+        if names and report.in_line:
+            repo.drop_pending_users(conn, instance_id, names)
