@@ -282,7 +282,7 @@ def _change_password(
             _set_user(ctx, instance, name, digest, account.privilege, view.nodes)
         crash_point("nodes-changed")
         # An instance out of line gets a pass before its slot is freed (task_slot).
-        last = deps.reconciler.in_line(instance_id)
+        last = deps.reconciler.in_line_as_read(instance_id, view.dirty, view.unreachable)
         with recording(deps, task, release=last) as conn:
             repo.set_account_password(conn, instance_id, name, digest)
             if legacy:

@@ -111,9 +111,9 @@ def task_slot(
     An action that succeeded while the instance was flagged out of line (a node
     missed by the last pass, a rolled-back change) reached its nodes just now:
     one pass before the slot is released makes ``AccountStatus`` tell the truth
-    at once instead of at the reconciler's next interval. (A task that freed
-    the slot with its record, ``recording(release=True)``, leaves that pass
-    to take the slot itself.)
+    at once instead of at the reconciler's next interval. (A task may free the
+    slot with its record, ``recording(release=True)``, only when it found the
+    instance in line.)
 
     ``read`` runs in the transaction that takes the slot (``Task.seen``);
     ``taken``: a slot already taken (``TaskSlots.try_take``), to hold.
@@ -126,9 +126,10 @@ def task_slot(
         if task.took_over:
             deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
         yield task
-        if not deps.reconciler.in_line(instance_id):
+        # A task that freed the slot with its record found the instance in line.
+        if deps.slots.holds(task) and not deps.reconciler.in_line(instance_id):
             try:
-                deps.reconciler.reconcile_instance(instance_id, holding_slot=deps.slots.holds(task))
+                deps.reconciler.reconcile_instance(instance_id, holding_slot=True)
             except Exception:  # the action is done; the loop retries the pass
                 log.exception("pass over %s after %s failed; will retry", instance_id, action)
 

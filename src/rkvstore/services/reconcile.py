@@ -113,6 +113,13 @@ class Reconciler:
         """Every node reached and nothing flagged; with ``account``: nothing flagged for it."""
         return in_line_from(*self.line(instance_id), account)
 
+    def in_line_as_read(self, instance_id: str, dirty: str | None, unreachable: str | None) -> bool:
+        """``in_line`` from the state a caller read itself (joined onto its own
+        query), with the flags this process raised that have not reached it yet."""
+        if self.flags.pending(instance_id):
+            return False
+        return in_line_from(dirty, unreachable)
+
     def line(self, instance_id: str) -> tuple[str | None, str | None]:
         """``(dirty, unreachable)`` for ``in_line_from``, read once for many accounts.
 
