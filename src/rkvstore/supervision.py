@@ -25,9 +25,12 @@ import os
 import threading
 from pathlib import Path
 
+from sqlalchemy import select
+
 from rkvstore.bootstrap import close_deps, finish_builds, start_background, stop_supervision
 from rkvstore.services.context import Deps
 from rkvstore.store import repo
+from rkvstore.store.tables import instances
 
 log = logging.getLogger("rkvstore.workers")
 LOCK_FILE = "supervisor.lock"
@@ -63,30 +66,34 @@ class LocalFollower:
         from rkvstore.services.common import CREATING, LOCAL
 
         deps = self.deps
+        # A narrow read (a few columns of the local instances: real processes, so
+        # few), once a second; rows in full only for an instance new here.
+        query = select(
+            instances.c.instance_id, instances.c.status, instances.c.mgmt_password_encrypted
+        ).where(instances.c.provider == LOCAL, instances.c.status != CREATING)
         with deps.engine.connect() as conn:
-            instances = {
-                i.instance_id: i
-                for i in repo.list_instances(conn)
-                if i.provider == LOCAL and i.status != CREATING  # a build is its builder's
+            tokens: dict[str, str] = {
+                row.instance_id: row.mgmt_password_encrypted for row in conn.execute(query)
             }
             supervised = deps.local.supervised_instances()
-            unknown = instances.keys() - supervised - self._foreign
-            new = {i: repo.list_nodes(conn, i) for i in sorted(unknown)}
-        self._foreign &= instances.keys()
-        for instance_id in supervised - instances.keys():
+            new = {}
+            for instance_id in sorted(tokens.keys() - supervised - self._foreign):
+                instance = repo.get_instance_any_tenant(conn, instance_id)
+                if instance is not None:
+                    new[instance_id] = (instance, repo.list_nodes(conn, instance_id))
+        self._foreign &= tokens.keys()
+        for instance_id in supervised - tokens.keys():
             deps.local.forget_instance(instance_id)  # deleted by another worker
             self._tokens.pop(instance_id, None)
             log.info("instance %s: deleted by another worker; no longer supervised", instance_id)
-        for instance_id, rows in new.items():
-            instance = instances[instance_id]
+        for instance_id, (instance, rows) in new.items():
             if not rows or not deps.local.holds(instance, rows):
                 self._foreign.add(instance_id)  # another rkvstore process's, on this database
                 continue
             deps.local.resume_instance(instance, rows)
             self._tokens[instance_id] = instance.mgmt_password_encrypted
             log.info("instance %s: built by another worker; its nodes supervised here", instance_id)
-        for instance_id, instance in instances.items():
-            token = instance.mgmt_password_encrypted
+        for instance_id, token in tokens.items():
             seen = self._tokens.setdefault(instance_id, token)
             if seen != token and instance_id in supervised:
                 # Rotated through another worker: restarts and masterauth use the new one.
