@@ -23,6 +23,7 @@ import logging
 import mmap
 import os
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -30,12 +31,14 @@ from sqlalchemy import select
 from rkvstore.bootstrap import close_deps, finish_builds, start_background, stop_supervision
 from rkvstore.services.context import Deps
 from rkvstore.store import repo
+from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.tables import instances
 
 log = logging.getLogger("rkvstore.workers")
 LOCK_FILE = "supervisor.lock"
 ELECTION_SECONDS = 0.5
 FOLLOW_SECONDS = 1.0
+ADOPT_RETRY_SECONDS = 30.0
 
 
 class ServiceStopping:
@@ -61,6 +64,7 @@ class LocalFollower:
         self.deps = deps
         self._tokens: dict[str, str] = {}  # instance -> sealed management password seen
         self._foreign: set[str] = set()  # instances whose nodes another data dir holds
+        self._retry_at: dict[str, float] = {}  # instance -> when to try adopting it again
 
     def follow_once(self) -> None:
         from rkvstore.services.common import CREATING, LOCAL
@@ -90,7 +94,17 @@ class LocalFollower:
             if not rows or not deps.local.holds(instance, rows):
                 self._foreign.add(instance_id)  # another rkvstore process's, on this database
                 continue
-            deps.local.resume_instance(instance, rows)
+            if time.monotonic() < self._retry_at.get(instance_id, 0.0):
+                continue
+            try:
+                deps.local.resume_instance(instance, rows)
+            except Exception:
+                # Said once per try, tried again a while later (start_background at
+                # the next start would fail the same way).
+                log.exception("instance %s: adopting its nodes failed", instance_id)
+                self._retry_at[instance_id] = time.monotonic() + ADOPT_RETRY_SECONDS
+                continue
+            self._retry_at.pop(instance_id, None)
             self._tokens[instance_id] = instance.mgmt_password_encrypted
             log.info("instance %s: built by another worker; its nodes supervised here", instance_id)
         for instance_id, token in tokens.items():
@@ -162,11 +176,22 @@ class SupervisorElection:
                 if self._stop.wait(FOLLOW_SECONDS * 5):
                     return
         follower = LocalFollower(self.deps)
+        failing = False
         while not self._stop.wait(FOLLOW_SECONDS):
             try:
                 follower.follow_once()
-            except Exception:  # the next round tries again
-                log.exception("following the other workers' instances failed; will retry")
+            except Exception as exc:  # the next round tries again; said once per outage
+                if not failing:
+                    log.warning(
+                        "following the other workers' instances failed (%s); retrying",
+                        describe_database_error(exc),
+                        exc_info=not database_unavailable(exc),  # a bug: its traceback, once
+                    )
+                failing = True
+                continue
+            if failing:
+                log.info("following the other workers' instances again")
+            failing = False
 
     def _take_lock(self) -> bool:
         assert self._fd is not None
