@@ -107,10 +107,12 @@ class LocalFollower:
             self._retry_at.pop(instance_id, None)
             self._tokens[instance_id] = instance.mgmt_password_encrypted
             log.info("instance %s: built by another worker; its nodes supervised here", instance_id)
-        for instance_id, token in tokens.items():
-            seen = self._tokens.setdefault(instance_id, token)
-            if seen != token and instance_id in supervised:
-                # Rotated through another worker: restarts and masterauth use the new one.
+        for instance_id in supervised & tokens.keys():
+            token = tokens[instance_id]
+            if self._tokens.get(instance_id) != token:
+                # Rotated (perhaps through another worker), or first seen here: restarts
+                # and masterauth use the recorded one. Idempotent: a rotation of this
+                # worker's own is applied once more.
                 deps.local.manager.set_management_password(instance_id, deps.box.open(token))
                 self._tokens[instance_id] = token
 

@@ -21,11 +21,16 @@ from pathlib import Path
 import pytest
 
 from rkvstore.client import RpcClient
+from rkvstore.crypto import load_secret_box
+from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.secret import Secret
-from tests.conftest import LiveServer, start_server
+from rkvstore.store import repo
+from rkvstore.store.db import make_engine
+from tests.conftest import LiveServer, remember_secret, start_server
 from tests.integration.test_resilience import (
     api,
     auth_ok,
+    connect,
     create_instance,
     kill_strays,
     local_nodes,
@@ -180,3 +185,58 @@ def test_stopping_the_service_stops_the_nodes(workers: LiveServer) -> None:
     assert server.stop(timeout=120) == 0
     assert not pid_alive(pid), "the node outlived the service"
     assert "stopping 2 workers" in log_text(server)
+
+
+def management_password(server: LiveServer, database_url: str, instance_id: str) -> str:
+    """As the operator reads it: the data dir's master key opens the database's copy."""
+    box = load_secret_box(server.data_dir, None)
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            instance = repo.get_instance_any_tenant(conn, instance_id)
+    finally:
+        engine.dispose()
+    assert instance is not None, instance_id
+    return remember_secret(box.open(instance.mgmt_password_encrypted).reveal())
+
+
+def served_by(server: LiveServer, request_id: str) -> int:
+    found = re.search(rf" pid=(\d+) request_id={request_id} ", log_text(server))
+    assert found, request_id
+    return int(found.group(1))
+
+
+def test_a_rotation_through_another_worker_reaches_the_supervised_replica(
+    workers: LiveServer, database_url: str
+) -> None:
+    """The supervising worker takes up a management password rotated elsewhere: the
+    replica's masterauth, and the password it restarts with."""
+    server = workers
+    supervisor = wait_for("a supervising worker", lambda: supervisors(server), 15)[0]
+    with api(server) as client:
+        instance_id = create_instance(client, "MASTER_SLAVE", new_password())
+    wait_for("nodes supervised", lambda: supervised(server, instance_id, supervisor), 10)
+    for _ in range(40):  # a new connection each time, until the other worker answers one
+        with api(server) as client:
+            body = client.call("RotateManagementPassword", {"InstanceId": instance_id})
+        if served_by(server, body["RequestId"]) != supervisor:
+            break
+    else:
+        pytest.fail("every rotation was served by the supervising worker")
+    new = management_password(server, database_url, instance_id)
+    replica = local_nodes(server, instance_id)["replica"]
+
+    def masterauth_is_new() -> bool:
+        with connect(replica.port, MANAGEMENT_USER, new) as conn:
+            return bool(conn.config_get("masterauth")["masterauth"] == new)
+
+    wait_for("the replica's masterauth is the new password", masterauth_is_new, 10)
+    old = replica.running_pid()
+    os.kill(old, signal.SIGKILL)  # restarted by the supervisor, with the new login
+    wait_serving(replica, MANAGEMENT_USER, new, old)
+
+    def link_up() -> bool:
+        with connect(replica.port, MANAGEMENT_USER, new) as conn:
+            return bool(conn.info("replication").get("master_link_status") == "up")
+
+    wait_for("the restarted replica in sync with its master", link_up, 20)
