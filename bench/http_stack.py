@@ -14,14 +14,20 @@ over one keep-alive connection:
 - ``refused``: an unsigned ``GET /`` answered 400 ``MissingSignature``: the
   HTTP path and little else.
 
-Per stack and kind: p50 latency and the server's CPU per request (utime +
-stime of the server's processes, from /proc), median and spread (min-max)
-over the repetitions, and the ratio to the first stack. Nothing is asserted.
+With ``--clients K``, K client processes share the block's requests, each
+sequential on its own connection (throughput: ``--workers`` or a stack's
+``+RKVSTORE_WORKERS=N``; ``+RKVSTORE_DATABASE_URL=...`` for PostgreSQL).
+
+Per stack and kind: p50 latency, the server's CPU per request (utime + stime
+of the server's processes, its workers included, from /proc) and requests
+per second, median and spread (min-max) over the repetitions, and the ratios
+to the first stack. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import secrets
 import signal
@@ -101,20 +107,19 @@ def _start(stack: Stack, root: Path, key: tuple[str, str], workers: int) -> None
     raise RuntimeError(f"{stack.name} did not start")
 
 
-def _block(stack: Stack, kind: str, count: int, key: tuple[str, str]) -> tuple[float, float]:
-    """(p50 ms, server CPU ms per request) of ``count`` sequential requests."""
-    assert stack.process is not None
+def _client(endpoint: str, kind: str, count: int, key: tuple[str, str]) -> list[float]:
+    """``count`` sequential requests over one keep-alive connection: their times."""
     times: list[float] = []
     send: Callable[[], int]
     if kind == "signed":
-        client = RpcClient(stack.endpoint, key[0], Secret(key[1]))
+        client = RpcClient(endpoint, key[0], Secret(key[1]))
 
         def send() -> int:
             return client.request("DescribeRegions").status_code
 
         closer: Callable[[], None] = client.close
     else:
-        http = httpx.Client(base_url=f"http://{stack.endpoint}", timeout=30)
+        http = httpx.Client(base_url=f"http://{endpoint}", timeout=30)
 
         def send() -> int:
             return http.get("/").status_code
@@ -122,16 +127,33 @@ def _block(stack: Stack, kind: str, count: int, key: tuple[str, str]) -> tuple[f
         closer = http.close
     try:
         send()  # the connection open before the clock starts
-        cpu0 = _cpu_seconds(stack.process.pid)
         for _ in range(count):
             started = time.perf_counter()
             status = send()
             times.append(time.perf_counter() - started)
             assert status in (200, 400), status
-        cpu = _cpu_seconds(stack.process.pid) - cpu0
     finally:
         closer()
-    return statistics.median(times) * 1000, cpu / count * 1000
+    return times
+
+
+def _block(
+    stack: Stack, kind: str, count: int, key: tuple[str, str], clients: int
+) -> tuple[float, float, float]:
+    """(p50 ms, server CPU ms per request, requests/s) of ``count`` requests from
+    ``clients`` client processes at once, each sequential on its own connection."""
+    assert stack.process is not None
+    cpu0 = _cpu_seconds(stack.process.pid)
+    started = time.perf_counter()
+    if clients == 1:
+        times = _client(stack.endpoint, kind, count, key)
+    else:
+        with multiprocessing.get_context("fork").Pool(clients) as pool:
+            share = [(stack.endpoint, kind, count // clients, key)] * clients
+            times = [t for part in pool.starmap(_client, share) for t in part]
+    wall = time.perf_counter() - started
+    cpu = _cpu_seconds(stack.process.pid) - cpu0
+    return statistics.median(times) * 1000, cpu / len(times) * 1000, len(times) / wall
 
 
 def main() -> None:
@@ -139,6 +161,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--clients", type=int, default=1, help="client processes at once (requests shared)"
+    )
     parser.add_argument(
         "--stacks",
         default="h11/asyncio,httptools/asyncio,h11/uvloop,httptools/uvloop",
@@ -164,7 +189,7 @@ def main() -> None:
                 order = stacks[rep % len(stacks) :] + stacks[: rep % len(stacks)]
                 for stack in order:
                     for kind in kinds:
-                        result = _block(stack, kind, args.requests, key)
+                        result = _block(stack, kind, args.requests, key, args.clients)
                         stack.results.setdefault(kind, []).append(result)
         finally:
             for stack in stacks:
@@ -172,27 +197,28 @@ def main() -> None:
                     stack.process.send_signal(signal.SIGTERM)
                     stack.process.wait(timeout=30)
     print(
-        f"{args.repetitions} interleaved repetitions x {args.requests} sequential requests, "
-        f"{args.workers} worker(s); load average at start {load[0]:.2f}, "
-        f"{os.cpu_count()} cores"
+        f"{args.repetitions} interleaved repetitions x {args.requests} requests from "
+        f"{args.clients} client(s), {args.workers} worker(s) unless a stack says otherwise; "
+        f"load average at start {load[0]:.2f}, {os.cpu_count()} cores"
     )
     base = stacks[0]
     for kind in kinds:
         print(f"\n{kind}:")
         print(
-            f"  {'stack':20s} {'p50 ms':>22s} {'server CPU ms/req':>24s} {'ratio p50':>10s}"
-            f" {'ratio CPU':>10s}"
+            f"  {'stack':34s} {'p50 ms':>20s} {'server CPU ms/req':>20s} {'req/s':>16s}"
+            f"  ratios p50 / CPU / req/s"
         )
-        base_p50 = statistics.median(r[0] for r in base.results[kind])
-        base_cpu = statistics.median(r[1] for r in base.results[kind])
+        base_p50, base_cpu, base_rate = (
+            statistics.median(r[i] for r in base.results[kind]) for i in range(3)
+        )
         for stack in stacks:
-            p50s = [r[0] for r in stack.results[kind]]
-            cpus = [r[1] for r in stack.results[kind]]
-            p50, cpu = statistics.median(p50s), statistics.median(cpus)
+            cols = [[r[i] for r in stack.results[kind]] for i in range(3)]
+            p50, cpu, rate = (statistics.median(c) for c in cols)
+            spread = [f"({min(c):.2f}-{max(c):.2f})" for c in cols]
             print(
-                f"  {stack.name:20s} {p50:7.3f} ({min(p50s):.3f}-{max(p50s):.3f})"
-                f" {cpu:9.3f} ({min(cpus):.3f}-{max(cpus):.3f})"
-                f" {p50 / base_p50:10.2f} {cpu / base_cpu:10.2f}"
+                f"  {stack.name:34s} {p50:6.3f} {spread[0]:13s} {cpu:6.3f} {spread[1]:13s}"
+                f" {rate:6.0f} ({min(cols[2]):.0f}-{max(cols[2]):.0f})"
+                f"  {p50 / base_p50:.2f} / {cpu / base_cpu:.2f} / {rate / base_rate:.2f}"
             )
 
 

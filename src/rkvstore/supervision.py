@@ -74,10 +74,15 @@ class LocalFollower:
         # few), once a second; rows in full only for an instance new here.
         query = select(
             instances.c.instance_id, instances.c.status, instances.c.mgmt_password_encrypted
-        ).where(instances.c.provider == LOCAL, instances.c.status != CREATING)
+        ).where(instances.c.provider == LOCAL)
         with deps.engine.connect() as conn:
+            listed = conn.execute(query).all()
+            present = {row.instance_id for row in listed}
+            # An instance being built is its builder's (perhaps this worker's) until Normal.
             tokens: dict[str, str] = {
-                row.instance_id: row.mgmt_password_encrypted for row in conn.execute(query)
+                row.instance_id: row.mgmt_password_encrypted
+                for row in listed
+                if row.status != CREATING
             }
             supervised = deps.local.supervised_instances()
             new = {}
@@ -85,8 +90,8 @@ class LocalFollower:
                 instance = repo.get_instance_any_tenant(conn, instance_id)
                 if instance is not None:
                     new[instance_id] = (instance, repo.list_nodes(conn, instance_id))
-        self._foreign &= tokens.keys()
-        for instance_id in supervised - tokens.keys():
+        self._foreign &= present
+        for instance_id in supervised - present:
             deps.local.forget_instance(instance_id)  # deleted by another worker
             self._tokens.pop(instance_id, None)
             log.info("instance %s: deleted by another worker; no longer supervised", instance_id)
@@ -158,14 +163,19 @@ class SupervisorElection:
                 os.close(self._fd)  # frees the lock, once the nodes are stopped (or left)
                 self._fd = None
 
+    def _ending(self) -> bool:
+        # The service stopping: the supervisor is stopping the nodes, and a worker
+        # still draining its connections must not take over and start them again.
+        return self._stop.is_set() or self.service_stopping.is_set()
+
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._ending():
             if self._take_lock():
                 break
             self._stop.wait(ELECTION_SECONDS)
         else:
             return
-        if self._stop.is_set():
+        if self._ending():
             return  # took it while stopping: nothing started, the lock goes with the fd
         log.info("worker %d supervises the local nodes and runs the reconciler", os.getpid())
         self._supervising.set()  # from here on, ``stop`` stops whatever started
