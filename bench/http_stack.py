@@ -42,11 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
 
 from rkvstore.client import RpcClient
 from rkvstore.secret import Secret
 
 TICKS = os.sysconf("SC_CLK_TCK")
+MASTER_KEY = Fernet.generate_key().decode()
 
 
 def _free_port() -> int:
@@ -88,6 +90,8 @@ def _start(stack: Stack, root: Path, key: tuple[str, str], workers: int) -> None
         "RKVSTORE_BOOTSTRAP_ACCESS_KEY_ID": key[0],
         "RKVSTORE_BOOTSTRAP_ACCESS_KEY_SECRET": key[1],
         "RKVSTORE_RATE_LIMIT_PER_SECOND": "0",
+        # One key for every stack: stacks given one PostgreSQL database share its secrets.
+        "RKVSTORE_MASTER_KEY": MASTER_KEY,
         "RKVSTORE_WORKERS": str(workers),
         **stack.env,
     }
@@ -191,6 +195,11 @@ def main() -> None:
                     for kind in kinds:
                         result = _block(stack, kind, args.requests, key, args.clients)
                         stack.results.setdefault(kind, []).append(result)
+        except BaseException:
+            for out in sorted(Path(tmp).glob("*/server.out")):  # before the dir goes
+                lines = out.read_text(errors="replace").splitlines()
+                print(f"--- {out.parent.name}:", *lines[-60:], sep="\n", file=sys.stderr)
+            raise
         finally:
             for stack in stacks:
                 if stack.process is not None and stack.process.poll() is None:
