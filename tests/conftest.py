@@ -101,6 +101,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --------------------------------------------------------------------------- a live server
 
+# The HTTP stacks a server can run (RKVSTORE_HTTP_PARSER, RKVSTORE_EVENT_LOOP): the
+# default, and the pure-Python one. Tests of what the HTTP layer guarantees run on both.
+HTTP_STACKS: dict[str, dict[str, str]] = {
+    "httptools-uvloop": {"RKVSTORE_HTTP_PARSER": "httptools", "RKVSTORE_EVENT_LOOP": "uvloop"},
+    "h11-asyncio": {"RKVSTORE_HTTP_PARSER": "h11", "RKVSTORE_EVENT_LOOP": "asyncio"},
+}
+
 
 @dataclass
 class LiveServer:

@@ -1,10 +1,10 @@
 """The ASGI app: one RPC route; the request is read (bounded) and handed to the dispatcher.
 
-A request is prepared (authenticated, parsed, authorized) on the shared
-thread pool, then its action runs on one of ``request_workers`` threads, at
-most ``tenant_workers`` of them for one tenant at once: a tenant whose nodes
-stall fills its own share and waits there (in the event loop, holding no
-thread) while every other tenant's actions run.
+A request is prepared (authenticated, parsed, authorized) and its action run
+on one of ``request_workers`` threads, one hop from the event loop; at most
+``tenant_workers`` actions of one tenant run at once (api/shares.py): a
+tenant whose nodes stall fills its own share and waits there (in the event
+loop, holding no thread) while every other tenant's actions run.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -25,8 +26,9 @@ from starlette.types import Receive, Scope, Send
 
 from rkvstore import errors
 from rkvstore.api import render
-from rkvstore.api.dispatch import Dispatcher, RawRequest, log_access, new_trace
+from rkvstore.api.dispatch import Dispatcher, Prepared, RawRequest, log_access, new_trace
 from rkvstore.api.http_guard import REQUEST_TIMED_OUT, quiet_accept_errors
+from rkvstore.api.shares import TenantShares
 from rkvstore.bootstrap import start_background, stop_background
 from rkvstore.errors import ApiError
 from rkvstore.services.context import Deps
@@ -49,30 +51,24 @@ async def _read_bounded(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-class TenantShares:
-    """At most ``per_tenant`` actions of one tenant at once, ``total`` in all."""
+class Background(Protocol):
+    """What runs beside the requests, started and stopped with the app."""
 
-    def __init__(self, total: int, per_tenant: int) -> None:
-        self.total = anyio.CapacityLimiter(total)
-        self.per_tenant = per_tenant
-        self._tenants: dict[str, anyio.CapacityLimiter] = {}
+    def start(self) -> None: ...
 
-    @contextlib.asynccontextmanager
-    async def share(self, tenant: str) -> AsyncIterator[anyio.CapacityLimiter]:
-        limiter = self._tenants.get(tenant)
-        if limiter is None:
-            limiter = self._tenants[tenant] = anyio.CapacityLimiter(self.per_tenant)
-        try:
-            async with limiter:
-                yield self.total
-        finally:
-            stats = limiter.statistics()
-            if not stats.borrowed_tokens and not stats.tasks_waiting:
-                self._tenants.pop(tenant, None)
+    def stop(self) -> None: ...
 
 
-def create_app(deps: Deps, registry: Registry, *, start_engine: bool = True) -> Starlette:
-    """The app; its lifespan starts and stops the engine's background work."""
+def create_app(
+    deps: Deps,
+    registry: Registry,
+    *,
+    start_engine: bool = True,
+    background: Background | None = None,
+) -> Starlette:
+    """The app; its lifespan starts and stops the engine's background work: ``background``
+    if given (a worker of several: supervision.py), else ``start_background`` (and at
+    the end ``stop_background``) unless ``start_engine`` is false."""
     dispatcher = Dispatcher(deps, registry)
     limit = deps.settings.max_request_bytes
     shares = TenantShares(deps.settings.request_workers, deps.settings.tenant_workers)
@@ -106,16 +102,32 @@ def create_app(deps: Deps, registry: Registry, *, start_engine: bool = True) -> 
             client_ip=request.client.host if request.client else "",
             scheme=request.scope.get("scheme", "http"),
         )
-        step = await run_in_threadpool(dispatcher.prepare, raw)
+        step = await anyio.to_thread.run_sync(prepare_and_run, raw, limiter=shares.total)
         if isinstance(step, Response):
             return step
-        async with shares.share(step.tenant) as workers:
-            return await anyio.to_thread.run_sync(dispatcher.execute, step, limiter=workers)
+        # The tenant's share was full: wait for one here, holding no thread.
+        await shares.take(step.tenant)
+        try:
+            return await anyio.to_thread.run_sync(dispatcher.execute, step, limiter=shares.total)
+        finally:
+            shares.give_back(step.tenant)
+
+    def prepare_and_run(raw: RawRequest) -> Response | Prepared:
+        """On a worker thread: the answer, or the prepared request if its tenant's share is full."""
+        step = dispatcher.prepare(raw)
+        if isinstance(step, Response) or not shares.try_take(step.tenant):
+            return step
+        try:
+            return dispatcher.execute(step)
+        finally:
+            shares.give_back(step.tenant)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         quiet_accept_errors(asyncio.get_running_loop())
-        if start_engine:
+        if background is not None:
+            await run_in_threadpool(background.start)
+        elif start_engine:
             await run_in_threadpool(start_background, deps)
         purger = asyncio.create_task(_purge_nonces_forever(deps))
         try:
@@ -124,7 +136,9 @@ def create_app(deps: Deps, registry: Registry, *, start_engine: bool = True) -> 
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
-            if start_engine:
+            if background is not None:
+                await run_in_threadpool(background.stop)
+            elif start_engine:
                 await run_in_threadpool(stop_background, deps)
 
     async def rpc_asgi(scope: Scope, receive: Receive, send: Send) -> None:

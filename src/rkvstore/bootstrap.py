@@ -98,12 +98,32 @@ def start_background(deps: Deps) -> None:
 
 
 def stop_background(deps: Deps, build_timeout: float = 60.0) -> None:
-    """Finish instance builds in flight, stop reconciling, stop the local nodes."""
+    """Finish instance builds in flight, stop reconciling, stop the local nodes, close."""
+    stop_supervision(deps, build_timeout)
+    close_deps(deps)
+
+
+def finish_builds(deps: Deps, build_timeout: float = 60.0) -> None:
+    """Wait (bounded) for this process's instance builds still in flight."""
     deadline = time.monotonic() + build_timeout
     for thread in list(deps.builds):
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def stop_supervision(
+    deps: Deps, build_timeout: float = 60.0, *, stop_nodes: bool | None = None
+) -> None:
+    """Undo ``start_background``: builds finished, reconciler and node supervisor stopped;
+    the nodes too unless ``stop_nodes`` is False (default: ``stop_nodes_on_exit``)."""
+    finish_builds(deps, build_timeout)
     deps.reconciler.stop()
-    deps.local.stop(stop_nodes=deps.settings.stop_nodes_on_exit)
+    deps.local.stop(
+        stop_nodes=deps.settings.stop_nodes_on_exit if stop_nodes is None else stop_nodes
+    )
+
+
+def close_deps(deps: Deps) -> None:
+    """Close the connections to the nodes and to the database."""
     deps.redis.close()
     deps.engine.dispose()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import getpass
 import json
@@ -10,7 +9,6 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +34,11 @@ def _escape_char(match: re.Match[str]) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
 
 
-def setup_logging(settings: Settings, level: str = "INFO") -> None:
+def setup_logging(settings: Settings, level: str = "INFO", *, with_pid: bool = False) -> None:
+    """stderr and the log file; ``with_pid``: each line names its process (``--workers``)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fmt = EscapingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    pid = " pid=%(process)d" if with_pid else ""
+    fmt = EscapingFormatter(f"%(asctime)s %(levelname)s %(name)s{pid} %(message)s")
     handlers: list[logging.Handler] = [
         logging.StreamHandler(sys.stderr),
         logging.FileHandler(settings.effective_log_file, encoding="utf-8"),
@@ -95,110 +95,57 @@ def _server_options(func: Any) -> Any:
     return func
 
 
-class _Server:
-    """uvicorn's server, but a SIGINT/SIGTERM stop ends the process with status 0.
-
-    uvicorn re-raises a captured signal after its graceful shutdown, so the
-    process would die of it (-15, or KeyboardInterrupt for SIGINT).
-    """
-
-    @staticmethod
-    def build(config: Any) -> Any:
-        import uvicorn
-
-        from rkvstore.api.http_guard import deepen_listen_queue
-
-        class Server(uvicorn.Server):
-            async def startup(self, sockets: Any = None) -> None:
-                await super().startup(sockets=sockets)
-                deepen_listen_queue(self.servers)
-
-            def capture_signals(self) -> Any:
-                captured = super().capture_signals()
-
-                @contextlib.contextmanager
-                def without_reraise() -> Iterator[None]:
-                    with captured:
-                        yield
-                        self._captured_signals.clear()
-
-                return without_reraise()
-
-        return Server(config)
-
-
-def _run_server(settings: Settings, log_level: str, on_ready: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM; ``on_ready(deps, root_key)`` runs in a thread once listening."""
-    import threading
-    import time
-
-    import uvicorn
-
-    from rkvstore.api.http_guard import (
-        ACCEPTS_PER_TURN,
-        ConnectionGuard,
-        connection_cap,
-        protocol_class,
-    )
-    from rkvstore.app import create_app
-    from rkvstore.bootstrap import build_deps, build_registry, ensure_root_tenant
-
-    setup_logging(settings, log_level)
-    deps = build_deps(settings)
-    root_key = ensure_root_tenant(deps)
-    app = create_app(deps, build_registry())
-    logging.getLogger("rkvstore").info(
-        "serving region %s on http://%s:%d (database: %s)",
-        settings.region,
-        settings.host,
-        settings.port,
-        deps.engine.url.render_as_string(hide_password=True),
-    )
-    guard = ConnectionGuard(
-        connection_cap(settings.max_connections), settings.http_request_timeout_seconds
-    )
-    # No uvicorn access log: it would print query strings, and they hold passwords.
-    server = _Server.build(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            http=protocol_class(guard),
-            # acs:SourceIp and acs:SecureTransport come from the connection, unless
-            # the operator names a proxy whose forwarded headers are to be believed.
-            proxy_headers=bool(settings.trusted_proxies.strip()),
-            forwarded_allow_ips=settings.trusted_proxies.strip() or None,
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=10,
-            timeout_keep_alive=max(1, round(settings.http_keepalive_seconds)),
-            backlog=ACCEPTS_PER_TURN,
-        )
-    )
-    if on_ready is not None:
-
-        def when_started() -> None:
-            deadline = time.monotonic() + 120
-            while not server.started and time.monotonic() < deadline and not server.should_exit:
-                time.sleep(0.05)
-            if server.started:
-                try:
-                    on_ready(deps, root_key)
-                except Exception:
-                    logging.getLogger("rkvstore").exception("demo set-up failed")
-                    server.should_exit = True
-
-        threading.Thread(target=when_started, name="on-ready", daemon=True).start()
-    server.run()
-
-
 @main.command()
 @_server_options
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Request worker processes on the one port; one of them supervises the local "
+    "nodes [1; RKVSTORE_WORKERS].",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(log_level: str, **options: Any) -> None:
     """Run the API server until SIGINT or SIGTERM."""
     os.umask(0o077)  # everything under the data dir is the operator's alone
-    _run_server(_settings(**options), log_level)
+    settings = _settings(**options)
+    if settings.workers == 1:
+        from rkvstore.serving import run_server
+
+        setup_logging(settings, log_level)
+        run_server(settings)
+        return
+    _serve_workers(settings, log_level)
+
+
+def _serve_workers(settings: Settings, log_level: str) -> None:
+    from rkvstore.api.http_guard import LISTEN_BACKLOG
+    from rkvstore.serving import run_worker
+    from rkvstore.workers import Parent, listen, prepare_once
+
+    setup_logging(settings, log_level, with_pid=True)
+
+    def prepare() -> None:
+        from rkvstore.bootstrap import build_deps, close_deps, ensure_root_tenant
+
+        deps = build_deps(settings)  # the master key, migrations
+        try:
+            ensure_root_tenant(deps)
+        finally:
+            close_deps(deps)
+
+    prepare_once(prepare)
+    try:
+        listener = listen(settings.host, settings.port, LISTEN_BACKLOG)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
+
+    def worker(sock: Any, stopping: Any) -> None:
+        setup_logging(settings, log_level, with_pid=True)  # handlers of its own
+        run_worker(settings, sock, stopping)
+
+    sys.exit(Parent(settings, listener, worker).run())
 
 
 @main.command()
@@ -207,9 +154,12 @@ def serve(log_level: str, **options: Any) -> None:
 def demo(log_level: str, **options: Any) -> None:
     """Serve, create a local instance with an account "demo", and print how to reset it."""
     from rkvstore.demo import set_up_demo
+    from rkvstore.serving import run_server
 
     os.umask(0o077)
-    _run_server(_settings(**options), log_level, on_ready=set_up_demo)
+    settings = _settings(**options)
+    setup_logging(settings, log_level)
+    run_server(settings, on_ready=set_up_demo)
 
 
 def _on_command_line(option: str, file_option: str, variable: str | None = None) -> str:

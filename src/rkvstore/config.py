@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,7 +57,14 @@ class Settings(BaseSettings):
     # HTTP: from a request's first byte to its last; idle keep-alive; open connections.
     http_request_timeout_seconds: float = Field(5.0, gt=0)
     http_keepalive_seconds: float = Field(5.0, gt=0)
-    max_connections: int = Field(1000, ge=16)
+    max_connections: int = Field(1000, ge=16)  # per worker process
+    # The HTTP/1.1 parser (httptools: C, the default; h11: pure Python) and the
+    # event loop (uvloop: libuv; asyncio: the standard library's).
+    http_parser: Literal["httptools", "h11"] = "httptools"
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # Request worker processes on the one port; one of them supervises the local
+    # nodes and runs the reconciler.
+    workers: int = Field(1, ge=1, le=64)
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list of
     # addresses or networks); empty: nobody's, the connection's own address and
     # scheme are what RAM conditions see.

@@ -25,20 +25,34 @@ from tests.api.ram_helpers import (
     root_of,
     statement,
 )
-from tests.conftest import ARTIFACT_DIRS, LiveServer, start_server
+from tests.conftest import ARTIFACT_DIRS, HTTP_STACKS, LiveServer, start_server
 
 ONLY_FROM_10_1_2 = {"IpAddress": {"acs:SourceIp": "10.1.2.0/24"}}
 NOT_OVER_TLS = {"Bool": {"acs:SecureTransport": "false"}}
 
 
-@pytest.fixture(scope="module", params=["no proxy trusted", "loopback trusted"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        (proxy, stack)
+        for proxy in ("no proxy trusted", "loopback trusted")
+        for stack in sorted(HTTP_STACKS)
+    ],
+    ids=lambda param: "-".join(param).replace(" ", "-"),
+)
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, bool]]:
-    trusted = request.param == "loopback trusted"
+    """Each HTTP stack gives the app the connection's own address and scheme."""
+    proxy, stack = request.param
+    trusted = proxy == "loopback trusted"
     data_dir = tmp_path_factory.mktemp("forwarded")
     ARTIFACT_DIRS.append(data_dir)
-    env = {**GENEROUS_RATE, "RKVSTORE_TRUSTED_PROXIES": "127.0.0.1" if trusted else ""}
+    env = {
+        **GENEROUS_RATE,
+        **HTTP_STACKS[stack],
+        "RKVSTORE_TRUSTED_PROXIES": "127.0.0.1" if trusted else "",
+    }
     live = start_server(data_dir, extra_env=env)
     try:
         yield live, trusted

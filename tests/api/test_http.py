@@ -28,7 +28,7 @@ from rkvstore.api.signing import pct, sign_v3_headers, v1_signature, v1_string_t
 from rkvstore.client import RpcClient
 from rkvstore.secret import Secret
 from tests.api.sdk_clients import LEGACY, NEW_V1, NEW_V3, REGION, SdkCaller
-from tests.conftest import LiveServer, start_server
+from tests.conftest import ARTIFACT_DIRS, HTTP_STACKS, LiveServer, start_server
 
 # tests/conftest.py's start_server leaves its server.out handle to the garbage
 # collector; with filterwarnings=error that ResourceWarning fails the first test
@@ -221,6 +221,20 @@ def expect_ok(response: httpx.Response) -> dict[str, Any]:
     assert REQUEST_ID.match(body["RequestId"])
     assert response.headers["x-acs-request-id"] == body["RequestId"]
     return body
+
+
+@pytest.fixture(scope="module", params=sorted(HTTP_STACKS))
+def live_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The module's server, once per HTTP stack: everything below holds on both."""
+    path = tmp_path_factory.mktemp("http")
+    ARTIFACT_DIRS.append(path)
+    server = start_server(path, extra_env=HTTP_STACKS[request.param])
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------------------------- formats

@@ -42,7 +42,7 @@ from rkvstore.api.http_guard import FD_RESERVE
 from rkvstore.client import RpcClient
 from rkvstore.secret import Secret
 from tests.api.ram_helpers import create_tenant
-from tests.conftest import ARTIFACT_DIRS, LiveServer, start_server
+from tests.conftest import ARTIFACT_DIRS, HTTP_STACKS, LiveServer, start_server
 from tests.integration.test_resilience import (
     SERVICE_UNAVAILABLE_MESSAGE,
     api,
@@ -431,10 +431,19 @@ def served_promptly(server: LiveServer, bound: float | None = PROMPT) -> float:
     return took
 
 
+@pytest.fixture(params=sorted(HTTP_STACKS))
+def stack(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The server's HTTP stack: the connection guard holds on each."""
+    return HTTP_STACKS[request.param]
+
+
 @pytest.mark.slow
-def test_connections_over_the_cap_and_half_sent_requests(data_dir: Path) -> None:
+def test_connections_over_the_cap_and_half_sent_requests(
+    data_dir: Path, stack: dict[str, str]
+) -> None:
     cap = 32
     env = {
+        **stack,
         "RKVSTORE_MAX_CONNECTIONS": str(cap),
         "RKVSTORE_HTTP_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT),
     }
@@ -481,10 +490,10 @@ def test_connections_over_the_cap_and_half_sent_requests(data_dir: Path) -> None
 
 @pytest.mark.slow
 def test_every_connection_busy_a_new_one_gets_service_unavailable(
-    data_dir: Path, own_root: Path
+    data_dir: Path, own_root: Path, stack: dict[str, str]
 ) -> None:
     cap = 16  # the least RKVSTORE_MAX_CONNECTIONS takes
-    env = {**NODES_ENV, "RKVSTORE_MAX_CONNECTIONS": str(cap)}
+    env = {**stack, **NODES_ENV, "RKVSTORE_MAX_CONNECTIONS": str(cap)}
     with (
         own_lone_redis(own_root / "lone") as (lone, password),
         TrickleProxy(lone.port, interval=TRICKLE, mode="trickle") as proxy,
@@ -531,7 +540,7 @@ BURST: Final = 1100
 
 
 @contextlib.contextmanager
-def fd_limited_server(data_dir: Path) -> Iterator[LiveServer]:
+def fd_limited_server(data_dir: Path, stack: dict[str, str]) -> Iterator[LiveServer]:
     """A server whose file-descriptor limit is ``FD_LIMIT``, soft and hard."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = BURST + 256  # this process opens the burst's sockets
@@ -540,6 +549,7 @@ def fd_limited_server(data_dir: Path) -> Iterator[LiveServer]:
             pytest.skip(f"this process may open only {hard} files")
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
     env = {
+        **stack,
         **NODES_ENV,
         "RKVSTORE_MAX_CONNECTIONS": str(BURST),
         "RKVSTORE_HTTP_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT),
@@ -578,8 +588,10 @@ def burst(server: LiveServer, made: list[socket.socket], count: int) -> None:
 
 
 @pytest.mark.slow
-def test_a_low_file_descriptor_limit_and_more_connections_than_it_allows(data_dir: Path) -> None:
-    with fd_limited_server(data_dir) as server:
+def test_a_low_file_descriptor_limit_and_more_connections_than_it_allows(
+    data_dir: Path, stack: dict[str, str]
+) -> None:
+    with fd_limited_server(data_dir, stack) as server:
         log_mark, size = len(log_text(server)), log_size(server)
         with sockets() as made:
             with paused(server):
@@ -604,13 +616,15 @@ def test_a_low_file_descriptor_limit_and_more_connections_than_it_allows(data_di
 
 
 @pytest.mark.slow
-def test_a_stop_just_after_a_connection_burst_logs_no_flood(data_dir: Path, own_root: Path) -> None:
+def test_a_stop_just_after_a_connection_burst_logs_no_flood(
+    data_dir: Path, own_root: Path, stack: dict[str, str]
+) -> None:
     """SIGTERM while a request is in flight and a burst of connections has just come:
     the request is answered, the server exits, and its log stays small."""
     with (
         own_lone_redis(own_root / "lone") as (lone, password),
         TrickleProxy(lone.port, interval=TRICKLE, mode="trickle") as proxy,
-        fd_limited_server(data_dir) as server,
+        fd_limited_server(data_dir, stack) as server,
         api(server) as client,
         ThreadPoolExecutor(1) as pool,
     ):
@@ -643,11 +657,13 @@ def test_a_stop_just_after_a_connection_burst_logs_no_flood(data_dir: Path, own_
 # --------------------------------------------------------------------------- e. not a whole request
 
 
-@pytest.fixture(scope="module")
-def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=sorted(HTTP_STACKS))
+def plain_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     path = tmp_path_factory.mktemp("liveness")
     ARTIFACT_DIRS.append(path)
-    server = start_server(path)
+    server = start_server(path, extra_env=HTTP_STACKS[request.param])
     try:
         yield server
     finally:

@@ -32,7 +32,7 @@ from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.addresses import normalize_host
 from rkvstore.engine.local import LocalNodeError, LocalNodeManager
 from tests.api.ram_helpers import create_tenant, discover_account_id, make_user, root_of
-from tests.conftest import LiveServer, free_port, remember_secret
+from tests.conftest import HTTP_STACKS, LiveServer, free_port, remember_secret
 from tests.integration.test_resilience import (
     FAST,
     SYSTEM_REDIS,
@@ -277,8 +277,9 @@ def _v1_query(server: LiveServer, params: dict[str, str]) -> str:
     return urlencode({**values, "Signature": b64encode(digest).decode()})
 
 
-def test_under_v1_the_action_comes_from_the_signed_parameters(data_dir: Path) -> None:
-    with serving(data_dir, FAST) as server:
+@pytest.mark.parametrize("stack", sorted(HTTP_STACKS))
+def test_under_v1_the_action_comes_from_the_signed_parameters(data_dir: Path, stack: str) -> None:
+    with serving(data_dir, {**FAST, **HTTP_STACKS[stack]}) as server:
         query = _v1_query(server, {"Action": "DescribeRegions", "Version": "2015-01-01"})
         response = httpx.get(
             f"{server.url}/?{query}",
@@ -300,8 +301,9 @@ def test_under_v1_the_action_comes_from_the_signed_parameters(data_dir: Path) ->
         )
 
 
-def test_a_repeated_parameter_name_is_refused(data_dir: Path) -> None:
-    with serving(data_dir, FAST) as server:
+@pytest.mark.parametrize("stack", sorted(HTTP_STACKS))
+def test_a_repeated_parameter_name_is_refused(data_dir: Path, stack: str) -> None:
+    with serving(data_dir, {**FAST, **HTTP_STACKS[stack]}) as server:
         query = _v1_query(server, {"Action": "DescribeRegions", "Version": "2015-01-01"})
         for extra in ("&Action=DeleteInstance", "&SignatureNonce=again"):
             response = httpx.get(f"{server.url}/?{query}{extra}", timeout=30)

@@ -3,9 +3,9 @@
 uvicorn closes a keep-alive connection that stays idle after a response, but
 not one that never sends a complete request: a client that connects and
 says nothing, or sends half a request, holds a socket (and a file
-descriptor) for as long as it likes. ``GuardedH11Protocol`` closes a
+descriptor) for as long as it likes. The guarded protocols close a
 connection whose request is not complete ``request_timeout`` seconds after
-its first byte (or after the connection opened), and keeps at most
+its first byte (or after the connection opened), and keep at most
 ``max_connections`` open: a new connection beyond the cap closes the oldest
 one that has no request being answered, and only when every connection is
 busy is the new one answered 503 ``ServiceUnavailable`` and closed.
@@ -13,6 +13,11 @@ busy is the new one answered 503 ``ServiceUnavailable`` and closed.
 A request line or header that is not HTTP gets the API's JSON error (400
 ``InvalidHttpRequest``) instead of uvicorn's plain text, and one access-log
 line.
+
+Two parsers give the same guarantees: httptools (C, the default: it costs
+less CPU per request than h11, README "HTTP stack") and h11 (pure Python).
+Per process: with ``--workers N`` each worker has its own guard, so the cap
+holds per worker.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # uvicorn[standard]
 
 from rkvstore import errors
 from rkvstore.api import render
@@ -44,19 +50,21 @@ LISTEN_BACKLOG = 2048
 # File descriptors kept beside the client connections: Redis and database
 # connections, log files, the listening socket.
 FD_RESERVE = 256
+# The longest URL httptools.parse_url takes (its offsets are 16-bit).
+URL_PARSE_LIMIT = 0xFFFF
 
 
 class ConnectionGuard:
     def __init__(self, max_connections: int, request_timeout: float) -> None:
         self.max_connections = max_connections
         self.request_timeout = request_timeout
-        self._open: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
+        self._open: OrderedDict[_Guarded, None] = OrderedDict()
         self.evicted = 0
         self.refused = 0
         self.timed_out = 0
         self._last_warning = 0.0
 
-    def admit(self, connection: GuardedH11Protocol) -> bool:
+    def admit(self, connection: _Guarded) -> bool:
         if len(self._open) >= self.max_connections:
             # The oldest that never sent a whole request first; an idle keep-alive
             # connection (a client that may reuse it) only if there is none.
@@ -74,7 +82,7 @@ class ConnectionGuard:
         self._open[connection] = None
         return True
 
-    def leave(self, connection: GuardedH11Protocol) -> None:
+    def leave(self, connection: _Guarded) -> None:
         self._open.pop(connection, None)
 
     def __len__(self) -> int:
@@ -106,12 +114,22 @@ def _raw_error(status_phrase: bytes, err: ApiError) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + bytes(response.body)
 
 
-class GuardedH11Protocol(H11Protocol):
-    guard: ConnectionGuard  # set on the subclass ``protocol_class`` makes
+class _Guarded:
+    """What both guarded protocols share; the parser-specific parts are in the subclasses.
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._request_timer: asyncio.TimerHandle | None = None
-        super().connection_made(transport)
+    Both uvicorn protocols keep the request being answered in ``cycle`` (with
+    ``more_body``, ``response_complete``, ``disconnected``, ``message_event``)
+    and the connection in ``transport``; this relies on nothing else of theirs.
+    """
+
+    guard: ConnectionGuard  # set on the subclass ``protocol_class`` makes
+    cycle: Any
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    _request_timer: asyncio.TimerHandle | None
+
+    def _admit(self, transport: asyncio.Transport) -> None:
+        """After the protocol's own ``connection_made``: in, or 503 and closed."""
         if not self.guard.admit(self):
             transport.write(
                 _raw_error(b"Service Unavailable", ApiError(errors.SERVICE_UNAVAILABLE))
@@ -119,11 +137,6 @@ class GuardedH11Protocol(H11Protocol):
             transport.close()
             return
         self._arm_request_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.guard.leave(self)
-        self._cancel_request_timer()
-        super().connection_lost(exc)
 
     @property
     def busy(self) -> bool:
@@ -139,20 +152,6 @@ class GuardedH11Protocol(H11Protocol):
 
     def _between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
-
-    def data_received(self, data: bytes) -> None:
-        if self._request_timer is None and self._between_requests():
-            self._arm_request_timer()  # a new request begins: it has this long to arrive
-        super().data_received(data)
-
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.busy:
-            self._cancel_request_timer()
-
-    def on_response_complete(self) -> None:
-        self._cancel_request_timer()
-        super().on_response_complete()
 
     def _arm_request_timer(self) -> None:
         self._cancel_request_timer()
@@ -182,14 +181,92 @@ class GuardedH11Protocol(H11Protocol):
             cycle.message_event.set()
         self.transport.close()
 
-    def send_400_response(self, msg: str) -> None:
+    def _not_http(self, may_answer: bool) -> None:
         """Not HTTP: the API's JSON error instead of uvicorn's plain text."""
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if may_answer:
             self.transport.write(_raw_error(b"Bad Request", ApiError(errors.INVALID_HTTP_REQUEST)))
         self.transport.close()
 
 
-def protocol_class(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
+class GuardedH11Protocol(_Guarded, H11Protocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._request_timer = None
+        super().connection_made(transport)
+        self._admit(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.leave(self)
+        self._cancel_request_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._request_timer is None and self._between_requests():
+            self._arm_request_timer()  # a new request begins: it has this long to arrive
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.busy:
+            self._cancel_request_timer()
+
+    def on_response_complete(self) -> None:
+        self._cancel_request_timer()
+        super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self._not_http(self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE))
+
+
+class GuardedHttpToolsProtocol(_Guarded, HttpToolsProtocol):
+    """httptools calls ``on_message_complete`` from inside ``data_received``: once
+    that returns with the request whole, its timer stops (a pipelined request
+    queued behind the one being answered arrived whole, so it needs none)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._request_timer = None
+        super().connection_made(transport)
+        self._admit(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.leave(self)
+        self._cancel_request_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._request_timer is None and self._between_requests():
+            self._arm_request_timer()
+        super().data_received(data)
+        if self.busy:
+            self._cancel_request_timer()
+
+    def on_response_complete(self) -> None:
+        self._cancel_request_timer()
+        super().on_response_complete()
+
+    def on_headers_complete(self) -> None:
+        # httptools.parse_url keeps offsets in 16 bits and refuses a longer URL: a query
+        # over 64 KiB must reach the app, which answers it 413 RequestEntityTooLarge.
+        path, _, query = self.url.partition(b"?")
+        if len(self.url) < URL_PARSE_LIMIT or len(path) >= URL_PARSE_LIMIT:
+            super().on_headers_complete()
+            return
+        self.url = path
+        super().on_headers_complete()  # the scope is read by the app only once this returns
+        self.scope["query_string"] = query.partition(b"#")[0]
+
+    def send_400_response(self, msg: str) -> None:
+        # Never in the middle of a response already begun (a pipelined request's).
+        cycle = self.cycle
+        self._not_http(cycle is None or not cycle.response_started or cycle.response_complete)
+
+
+PARSERS = ("httptools", "h11")
+
+
+def protocol_class(guard: ConnectionGuard, parser: str = "httptools") -> type[asyncio.Protocol]:
+    """The guarded protocol of ``parser`` (one of ``PARSERS``), bound to ``guard``."""
+    if parser == "httptools":
+        return type("RkvstoreHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"guard": guard})
     return type("RkvstoreH11Protocol", (GuardedH11Protocol,), {"guard": guard})
 
 

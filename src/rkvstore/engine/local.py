@@ -13,6 +13,7 @@ replica after a failover, and the password is never written to a file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import random
@@ -20,7 +21,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,10 @@ __all__ = ["MANAGEMENT_USER", "LocalNode", "LocalNodeError", "LocalNodeManager"]
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF: Final = 30.0
+# What ``_instance_dir_lock`` found.
+_LOCKED: Final = "locked"
+_GONE: Final = "gone"
+_BUSY: Final = "busy"
 # What a redis-server needs from the environment; rkvstore's own keys stay out of it.
 _CHILD_ENV: Final = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "HOME")
 
@@ -276,13 +281,20 @@ class LocalNodeManager:
         with self._lock:
             known = [r.node for r in self._running.values() if r.node.instance_id == instance_id]
         targets = {n.node_id: n for n in [*known, *nodes]}
-        self._for_each(self.stop, list(targets.values()))
-        instance_dir = self.root / instance_id
-        # A process of this instance nobody told us about (an earlier run's) goes too.
-        for pidfile in instance_dir.glob(f"*/{PID_FILE}"):
-            self._stop_stray(pidfile.parent)
-        if instance_dir.exists():
-            shutil.rmtree(instance_dir)
+        # Under the instance's lock: the process supervising the nodes (another
+        # worker on this data dir) restarts none of them meanwhile.
+        with self._instance_dir_lock(instance_id, wait=self.start_timeout + KILL_WAIT) as state:
+            if state == _BUSY:
+                logger.warning(
+                    "instance %s: its lock stays taken; deleting all the same", instance_id
+                )
+            self._for_each(self.stop, list(targets.values()))
+            instance_dir = self.root / instance_id
+            # A process of this instance nobody told us about (an earlier run's) goes too.
+            for pidfile in instance_dir.glob(f"*/{PID_FILE}"):
+                self._stop_stray(pidfile.parent)
+            if instance_dir.exists():
+                shutil.rmtree(instance_dir)
         with self._lock:
             for node in targets.values():
                 self._reserved_ports.pop(node.port, None)
@@ -367,6 +379,49 @@ class LocalNodeManager:
         with self._lock:
             self._watched.pop(node_id, None)
 
+    def watched_instances(self) -> set[str]:
+        """The instances with nodes under supervision here."""
+        with self._lock:
+            return {w.node.instance_id for w in self._watched.values()}
+
+    def forget_instance(self, instance_id: str) -> None:
+        """Neither supervise nor stop the instance's nodes any more (another process deleted it)."""
+        with self._lock:
+            for node_id in [
+                k for k, w in self._watched.items() if w.node.instance_id == instance_id
+            ]:
+                del self._watched[node_id]
+            for node_id in [
+                k for k, r in self._running.items() if r.node.instance_id == instance_id
+            ]:
+                del self._running[node_id]
+
+    @contextlib.contextmanager
+    def _instance_dir_lock(self, instance_id: str, *, wait: float) -> Iterator[str]:
+        """An exclusive lock (flock) on the instance's directory, which every process on this
+        data dir sees: ``_LOCKED``; ``_GONE`` when the directory is not (or no longer)
+        there; ``_BUSY`` when another holder kept it ``wait`` seconds."""
+        path = self.root / instance_id
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            yield _GONE
+            return
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield _BUSY
+                        return
+                    time.sleep(POLL)
+            yield _LOCKED if path.exists() else _GONE
+        finally:
+            os.close(fd)  # releases the lock
+
     def start_supervisor(self) -> None:
         with self._lock:
             if self._supervisor is not None and self._supervisor.is_alive():
@@ -435,15 +490,25 @@ class LocalNodeManager:
             if running.masterauth_pending:
                 self._retry_masterauth(running, entry.mgmt_password)
             return False
-        reason = running.describe_exit() if running is not None else "not running"
-        logger.warning(
-            "node %s of %s on port %d: %s; restarting",
-            node.node_id,
-            node.instance_id,
-            node.port,
-            reason,
-        )
-        new = self._ensure_running(node, entry.mgmt_password)
+        with self._instance_dir_lock(node.instance_id, wait=0) as state:
+            if state == _BUSY:
+                return False  # another process is deleting the instance: next pass
+            if state == _GONE or not (self.node_dir(node) / CONF_FILE).exists():
+                # Deleted by another process on this data dir (another worker).
+                self.forget_instance(node.instance_id)
+                logger.info(
+                    "instance %s: deleted elsewhere; no longer supervised", node.instance_id
+                )
+                return False
+            reason = running.describe_exit() if running is not None else "not running"
+            logger.warning(
+                "node %s of %s on port %d: %s; restarting",
+                node.node_id,
+                node.instance_id,
+                node.port,
+                reason,
+            )
+            new = self._ensure_running(node, entry.mgmt_password)
         logger.warning("node %s is back on port %d (pid %d)", node.node_id, node.port, new.pid)
         if self.on_restart is not None:
             self.on_restart(node.instance_id)

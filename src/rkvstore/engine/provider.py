@@ -92,6 +92,13 @@ class LocalProvider:
             self.manager.unwatch(node.node_id)
         self.manager.delete_instance(instance.instance_id, nodes)
 
+    def supervised_instances(self) -> set[str]:
+        return self.manager.watched_instances()
+
+    def forget_instance(self, instance_id: str) -> None:
+        """Another process deleted it: neither supervise nor stop its nodes here."""
+        self.manager.forget_instance(instance_id)
+
     def start(self) -> None:
         self.manager.start_supervisor()
 
