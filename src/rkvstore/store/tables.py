@@ -103,7 +103,9 @@ instances = Table(
     # Redis before 6.0: passwords of the last changes begun (Fernet tokens, one
     # per line), a way back in to a node a change left without recording it.
     Column("pending_password_encrypted", Text, nullable=True),
-    Index("ix_instances_account_id", "account_id"),
+    # DescribeInstances pages a tenant's instances in this order, and counts them,
+    # from this index alone (migration 0010).
+    Index("ix_instances_account_id_created_at", "account_id", "created_at", "instance_id"),
 )
 
 # The nodes rkvstore knows of. Local nodes keep their port for life; for
@@ -275,4 +277,6 @@ ram_attachments = Table(
     Column("policy_type", String(8), primary_key=True),  # System | Custom
     Column("policy_name", String(128), primary_key=True),
     Column("attached_at", DateTime(timezone=True), nullable=False),
+    # ListPolicies counts the attachments of a page of policies (migration 0010).
+    Index("ix_ram_attachments_account_id_policy", "account_id", "policy_type", "policy_name"),
 )
