@@ -382,21 +382,18 @@ def describe_instances(ctx: CallContext, params: dict[str, Any]) -> dict[str, An
     )
     with deps.engine.connect() as conn:
         total, shown = _visible_page(ctx, conn, query, (page - 1) * size, size)
-        counts = listing.node_counts(conn, [r.instance_id for r in shown])
     return {
         "PageNumber": page,
         "PageSize": size,
         "TotalCount": total,
-        "Instances": {
-            "KVStoreInstance": [_instance_fields(deps, r, counts[r.instance_id]) for r in shown]
-        },
+        "Instances": {"KVStoreInstance": [_instance_fields(deps, r, n) for r, n in shown]},
     }
 
 
 def _visible_page(
     ctx: CallContext, conn: Connection, query: listing.InstanceFilter, offset: int, limit: int
-) -> tuple[int, list[InstanceRow]]:
-    """(how many the caller may see, the page of them).
+) -> tuple[int, list[tuple[InstanceRow, int]]]:
+    """(how many the caller may see, the page of them with their node counts).
 
     A RAM user sees an instance only if its policies allow DescribeInstances on that
     instance's ARN, so a Deny on one instance hides it. Its policies become one SQL
@@ -419,12 +416,11 @@ def _visible_page(
                 for i in listing.instance_ids(conn, where)
                 if decide_resource(granted, prefix + i) == "Allow"
             ]
-            return len(ids), listing.instances_by_id(conn, ids[offset : offset + limit])
+            shown = listing.instances_by_id(conn, ids[offset : offset + limit])
+            counts = listing.node_counts(conn, [r.instance_id for r in shown])
+            return len(ids), [(r, counts[r.instance_id]) for r in shown]
         where.append(condition)
-    total = listing.count_instances(conn, where)
-    if offset >= total:
-        return total, []
-    return total, listing.page_instances(conn, where, offset, limit)
+    return listing.page_instances(conn, where, offset, limit)
 
 
 def describe_instance_attribute(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -80,11 +80,46 @@ def count_instances(conn: Connection, where: Sequence[ColumnElement[bool]]) -> i
 
 def page_instances(
     conn: Connection, where: Sequence[ColumnElement[bool]], offset: int, limit: int
-) -> list[InstanceRow]:
-    rows = conn.execute(
-        select(instances).where(*where).order_by(*INSTANCE_ORDER).offset(offset).limit(limit)
+) -> tuple[int, list[tuple[InstanceRow, int]]]:
+    """(how many match, the page of them with each one's node count): two statements.
+
+    The page is chosen from the ids alone (from the index that orders them, when the
+    conditions allow), read from whichever end of the order is nearer, so the last
+    page costs what the first does; the node counts are grouped for its ids only.
+    """
+    total = count_instances(conn, where)
+    end = min(offset + limit, total)
+    if offset >= end:
+        return total, []
+    order: list[ColumnElement[Any]] = list(INSTANCE_ORDER)
+    start = offset
+    if total - end < offset:  # nearer the end: the same rows, counted from the end
+        order, start = [column.desc() for column in INSTANCE_ORDER], total - end
+    page = (
+        select(instances.c.instance_id)
+        .where(*where)
+        .order_by(*order)
+        .offset(start)
+        .limit(end - offset)
+        .cte("page")
     )
-    return [InstanceRow.of(r) for r in rows]
+    counts = (
+        select(nodes.c.instance_id, func.count().label("node_count"))
+        .where(nodes.c.instance_id.in_(select(page.c.instance_id)))
+        .group_by(nodes.c.instance_id)
+        .cte("node_counts")
+    )
+    rows = conn.execute(
+        select(instances, func.coalesce(counts.c.node_count, 0).label("node_count"))
+        .join(page, page.c.instance_id == instances.c.instance_id)
+        .outerjoin(counts, counts.c.instance_id == instances.c.instance_id)
+        .order_by(*INSTANCE_ORDER)
+    )
+    fields = InstanceRow.__dataclass_fields__
+    return total, [
+        (InstanceRow(**{k: v for k, v in r._mapping.items() if k in fields}), int(r.node_count))
+        for r in rows
+    ]
 
 
 def instance_ids(conn: Connection, where: Sequence[ColumnElement[bool]]) -> list[str]:
