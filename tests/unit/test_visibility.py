@@ -98,12 +98,11 @@ def test_common_patterns_reduce_to_little() -> None:
 def test_policies_for_everything_or_nothing_need_no_condition_on_ids() -> None:
     ids = column("instance_id")
     allow_all = [ResourceRule("Allow", ("*",), ())]
-    condition = id_condition(allow_all, PREFIX, ids, "sqlite")
-    assert condition is not None and str(condition) == "true"
-    condition = id_condition([], PREFIX, ids, "postgresql")
-    assert condition is not None and str(condition) == "false"
+    assert id_condition(allow_all, PREFIX, ids, "sqlite") is True
+    assert id_condition([], PREFIX, ids, "postgresql") is False
     deny_all = [*allow_all, ResourceRule("Deny", ("acs:kvstore:*",), ())]
-    condition = id_condition(deny_all, PREFIX, ids, "sqlite")
-    assert condition is not None and str(condition) == "false"
+    assert id_condition(deny_all, PREFIX, ids, "sqlite") is False
+    deny_one = [*allow_all, ResourceRule("Deny", (PREFIX + "r-1",), ())]
+    assert str(id_condition(deny_one, PREFIX, ids, "sqlite")) == "instance_id != :instance_id_1"
     # Only SQLite and PostgreSQL are known to match as the policy language does.
     assert id_condition(allow_all, PREFIX, ids, "mysql") is None

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, false, not_, or_, true
+from sqlalchemy import ColumnElement, Connection, and_, not_, or_
 
 from rkvstore.iam import ram_store
 from rkvstore.iam.credentials import AccessKey
@@ -32,7 +32,9 @@ from rkvstore.iam.policy import Policy, ResourceRule, parse_policy, resource_rul
 MAX_PATTERNS = 100
 MAX_IDS = 1000
 
-_Clause = bool | ColumnElement[bool]
+# True: every id; False: none; else a clause.
+Condition = bool | ColumnElement[bool]
+_Clause = Condition
 
 
 class _TooComplex(Exception):
@@ -93,9 +95,10 @@ def _closure(pattern: str, states: Iterable[int]) -> set[int]:
 
 def id_condition(
     rules: Sequence[ResourceRule], prefix: str, column: ColumnElement[Any], dialect: str
-) -> ColumnElement[bool] | None:
+) -> Condition | None:
     """The SQL condition on ``column`` (the id) under which ``decide_resource(rules,
-    prefix + id)`` is ``Allow``; ``None``: not expressible, evaluate the ids instead."""
+    prefix + id)`` is ``Allow``: True (every id), False (none), or a clause; ``None``:
+    not expressible, evaluate the ids instead."""
     if dialect not in ("sqlite", "postgresql"):
         return None
     budget = _Budget()
@@ -107,7 +110,7 @@ def id_condition(
         allow, deny = matched("Allow"), matched("Deny")
     except _TooComplex:
         return None
-    return _sql(_both(allow, _negate(deny)))
+    return _both(allow, _negate(deny))
 
 
 class _Budget:
@@ -192,12 +195,3 @@ def _negate(clause: _Clause) -> _Clause:
     if isinstance(clause, bool):
         return not clause
     return not_(clause)
-
-
-def _sql(clause: _Clause) -> ColumnElement[bool]:
-    if clause is True:
-        return true()
-    if clause is False:
-        return false()
-    assert not isinstance(clause, bool)
-    return clause

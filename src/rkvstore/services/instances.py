@@ -402,25 +402,28 @@ def _visible_page(
     """
     if query.instance_ids is not None and not query.instance_ids:
         return 0, []
+    if ctx.caller.is_root:
+        return listing.page_instances(conn, query, offset, limit)
+    granted = visibility.caller_rules(
+        conn, ctx.caller, "kvstore:DescribeInstances", ctx.condition_context()
+    )
+    prefix = f"acs:kvstore:{ctx.region}:{ctx.account_id}:instance/"
     dialect = conn.dialect.name
-    where = query.conditions(dialect)
-    if not ctx.caller.is_root:
-        granted = visibility.caller_rules(
-            conn, ctx.caller, "kvstore:DescribeInstances", ctx.condition_context()
-        )
-        prefix = f"acs:kvstore:{ctx.region}:{ctx.account_id}:instance/"
-        condition = visibility.id_condition(granted, prefix, instances_table.c.instance_id, dialect)
-        if condition is None:
-            ids = [
-                i
-                for i in listing.instance_ids(conn, where)
-                if decide_resource(granted, prefix + i) == "Allow"
-            ]
-            shown = listing.instances_by_id(conn, ids[offset : offset + limit])
-            counts = listing.node_counts(conn, [r.instance_id for r in shown])
-            return len(ids), [(r, counts[r.instance_id]) for r in shown]
-        where.append(condition)
-    return listing.page_instances(conn, where, offset, limit)
+    condition = visibility.id_condition(granted, prefix, instances_table.c.instance_id, dialect)
+    if condition is True:  # allowed on every instance: as the root
+        return listing.page_instances(conn, query, offset, limit)
+    if condition is False:
+        return 0, []
+    if condition is not None:
+        return listing.page_instances(conn, query, offset, limit, also=condition)
+    ids = [
+        i
+        for i in listing.instance_ids(conn, query)
+        if decide_resource(granted, prefix + i) == "Allow"
+    ]
+    shown = listing.instances_by_id(conn, ids[offset : offset + limit])
+    counts = listing.node_counts(conn, [r.instance_id for r in shown])
+    return len(ids), [(r, counts[r.instance_id]) for r in shown]
 
 
 def describe_instance_attribute(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:

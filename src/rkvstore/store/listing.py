@@ -16,15 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, func, select
 
 from rkvstore.store.repo import AccountRow, InstanceRow
-from rkvstore.store.tables import accounts, instances, nodes
+from rkvstore.store.tables import accounts, instance_counts, instances, nodes
 
 # The order of DescribeInstances: the order of repo.list_instances, so pages keep theirs.
 INSTANCE_ORDER = (instances.c.created_at, instances.c.instance_id)
+
+# The columns of an InstanceRow, in the order of its fields.
+_INSTANCE_ROW = tuple(instances.c[name] for name in InstanceRow.__dataclass_fields__)
 
 # DescribeInstances' equality filters: parameter -> column.
 INSTANCE_EQUALS: Mapping[str, ColumnElement[Any]] = {
@@ -37,7 +41,9 @@ INSTANCE_EQUALS: Mapping[str, ColumnElement[Any]] = {
 }
 
 
-def contains(column: ColumnElement[Any], text: str, dialect: str) -> ColumnElement[bool]:
+def contains(
+    column: ColumnElement[Any], text: str | ColumnElement[Any], dialect: str
+) -> ColumnElement[bool]:
     """``text in column``, literally and case-sensitively."""
     if dialect == "postgresql":
         return func.strpos(column, text) > 0
@@ -61,71 +67,136 @@ class InstanceFilter:
     equals: Mapping[str, str] = field(default_factory=dict)  # INSTANCE_EQUALS key -> value
     search: str | None = None  # a substring of the id or of the name
 
-    def conditions(self, dialect: str) -> list[ColumnElement[bool]]:
-        where = [instances.c.account_id == self.account_id]
+    def shape(self, dialect: str) -> _Shape:
+        """What the statement depends on; the values are its parameters (``values``)."""
+        keys = tuple(sorted(self.equals))
+        return _Shape(dialect, self.instance_ids is not None, keys, bool(self.search))
+
+    def values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"account_id": self.account_id}
         if self.instance_ids is not None:
-            where.append(instances.c.instance_id.in_(sorted(self.instance_ids)))
-        where += [INSTANCE_EQUALS[key] == value for key, value in sorted(self.equals.items())]
+            values["instance_ids"] = sorted(self.instance_ids)
+        values.update({f"equals_{key}": value for key, value in self.equals.items()})
         if self.search:
+            values["search"] = self.search
+        return values
+
+
+@dataclass(frozen=True)
+class _Shape:
+    dialect: str
+    instance_ids: bool
+    equals: tuple[str, ...]
+    search: bool
+
+    @property
+    def whole_tenant(self) -> bool:
+        return not (self.instance_ids or self.equals or self.search)
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        where = [instances.c.account_id == bindparam("account_id")]
+        if self.instance_ids:
+            where.append(instances.c.instance_id.in_(bindparam("instance_ids", expanding=True)))
+        where += [INSTANCE_EQUALS[key] == bindparam(f"equals_{key}") for key in self.equals]
+        if self.search:
+            text = bindparam("search", type_=instances.c.name.type)
             where.append(
-                contains(instances.c.instance_id, self.search, dialect)
-                | contains(instances.c.name, self.search, dialect)
+                contains(instances.c.instance_id, text, self.dialect)
+                | contains(instances.c.name, text, self.dialect)
             )
         return where
 
 
-def count_instances(conn: Connection, where: Sequence[ColumnElement[bool]]) -> int:
-    return int(conn.execute(select(func.count()).select_from(instances).where(*where)).scalar_one())
+@dataclass(frozen=True)
+class _Statements:
+    count: Select[int]
+    forward: Select[Any]  # a page, in the listing's order
+    backward: Select[Any]  # the same rows counted from the end (still answered in order)
+
+
+@lru_cache(maxsize=128)
+def _statements_of(shape: _Shape) -> _Statements:
+    # Building a statement costs more than running it on a small page: built once
+    # per shape of request, with every value a parameter.
+    statements = _statements(shape.conditions())
+    if shape.whole_tenant:
+        # Kept by triggers (migration 0010): one row, however many instances.
+        count = select(instance_counts.c.instances).where(
+            instance_counts.c.account_id == bindparam("account_id")
+        )
+        return _Statements(count, statements.forward, statements.backward)
+    return statements
+
+
+def _statements(where: Sequence[ColumnElement[bool]]) -> _Statements:
+    def page(order: Sequence[ColumnElement[Any]]) -> Select[Any]:
+        ids = (
+            select(instances.c.instance_id)
+            .where(*where)
+            .order_by(*order)
+            .offset(bindparam("page_offset"))
+            .limit(bindparam("page_limit"))
+            .cte("page")
+        )
+        counts = (
+            select(nodes.c.instance_id, func.count().label("node_count"))
+            .where(nodes.c.instance_id.in_(select(ids.c.instance_id)))
+            .group_by(nodes.c.instance_id)
+            .cte("node_counts")
+        )
+        return (
+            select(*_INSTANCE_ROW, func.coalesce(counts.c.node_count, 0))
+            .join(ids, ids.c.instance_id == instances.c.instance_id)
+            .outerjoin(counts, counts.c.instance_id == instances.c.instance_id)
+            .order_by(*INSTANCE_ORDER)
+        )
+
+    return _Statements(
+        select(func.count()).select_from(instances).where(*where),
+        page(INSTANCE_ORDER),
+        page([column.desc() for column in INSTANCE_ORDER]),
+    )
 
 
 def page_instances(
-    conn: Connection, where: Sequence[ColumnElement[bool]], offset: int, limit: int
+    conn: Connection,
+    query: InstanceFilter,
+    offset: int,
+    limit: int,
+    also: ColumnElement[bool] | None = None,
 ) -> tuple[int, list[tuple[InstanceRow, int]]]:
-    """(how many match, the page of them with each one's node count): two statements.
+    """(how many match ``query`` and ``also``, the page of them with each one's node
+    count): two statements.
 
     The page is chosen from the ids alone (from the index that orders them, when the
     conditions allow), read from whichever end of the order is nearer, so the last
     page costs what the first does; the node counts are grouped for its ids only.
     """
-    total = count_instances(conn, where)
+    shape = query.shape(conn.dialect.name)
+    extra = [] if also is None else [also]
+    statements = _statements([*shape.conditions(), *extra]) if extra else _statements_of(shape)
+    values = query.values()
+    total = int(conn.execute(statements.count, values).scalar() or 0)  # no count row: none
     end = min(offset + limit, total)
     if offset >= end:
         return total, []
-    order: list[ColumnElement[Any]] = list(INSTANCE_ORDER)
-    start = offset
+    statement, start = statements.forward, offset
     if total - end < offset:  # nearer the end: the same rows, counted from the end
-        order, start = [column.desc() for column in INSTANCE_ORDER], total - end
-    page = (
-        select(instances.c.instance_id)
-        .where(*where)
-        .order_by(*order)
-        .offset(start)
-        .limit(end - offset)
-        .cte("page")
-    )
-    counts = (
-        select(nodes.c.instance_id, func.count().label("node_count"))
-        .where(nodes.c.instance_id.in_(select(page.c.instance_id)))
-        .group_by(nodes.c.instance_id)
-        .cte("node_counts")
-    )
-    rows = conn.execute(
-        select(instances, func.coalesce(counts.c.node_count, 0).label("node_count"))
-        .join(page, page.c.instance_id == instances.c.instance_id)
-        .outerjoin(counts, counts.c.instance_id == instances.c.instance_id)
-        .order_by(*INSTANCE_ORDER)
-    )
-    fields = InstanceRow.__dataclass_fields__
-    return total, [
-        (InstanceRow(**{k: v for k, v in r._mapping.items() if k in fields}), int(r.node_count))
-        for r in rows
-    ]
+        statement, start = statements.backward, total - end
+    rows = conn.execute(statement, {**values, "page_offset": start, "page_limit": end - offset})
+    # By position: building each row by name cost 20 us a row.
+    return total, [(InstanceRow(*r[:-1]), int(r[-1])) for r in rows]
 
 
-def instance_ids(conn: Connection, where: Sequence[ColumnElement[bool]]) -> list[str]:
+def instance_ids(
+    conn: Connection, query: InstanceFilter, also: ColumnElement[bool] | None = None
+) -> list[str]:
     """Every id that matches, in the listing's order (ids only: cheap to hold)."""
-    rows = conn.execute(select(instances.c.instance_id).where(*where).order_by(*INSTANCE_ORDER))
-    return [str(r.instance_id) for r in rows]
+    where = query.shape(conn.dialect.name).conditions()
+    if also is not None:
+        where.append(also)
+    statement = select(instances.c.instance_id).where(*where).order_by(*INSTANCE_ORDER)
+    return [str(r.instance_id) for r in conn.execute(statement, query.values())]
 
 
 def instances_by_id(conn: Connection, ids: Sequence[str]) -> list[InstanceRow]:

@@ -108,6 +108,21 @@ instances = Table(
     Index("ix_instances_account_id_created_at", "account_id", "created_at", "instance_id"),
 )
 
+# How many instances each tenant has, kept by triggers on ``instances`` (migration
+# 0010), whatever inserts or deletes them: DescribeInstances' TotalCount of a whole
+# tenant is one row, not a count of 10,000. A tenant without a row has none.
+instance_counts = Table(
+    "instance_counts",
+    metadata,
+    Column(
+        "account_id",
+        String(16),
+        ForeignKey("tenants.account_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("instances", Integer, nullable=False),
+)
+
 # The nodes rkvstore knows of. Local nodes keep their port for life; for
 # registered deployments this is what discovery found last.
 nodes = Table(
