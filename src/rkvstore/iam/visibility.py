@@ -57,6 +57,7 @@ def _parsed(document: str) -> Policy:
     return parse_policy(document)
 
 
+@lru_cache(maxsize=4096)  # a tenant's users list with a few patterns, over and over
 def remainders(pattern: str, prefix: str) -> frozenset[str]:
     """The patterns ``r`` such that ``pattern`` matches ``prefix + s`` iff some ``r``
     matches ``s`` (``*`` any run, ``?`` one character, as ``policy.wildcard_match``).
