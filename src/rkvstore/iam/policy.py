@@ -440,10 +440,7 @@ def evaluate(
 
 
 def _applies(statement: Statement, action: str, resource: str, facts: dict[str, Any]) -> bool:
-    if statement.actions:
-        if not any(wildcard_match(p, action, ignore_case=True) for p in statement.actions):
-            return False
-    elif any(wildcard_match(p, action, ignore_case=True) for p in statement.not_actions):
+    if not _names_action(statement, action):
         return False
     if statement.resources:
         if not any(wildcard_match(p, resource) for p in statement.resources):
@@ -451,6 +448,12 @@ def _applies(statement: Statement, action: str, resource: str, facts: dict[str, 
     elif any(wildcard_match(p, resource) for p in statement.not_resources):
         return False
     return all(_holds(condition, facts) for condition in statement.conditions)
+
+
+def _names_action(statement: Statement, action: str) -> bool:
+    if statement.actions:
+        return any(wildcard_match(p, action, ignore_case=True) for p in statement.actions)
+    return not any(wildcard_match(p, action, ignore_case=True) for p in statement.not_actions)
 
 
 def _holds(condition: Condition, facts: dict[str, Any]) -> bool:
@@ -475,3 +478,50 @@ def _holds(condition: Condition, facts: dict[str, Any]) -> bool:
         for value in (family.parse(v) for v in condition.values)
     )
     return not matched if negated else matched
+
+
+# --- one action, one request, many resources (a listing filtered by permission)
+
+
+@dataclass(frozen=True)
+class ResourceRule:
+    """A statement that applies to one action in one request: only its resources are left."""
+
+    effect: Effect
+    resources: tuple[str, ...]
+    not_resources: tuple[str, ...]
+
+    def covers(self, resource: str) -> bool:
+        if self.resources:
+            return any(wildcard_match(p, resource) for p in self.resources)
+        return not any(wildcard_match(p, resource) for p in self.not_resources)
+
+
+def resource_rules(
+    policies: Iterable[Policy], action: str, context: Mapping[str, Any]
+) -> tuple[ResourceRule, ...]:
+    """The statements that apply to ``action`` in ``context``, whatever the resource.
+
+    The action and the conditions are the same for every resource of one request, so
+    ``decide_resource(rules, r)`` is ``evaluate(policies, action, r, context)`` for every
+    ``r``; a listing tests them once, and only resources remain (see ``iam.visibility``).
+    """
+    facts = {str(key).casefold(): value for key, value in context.items()}
+    return tuple(
+        ResourceRule(statement.effect, statement.resources, statement.not_resources)
+        for policy in policies
+        for statement in policy.statements
+        if _names_action(statement, action)
+        and all(_holds(condition, facts) for condition in statement.conditions)
+    )
+
+
+def decide_resource(rules: Iterable[ResourceRule], resource: str) -> Decision:
+    """``evaluate`` on the rules of one action and request: any Deny wins, else any Allow."""
+    allowed = False
+    for rule in rules:
+        if (rule.effect == "Deny" or not allowed) and rule.covers(resource):
+            if rule.effect == "Deny":
+                return "ExplicitDeny"
+            allowed = True
+    return "Allow" if allowed else "ImplicitDeny"

@@ -144,13 +144,6 @@ def get_user(conn: Connection, account_id: str, name: str) -> dict[str, Any] | N
     )
 
 
-def list_users(conn: Connection, account_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(select(ram_users).where(ram_users.c.account_id == account_id))
-    # Sorted here, not by the database's collation: the paging marker compares
-    # names the same way (code points) on every engine.
-    return sorted((dict(r._mapping) for r in rows), key=lambda u: str(u["user_name"]))
-
-
 def insert_user(conn: Connection, account_id: str, values: dict[str, Any]) -> None:
     moment = now()
     conn.execute(
@@ -317,11 +310,14 @@ class PolicyInfo:
 _EPOCH = datetime(2015, 5, 1, tzinfo=UTC)  # system policies' dates
 
 
+def system_policy(name: str) -> PolicyInfo:
+    """One of ``SYSTEM_POLICIES`` (every tenant has them, without a row)."""
+    return PolicyInfo(name, SYSTEM, SYSTEM_POLICIES[name][0], "v1", _EPOCH, _EPOCH)
+
+
 def get_policy(conn: Connection, account_id: str, policy_type: str, name: str) -> PolicyInfo | None:
     if policy_type == SYSTEM:
-        if name not in SYSTEM_POLICIES:
-            return None
-        return PolicyInfo(name, SYSTEM, SYSTEM_POLICIES[name][0], "v1", _EPOCH, _EPOCH)
+        return system_policy(name) if name in SYSTEM_POLICIES else None
     row = conn.execute(
         select(ram_policies).where(
             ram_policies.c.account_id == account_id, ram_policies.c.policy_name == name
@@ -337,24 +333,6 @@ def get_policy(conn: Connection, account_id: str, policy_type: str, name: str) -
         row.created_at,
         row.updated_at,
     )
-
-
-def list_policies(conn: Connection, account_id: str, policy_type: str | None) -> list[PolicyInfo]:
-    found: list[PolicyInfo] = []
-    if policy_type in (None, SYSTEM):
-        found += [
-            PolicyInfo(name, SYSTEM, description, "v1", _EPOCH, _EPOCH)
-            for name, (description, _doc) in SYSTEM_POLICIES.items()
-        ]
-    if policy_type in (None, CUSTOM):
-        rows = conn.execute(select(ram_policies).where(ram_policies.c.account_id == account_id))
-        found += [
-            PolicyInfo(
-                r.policy_name, CUSTOM, r.description, r.default_version, r.created_at, r.updated_at
-            )
-            for r in rows
-        ]
-    return sorted(found, key=lambda p: (p.policy_type, p.name))
 
 
 def policy_document(

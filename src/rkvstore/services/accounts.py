@@ -32,7 +32,7 @@ from rkvstore.services.common import (
 from rkvstore.services.context import CallContext
 from rkvstore.services.reconcile import in_line_from
 from rkvstore.services.tasks import RECONCILE, Task, TaskLost
-from rkvstore.store import repo
+from rkvstore.store import listing, repo
 from rkvstore.store.repo import AccountRow, InstanceRow, NodeRow
 
 log = logging.getLogger("rkvstore.accounts")
@@ -362,24 +362,31 @@ def delete_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_accounts(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    instance = load_instance(ctx, params["InstanceId"])
-    with ctx.deps.engine.connect() as conn:
-        rows = repo.list_accounts(conn, instance.instance_id)
-    exact, search = params["AccountName"], params["SearchAccountName"]
-    if exact is not None:
-        rows = [r for r in rows if r.name == exact]
-    if search is not None:
-        rows = [r for r in rows if search in r.name]
     page, size = params["PageNumber"], params["PageSize"]
+    deps = ctx.deps
+    with deps.single.connect() as conn:  # two reads, no transaction
+        # The instance, the task holding its slot and the reconciler's state at once.
+        view = repo.status_view(conn, ctx.account_id, params["InstanceId"])
+        if view is None:
+            raise ApiError(errors.INSTANCE_NOT_FOUND)
+        instance = view.instance
+        # Filtered, counted and paged by the database (issue 10).
+        total, rows = listing.page_accounts(
+            conn,
+            instance.instance_id,
+            exact=params["AccountName"],
+            search=params["SearchAccountName"],
+            offset=(page - 1) * size,
+            limit=size,
+        )
     # Unavailable while a node is out of line, or while a task (of any process:
     # the slot is in the database) is changing this account (or every account).
-    with ctx.deps.engine.connect() as conn:
-        target = repo.task_target(conn, instance.instance_id)
     changing: str | None = None
-    if target is not None and target[0] != RECONCILE:
-        changing = target[1] or "*"
-    # What the reconciler knows, read once for every account shown.
-    dirty, unreachable = ctx.deps.reconciler.line(instance.instance_id)
+    if view.task_action is not None and view.task_action != RECONCILE:
+        changing = view.task_account or "*"
+    dirty, unreachable = deps.reconciler.line_as_read(
+        instance.instance_id, view.dirty, view.unreachable
+    )
 
     def status(name: str) -> str:
         busy = changing in ("*", name)
@@ -399,11 +406,11 @@ def describe_accounts(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
                 ]
             },
         }
-        for r in rows[(page - 1) * size : page * size]
+        for r in rows
     ]
     return {
         "PageNumber": page,
         "PageSize": size,
-        "TotalCount": len(rows),
+        "TotalCount": total,
         "Accounts": {"Account": items},
     }

@@ -18,7 +18,8 @@ from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import NodeFailure, UserChange
 from rkvstore.engine.local import LocalNodeError
 from rkvstore.errors import ApiError
-from rkvstore.iam.authorize import decide
+from rkvstore.iam import visibility
+from rkvstore.iam.policy import decide_resource
 from rkvstore.secret import Secret
 from rkvstore.services.common import (
     CLUSTER,
@@ -46,9 +47,10 @@ from rkvstore.services.common import (
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.registered import remove_management_user
 from rkvstore.services.tasks import TaskLost
-from rkvstore.store import repo
+from rkvstore.store import listing, repo
 from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.repo import InstanceRow
+from rkvstore.store.tables import instances as instances_table
 
 log = logging.getLogger("rkvstore.instances")
 
@@ -362,48 +364,66 @@ def _instance_fields(deps: Deps, instance: InstanceRow, node_count: int) -> dict
 
 def _node_counts(deps: Deps, instances: list[InstanceRow]) -> dict[str, int]:
     with deps.engine.connect() as conn:
-        return {i.instance_id: len(repo.list_nodes(conn, i.instance_id)) for i in instances}
+        return listing.node_counts(conn, [i.instance_id for i in instances])
 
 
 def describe_instances(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Filtered, counted and paged by the database, a RAM user's permissions included."""
     deps = ctx.deps
-    with deps.engine.connect() as conn:
-        rows = repo.list_instances(conn, ctx.account_id)
-    if params["InstanceIds"]:
-        wanted = {i.strip() for i in params["InstanceIds"].split(",") if i.strip()}
-        rows = [r for r in rows if r.instance_id in wanted]
-    for key, column in (
-        ("InstanceStatus", "status"),
-        ("ArchitectureType", "architecture"),
-        ("EngineVersion", "engine_version"),
-        ("NodeType", "node_type"),
-        ("ZoneId", "zone_id"),
-        ("ChargeType", "charge_type"),
-    ):
-        if params[key]:
-            rows = [r for r in rows if getattr(r, column) == params[key]]
-    if params["SearchKey"]:
-        key = params["SearchKey"]
-        rows = [r for r in rows if key in r.instance_id or key in r.name]
-    if not ctx.caller.is_root:
-        # Allowed on instance/* to list at all; each instance shown must be
-        # allowed too, so a Deny on one instance hides it here as well.
-        arns = [f"acs:kvstore:{ctx.region}:{ctx.account_id}:instance/{r.instance_id}" for r in rows]
-        decisions = decide(
-            deps, ctx.caller, "kvstore:DescribeInstances", arns, ctx.condition_context()
-        )
-        rows = [r for r, d in zip(rows, decisions, strict=True) if d == "Allow"]
     page, size = params["PageNumber"], params["PageSize"]
-    shown = rows[(page - 1) * size : page * size]
-    counts = _node_counts(deps, shown)
+    wanted = None
+    if params["InstanceIds"]:
+        wanted = frozenset(i.strip() for i in params["InstanceIds"].split(",") if i.strip())
+    query = listing.InstanceFilter(
+        ctx.account_id,
+        instance_ids=wanted,
+        equals={key: params[key] for key in listing.INSTANCE_EQUALS if params[key]},
+        search=params["SearchKey"],
+    )
+    with deps.engine.connect() as conn:
+        total, shown = _visible_page(ctx, conn, query, (page - 1) * size, size)
     return {
         "PageNumber": page,
         "PageSize": size,
-        "TotalCount": len(rows),
-        "Instances": {
-            "KVStoreInstance": [_instance_fields(deps, r, counts[r.instance_id]) for r in shown]
-        },
+        "TotalCount": total,
+        "Instances": {"KVStoreInstance": [_instance_fields(deps, r, n) for r, n in shown]},
     }
+
+
+def _visible_page(
+    ctx: CallContext, conn: Connection, query: listing.InstanceFilter, offset: int, limit: int
+) -> tuple[int, list[tuple[InstanceRow, int]]]:
+    """(how many the caller may see, the page of them with their node counts).
+
+    A RAM user sees an instance only if its policies allow DescribeInstances on that
+    instance's ARN, so a Deny on one instance hides it. Its policies become one SQL
+    condition on the id where they can (``iam.visibility``); where they cannot, the
+    ids (and only the ids) are evaluated here, one ARN at a time.
+    """
+    if query.instance_ids is not None and not query.instance_ids:
+        return 0, []
+    if ctx.caller.is_root:
+        return listing.page_instances(conn, query, offset, limit)
+    granted = visibility.caller_rules(
+        conn, ctx.caller, "kvstore:DescribeInstances", ctx.condition_context()
+    )
+    prefix = f"acs:kvstore:{ctx.region}:{ctx.account_id}:instance/"
+    dialect = conn.dialect.name
+    condition = visibility.id_condition(granted, prefix, instances_table.c.instance_id, dialect)
+    if condition is True:  # allowed on every instance: as the root
+        return listing.page_instances(conn, query, offset, limit)
+    if condition is False:
+        return 0, []
+    if condition is not None:
+        return listing.page_instances(conn, query, offset, limit, also=condition)
+    ids = [
+        i
+        for i in listing.instance_ids(conn, query)
+        if decide_resource(granted, prefix + i) == "Allow"
+    ]
+    shown = listing.instances_by_id(conn, ids[offset : offset + limit])
+    counts = listing.node_counts(conn, [r.instance_id for r in shown])
+    return len(ids), [(r, counts[r.instance_id]) for r in shown]
 
 
 def describe_instance_attribute(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rkvstore import errors
 from rkvstore.errors import ApiError, ErrorSpec
+from rkvstore.iam import ram_listing as listing
 from rkvstore.iam import ram_store as store
 from rkvstore.iam.credentials import (
     ACTIVE,
@@ -160,15 +161,25 @@ def _user_body(
     return body
 
 
-def _page(params: dict[str, Any], names: list[str]) -> tuple[int, int, bool, str]:
-    """(start, end, truncated, next marker) over sorted ``names``: the marker is the last name."""
-    marker = params.get("Marker") or ""
-    start = 0
-    if marker:
-        start = next((i for i, name in enumerate(names) if name > marker), len(names))
-    end = start + params["MaxItems"]
-    truncated = end < len(names)
-    return start, end, truncated, names[end - 1] if truncated else ""
+def _page(
+    params: dict[str, Any], read: Callable[[str, int], list[T]], key: Callable[[T], str]
+) -> tuple[list[T], str | None]:
+    """One page after the request's ``Marker``, read by the database (``read(marker,
+    limit)``: the items after the marker, in order), and the next page's marker (the
+    page's last key), None when this page is the last."""
+    limit = params["MaxItems"]
+    found = read(params.get("Marker") or "", limit + 1)  # one more: is there a next page?
+    shown = found[:limit]
+    return shown, key(shown[-1]) if len(found) > limit else None
+
+
+def _paged(
+    plural: str, name: str, items: list[dict[str, Any]], marker: str | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"IsTruncated": marker is not None, plural: {name: items}}
+    if marker is not None:
+        body["Marker"] = marker
+    return body
 
 
 # --------------------------------------------------------------------------- users
@@ -205,15 +216,12 @@ def get_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
 def list_users(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.deps.engine.connect() as conn:
-        users = store.list_users(conn, ctx.account_id)
-    start, end, truncated, marker = _page(params, [u["user_name"] for u in users])
-    body: dict[str, Any] = {
-        "IsTruncated": truncated,
-        "Users": {"User": [_user_body(u) for u in users[start:end]]},
-    }
-    if truncated:
-        body["Marker"] = marker
-    return body
+        users, marker = _page(
+            params,
+            lambda after, limit: listing.users_after(conn, ctx.account_id, after, limit),
+            lambda user: str(user["user_name"]),
+        )
+    return _paged("Users", "User", [_user_body(u) for u in users], marker)
 
 
 def update_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -365,7 +373,7 @@ def _policy_name(params: dict[str, Any]) -> str:
     return name
 
 
-def _policy_item(conn: Connection, ctx: CallContext, info: store.PolicyInfo) -> dict[str, Any]:
+def _policy_item(info: store.PolicyInfo, attachments: int) -> dict[str, Any]:
     return {
         "PolicyName": info.name,
         "PolicyType": info.policy_type,
@@ -373,9 +381,7 @@ def _policy_item(conn: Connection, ctx: CallContext, info: store.PolicyInfo) -> 
         "DefaultVersion": info.default_version,
         "CreateDate": iso(info.created_at),
         "UpdateDate": iso(info.updated_at),
-        "AttachmentCount": store.attachment_count(
-            conn, ctx.account_id, info.policy_type, info.name
-        ),
+        "AttachmentCount": attachments,
     }
 
 
@@ -412,7 +418,9 @@ def get_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             store.policy_document(conn, ctx.account_id, policy_type, name, info.default_version)
             or ""
         )
-        item = _policy_item(conn, ctx, info)
+        item = _policy_item(
+            info, store.attachment_count(conn, ctx.account_id, info.policy_type, info.name)
+        )
         versions = (
             {v["version_id"]: v for v in store.policy_versions(conn, ctx.account_id, name)}
             if policy_type == CUSTOM
@@ -435,14 +443,16 @@ def list_policies(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     if policy_type is not None:
         policy_type = _policy_type(params)
     with ctx.deps.engine.connect() as conn:
-        policies = store.list_policies(conn, ctx.account_id, policy_type)
-        keys = [f"{p.policy_type}:{p.name}" for p in policies]
-        start, end, truncated, marker = _page(params, keys)
-        items = [_policy_item(conn, ctx, p) for p in policies[start:end]]
-    body: dict[str, Any] = {"IsTruncated": truncated, "Policies": {"Policy": items}}
-    if truncated:
-        body["Marker"] = marker
-    return body
+        policies, marker = _page(
+            params,
+            lambda after, limit: listing.policies_after(
+                conn, ctx.account_id, policy_type, after, limit
+            ),
+            lambda p: f"{p.policy_type}:{p.name}",
+        )
+        counts = listing.attachment_counts(conn, ctx.account_id, policies)  # one query
+    items = [_policy_item(p, counts[(p.policy_type, p.name)]) for p in policies]
+    return _paged("Policies", "Policy", items, marker)
 
 
 def delete_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -592,22 +602,17 @@ def _list_policies_for(ctx: CallContext, principal_type: str, name: str) -> dict
             _require_user(conn, ctx, name)
         else:
             _require_group(conn, ctx, name)
-        items = []
-        for attachment in store.attachments_of(conn, ctx.account_id, principal_type, name):
-            info = store.get_policy(
-                conn, ctx.account_id, attachment["policy_type"], attachment["policy_name"]
-            )
-            if info is None:
-                continue
-            items.append(
-                {
-                    "PolicyName": info.name,
-                    "PolicyType": info.policy_type,
-                    "Description": info.description,
-                    "DefaultVersion": info.default_version,
-                    "AttachDate": iso(attachment["attached_at"]),
-                }
-            )
+        attached = listing.attached_policies(conn, ctx.account_id, principal_type, name)
+    items = [
+        {
+            "PolicyName": a.policy.name,
+            "PolicyType": a.policy.policy_type,
+            "Description": a.policy.description,
+            "DefaultVersion": a.policy.default_version,
+            "AttachDate": iso(a.attached_at),
+        }
+        for a in attached
+    ]
     return {"Policies": {"Policy": items}}
 
 

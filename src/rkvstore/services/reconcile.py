@@ -116,9 +116,16 @@ class Reconciler:
     def in_line_as_read(self, instance_id: str, dirty: str | None, unreachable: str | None) -> bool:
         """``in_line`` from the state a caller read itself (joined onto its own
         query), with the flags this process raised that have not reached it yet."""
-        if self.flags.pending(instance_id):
-            return False
-        return in_line_from(dirty, unreachable)
+        return in_line_from(*self.line_as_read(instance_id, dirty, unreachable))
+
+    def line_as_read(
+        self, instance_id: str, dirty: str | None, unreachable: str | None
+    ) -> tuple[str | None, str | None]:
+        """``line`` from the state a caller read itself."""
+        flagged = self.flags.pending(instance_id)
+        if flagged:
+            dirty = " ".join(sorted(flagged | set(dirty.split(" ") if dirty else ())))
+        return dirty, unreachable
 
     def line(self, instance_id: str) -> tuple[str | None, str | None]:
         """``(dirty, unreachable)`` for ``in_line_from``, read once for many accounts.
@@ -127,17 +134,14 @@ class Reconciler:
         this process raised that have not reached it yet; the database away
         reads as out of line (the caller meets the outage itself).
         """
-        flagged = self.flags.pending(instance_id)
         try:
-            with self.deps.engine.connect() as conn:
+            with self.deps.single.connect() as conn:
                 dirty, unreachable = line_state.read(conn, instance_id)
         except SQLAlchemyError as exc:
             if not database_unavailable(exc):
                 raise
             return ALL, None
-        if flagged:
-            dirty = " ".join(sorted(flagged | set(dirty.split(" ") if dirty else ())))
-        return dirty, unreachable
+        return self.line_as_read(instance_id, dirty, unreachable)
 
     def mark_dirty(self, instance_id: str, account: str | None = None) -> None:
         """A change may have left ``account`` (None: any account) out of line: pass soon.

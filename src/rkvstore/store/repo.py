@@ -150,6 +150,46 @@ _CHANGE_VIEW = (
 )
 
 
+@dataclass(frozen=True)
+class StatusView:
+    """An instance with what its accounts' status depends on: the task holding its
+    slot (action, account) and the reconciler's shared state."""
+
+    instance: InstanceRow
+    task_action: str | None
+    task_account: str | None
+    dirty: str | None
+    unreachable: str | None
+
+
+_STATUS_VIEW = (
+    select(
+        *_labelled(instances, "i_"),
+        tasks.c.action.label("t_action"),
+        tasks.c.account_name.label("t_account"),
+        reconcile_state.c.dirty.label("s_dirty"),
+        reconcile_state.c.unreachable.label("s_unreachable"),
+    )
+    .select_from(instances)
+    .outerjoin(tasks, tasks.c.instance_id == instances.c.instance_id)
+    .outerjoin(reconcile_state, reconcile_state.c.instance_id == instances.c.instance_id)
+    .where(
+        instances.c.instance_id == bindparam("instance_id"),
+        instances.c.account_id == bindparam("account_id"),
+    )
+)
+
+
+def status_view(conn: Connection, account_id: str, instance_id: str) -> StatusView | None:
+    """The tenant's instance, its slot's task and its reconcile state: one query."""
+    row = conn.execute(_STATUS_VIEW, {"instance_id": instance_id, "account_id": account_id}).first()
+    if row is None:
+        return None
+    m = row._mapping
+    instance = InstanceRow(**_unlabel(m, "i_", instances))
+    return StatusView(instance, m["t_action"], m["t_account"], m["s_dirty"], m["s_unreachable"])
+
+
 def change_view(conn: Connection, instance_id: str, account_name: str) -> ChangeView | None:
     """The instance (any tenant's), its account ``account_name`` and its nodes: one query."""
     rows = conn.execute(

@@ -103,7 +103,24 @@ instances = Table(
     # Redis before 6.0: passwords of the last changes begun (Fernet tokens, one
     # per line), a way back in to a node a change left without recording it.
     Column("pending_password_encrypted", Text, nullable=True),
-    Index("ix_instances_account_id", "account_id"),
+    # DescribeInstances pages a tenant's instances in this order, and counts them,
+    # from this index alone (migration 0010).
+    Index("ix_instances_account_id_created_at", "account_id", "created_at", "instance_id"),
+)
+
+# How many instances each tenant has, kept by triggers on ``instances`` (migration
+# 0010), whatever inserts or deletes them: DescribeInstances' TotalCount of a whole
+# tenant is one row, not a count of 10,000. A tenant without a row has none.
+instance_counts = Table(
+    "instance_counts",
+    metadata,
+    Column(
+        "account_id",
+        String(16),
+        ForeignKey("tenants.account_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("instances", Integer, nullable=False),
 )
 
 # The nodes rkvstore knows of. Local nodes keep their port for life; for
@@ -310,4 +327,6 @@ ram_attachments = Table(
     Column("policy_type", String(8), primary_key=True),  # System | Custom
     Column("policy_name", String(128), primary_key=True),
     Column("attached_at", DateTime(timezone=True), nullable=False),
+    # ListPolicies counts the attachments of a page of policies (migration 0010).
+    Index("ix_ram_attachments_account_id_policy", "account_id", "policy_type", "policy_name"),
 )
