@@ -157,6 +157,7 @@ class SupervisorElection:
                 log.info("worker %d: no longer supervising local nodes", os.getpid())
             else:
                 finish_builds(self.deps)
+                self.deps.reconciler.flags.stop()  # one last write of this worker's flags
             close_deps(self.deps)
         finally:
             if self._fd is not None:

@@ -140,17 +140,23 @@ class AccessKeyCache:
         self.clock = clock
         self._keys: dict[str, tuple[float, AccessKey]] = {}
         self._lock = threading.Lock()
+        # Bumped by ``forget``: a lookup that began before it must not store
+        # what it read (the key as it was before this process changed it).
+        self._generation = 0
 
     def get(self, engine: Engine, box: SecretBox, access_key_id: str) -> AccessKey | None:
         now = self.clock()
         with self._lock:
             cached = self._keys.get(access_key_id)
+            generation = self._generation
         if cached is not None and now - cached[0] < self.max_age:
             return cached[1]
         with engine.connect() as conn:
             key = find_access_key(conn, box, access_key_id)
         with self._lock:
-            if key is None:
+            if generation != self._generation:
+                pass  # forgotten meanwhile: answer this once, remember nothing
+            elif key is None:
                 self._keys.pop(access_key_id, None)
             else:
                 if len(self._keys) >= ACCESS_KEYS_KEPT:
@@ -161,6 +167,7 @@ class AccessKeyCache:
     def forget(self, access_key_id: str | None = None) -> None:
         """Drop one key (None: every key), after this process changed it."""
         with self._lock:
+            self._generation += 1
             if access_key_id is None:
                 self._keys.clear()
             else:

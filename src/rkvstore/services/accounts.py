@@ -32,7 +32,7 @@ from rkvstore.services.common import (
 from rkvstore.services.context import CallContext
 from rkvstore.services.reconcile import in_line_from
 from rkvstore.services.tasks import RECONCILE, Task, TaskLost
-from rkvstore.store import listing, repo
+from rkvstore.store import line_state, listing, repo
 from rkvstore.store.repo import AccountRow, InstanceRow, NodeRow
 
 log = logging.getLogger("rkvstore.accounts")
@@ -260,6 +260,9 @@ def _change_password(
         require_normal(instance)
     with task_slot(deps, instance_id, action, name, read=read, taken=taken) as task:
         view: repo.ChangeView | None = task.seen
+        if task.took_over:  # read again after the takeover's pass
+            with deps.single.connect() as conn:
+                view = read(conn)
         if view is None:  # deleted while we waited for the slot
             raise ApiError(errors.INSTANCE_NOT_FOUND)
         instance = view.instance
@@ -281,9 +284,13 @@ def _change_password(
         else:
             _set_user(ctx, instance, name, digest, account.privilege, view.nodes)
         crash_point("nodes-changed")
-        # An instance out of line gets a pass before its slot is freed (task_slot).
-        last = deps.reconciler.in_line_as_read(instance_id, view.dirty, view.unreachable)
-        with recording(deps, task, release=last) as conn:
+
+        # An instance out of line gets a pass before its slot is freed (task_slot):
+        # the slot goes with the record only if the instance is in line then.
+        def in_line(conn: Connection) -> bool:
+            return deps.reconciler.in_line_as_read(instance_id, *line_state.read(conn, instance_id))
+
+        with recording(deps, task, release=in_line) as conn:
             repo.set_account_password(conn, instance_id, name, digest)
             if legacy:
                 repo.set_legacy_password(conn, instance_id, deps.box.seal(password))

@@ -146,23 +146,27 @@ def slot_again(deps: Deps, instance_id: str, action: str) -> Iterator[InstanceRo
 
 
 @contextmanager
-def recording(deps: Deps, task: Task, *, release: bool = False) -> Iterator[Connection]:
+def recording(
+    deps: Deps, task: Task, *, release: Callable[[Connection], bool] | None = None
+) -> Iterator[Connection]:
     """The transaction that records what ``task`` did, if the slot is still its own.
 
     A task stalled past its lease and taken over meanwhile records nothing:
     the caller gets ``ServiceUnavailable``, and a pass puts back on the nodes
     what the database holds (the taker's change, not this stale one).
     ``release``: the task's last record, which frees the slot in the same
-    transaction (one transaction fewer).
+    transaction (one transaction fewer) if ``release(conn)`` says so there.
     """
+    freed = False
     try:
         with deps.engine.begin() as conn:
-            if release:
+            freed = release is not None and release(conn)
+            if freed:
                 deps.slots.release_in(conn, task)
             else:
                 deps.slots.fence(conn, task)
             yield conn
-        if release:
+        if freed:
             deps.slots.released(task)
     except TaskLost as exc:
         log.warning(

@@ -59,6 +59,8 @@ RETRY_BUSY_SECONDS = 0.2
 # Batches passed over at once, and at most this many of one tenant's.
 PASS_WORKERS = 8
 PASSES_PER_TENANT = 2
+# Batches of one tenant queued or running at once; its other claims wait.
+TENANT_QUEUE = 2 * PASSES_PER_TENANT
 # Instances claimed per look, and per batch.
 CLAIM_LIMIT = 128
 BATCH_SIZE = 32
@@ -101,6 +103,7 @@ class Reconciler:
         self._thread: threading.Thread | None = None
         self._passes = FairPool(PASS_WORKERS, PASSES_PER_TENANT, "reconcile")
         self._batches = 0  # batches queued or running
+        self._tenant_batches: dict[str, int] = {}  # the same, per tenant
         self._soonest = math.inf  # when a put-off instance wants its next look (time.time())
         self._next_adopt = 0.0
         self._claims = itertools.count()
@@ -275,7 +278,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------ batches
 
-    def _run_batch(self, token: str, batch: Sequence[Claimed]) -> None:
+    def _run_batch(self, token: str, tenant: str, batch: Sequence[Claimed]) -> None:
         try:
             self._verify_batch(token, batch)
         except SQLAlchemyError as exc:
@@ -285,9 +288,17 @@ class Reconciler:
         except Exception:
             log.exception("reconciling %d instance(s) failed; will retry", len(batch))
         finally:
-            with self._lock:
-                self._batches -= 1
+            self._batch_done(tenant)
             self._wake.set()
+
+    def _batch_done(self, tenant: str) -> None:
+        with self._lock:
+            self._batches -= 1
+            left = self._tenant_batches.get(tenant, 1) - 1
+            if left > 0:
+                self._tenant_batches[tenant] = left
+            else:
+                self._tenant_batches.pop(tenant, None)
 
     def _verify_batch(self, token: str, batch: Sequence[Claimed]) -> int:
         """Pass over a batch of claimed instances; how many were passed over."""
@@ -395,12 +406,13 @@ class Reconciler:
             if self._soonest <= now:  # this look is the one it wanted
                 self._soonest = math.inf
         if now >= self._next_adopt:
-            with self.deps.engine.begin() as conn:
-                line_state.adopt(conn, now, self.verify_interval)
-            period = min(ADOPT_SECONDS, max(self.interval, self.verify_interval / 4))
-            self._next_adopt = now + period
+            self._adopt(now)
         with self._lock:
-            if self._batches >= 2 * PASS_WORKERS:  # enough queued: claim when they are done
+            # Enough queued: claim when they are done. A tenant with its fill
+            # queued (its nodes stalled, say) does not count: it must not keep
+            # every other tenant's flagged instances waiting.
+            full = sum(n for n in self._tenant_batches.values() if n >= TENANT_QUEUE)
+            if self._batches - full >= 2 * PASS_WORKERS:
                 return 0
         with self.deps.engine.connect() as conn:
             first = line_state.earliest(conn)
@@ -412,21 +424,42 @@ class Reconciler:
         by_tenant: dict[str, list[Claimed]] = {}
         for row in claimed:
             by_tenant.setdefault(row.account_id, []).append(row)
+        later: list[str] = []
         for tenant, rows in by_tenant.items():
             # An instance whose nodes were out of reach goes alone: a stalled node
             # holds up its own instance's batch, not thirty others.
             chunks = [[r] for r in rows if r.unreachable] + _chunks(
                 [r for r in rows if not r.unreachable], BATCH_SIZE
             )
-            for chunk in chunks:
+            for i, chunk in enumerate(chunks):
                 with self._lock:
+                    if self._tenant_batches.get(tenant, 0) >= TENANT_QUEUE:
+                        # Its fill is queued: the rest waits in the database.
+                        later += [r.instance_id for c in chunks[i:] for r in c]
+                        break
                     self._batches += 1
-                job = functools.partial(self._run_batch, token, chunk)
+                    self._tenant_batches[tenant] = self._tenant_batches.get(tenant, 0) + 1
+                job = functools.partial(self._run_batch, token, tenant, chunk)
                 if not self._passes.submit(tenant, job):
-                    with self._lock:  # shut down
-                        self._batches -= 1
+                    self._batch_done(tenant)  # shut down
                     return len(claimed)
-        return len(claimed)
+        if later:
+            with self.deps.engine.begin() as conn:
+                line_state.put_off(conn, token, later, now + self.interval)
+        return len(claimed) - len(later)
+
+    def _adopt(self, now: float) -> None:
+        """Schedule instances never scheduled; a failure here never stops the claims."""
+        try:
+            with self.deps.engine.begin() as conn:
+                line_state.adopt(conn, now, self.verify_interval)
+        except SQLAlchemyError as exc:
+            log.warning(
+                "reconciler: scheduling new instances failed (%s); will retry",
+                describe_database_error(exc),
+            )
+        period = min(ADOPT_SECONDS, max(self.interval, self.verify_interval / 4))
+        self._next_adopt = now + period
 
     def verify_due(self) -> int:
         """Pass over everything flagged or due now, on this thread (a tool for

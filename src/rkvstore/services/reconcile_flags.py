@@ -45,7 +45,8 @@ class LocalFlags:
         with self._lock:
             self._unflushed.setdefault(instance_id, set()).add(account or ALL)
             self._raised[instance_id] = self._raised.get(instance_id, 0) + 1
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()  # raised after a stop (a change finishing): write it
                 self._thread = threading.Thread(
                     target=self._write_forever, name="reconcile-flags", daemon=True
                 )

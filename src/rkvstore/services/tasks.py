@@ -425,18 +425,22 @@ class TaskSlots:
         values = _new_task_row(instance_id, action, account)
         values.update(lease_expires_at=self.clock() + self.lease_seconds, tenant=tenant)
         task_id = values["task_id"]
-        taken: Task | None = None
+        found: Task | None = None
         try:
             with self.engine.begin() as conn:
                 if conn.execute(self._take_if_normal, values).first() is not None:
                     task = Task(instance_id, task_id, action, False, account)
-                    taken = replace(task, seen=read(conn)) if read is not None else task
+                    found = replace(task, seen=read(conn)) if read is not None else task
         except IntegrityError:  # another taker was quicker
-            taken = None
-        finally:
-            if taken is None:
-                self._forget(task_id)
-        return taken
+            found = None
+        except BaseException:
+            # The commit itself may have failed (or landed unacknowledged): the
+            # task is over either way, so its row, if any, is a dead holder's.
+            self._forget(task_id)
+            raise
+        if found is None:
+            self._forget(task_id)
+        return found
 
     @contextmanager
     def holding(self, task: Task) -> Iterator[Task]:

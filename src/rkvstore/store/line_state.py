@@ -21,7 +21,6 @@ from sqlalchemy import (
     Text,
     bindparam,
     case,
-    func,
     literal,
     or_,
     select,
@@ -115,6 +114,9 @@ def flag(
         )
 
 
+ADOPT_CHUNK = 2000  # rows per INSERT when scheduling instances never scheduled
+
+
 def adopt(conn: Connection, now: float, interval: float) -> int:
     """Schedule every ``Normal`` instance that has no row yet, spread over one interval;
     bring forward any row scheduled further away than one interval (it shrank)."""
@@ -134,7 +136,11 @@ def adopt(conn: Connection, now: float, interval: float) -> int:
             {"instance_id": iid, "due_at": now + (i + random.random()) * interval / count}
             for i, iid in enumerate(missing)
         ]
-        conn.execute(_insert(conn).values(rows).on_conflict_do_nothing())
+        # In chunks: one statement's parameters are bounded (PostgreSQL 65,535;
+        # SQLite 32,766), and a fleet upgraded to this state has every instance.
+        for start in range(0, count, ADOPT_CHUNK):
+            chunk = rows[start : start + ADOPT_CHUNK]
+            conn.execute(_insert(conn).values(chunk).on_conflict_do_nothing())
     late = [
         str(r.instance_id)
         for r in conn.execute(select(_S.c.instance_id).where(_S.c.due_at > now + interval))
@@ -149,16 +155,26 @@ def adopt(conn: Connection, now: float, interval: float) -> int:
 
 
 def earliest(conn: Connection) -> float | None:
-    """When the first pass is wanted (flagged or due), claimed or not; None: no row.
+    """When the first pass is wanted (flagged or due) of a ``Normal`` instance,
+    claimed or not; None: no row.
 
-    Two index look-ups in one statement, and no write: an idle look costs this.
+    Two walks of an index, each stopping at the first ``Normal`` instance, in one
+    statement, and no write: an idle look costs this. (An instance that is not
+    ``Normal``, a build that failed, say, is never claimed: its row must not make
+    every look try to.)
     """
-    first = conn.execute(
-        select(
-            select(func.min(_S.c.retry_at)).scalar_subquery(),
-            select(func.min(_S.c.due_at)).scalar_subquery(),
+
+    def first_of(column: Any) -> Any:
+        return (
+            select(column)
+            .join(instances, instances.c.instance_id == _S.c.instance_id)
+            .where(column.is_not(None), instances.c.status == NORMAL)
+            .order_by(column)
+            .limit(1)
+            .scalar_subquery()
         )
-    ).one()
+
+    first = conn.execute(select(first_of(_S.c.retry_at), first_of(_S.c.due_at))).one()
     found = [float(v) for v in first if v is not None]
     return min(found) if found else None
 

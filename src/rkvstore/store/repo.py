@@ -116,9 +116,6 @@ class ChangeView:
     instance: InstanceRow
     account: AccountRow | None
     nodes: list[NodeRow]
-    # The reconciler's shared state of the instance (``reconcile.in_line_from``).
-    dirty: str | None = None
-    unreachable: str | None = None
 
 
 def _labelled(table: Any, prefix: str) -> list[Any]:
@@ -134,8 +131,6 @@ _CHANGE_VIEW = (
         *_labelled(instances, "i_"),
         *_labelled(accounts, "a_"),
         *_labelled(nodes, "n_"),
-        reconcile_state.c.dirty.label("s_dirty"),
-        reconcile_state.c.unreachable.label("s_unreachable"),
     )
     .select_from(instances)
     .outerjoin(
@@ -144,7 +139,6 @@ _CHANGE_VIEW = (
         & (accounts.c.name == bindparam("account_name")),
     )
     .outerjoin(nodes, nodes.c.instance_id == instances.c.instance_id)
-    .outerjoin(reconcile_state, reconcile_state.c.instance_id == instances.c.instance_id)
     .where(instances.c.instance_id == bindparam("instance_id"))
     .order_by(nodes.c.shard, nodes.c.role, nodes.c.node_id)
 )
@@ -203,7 +197,7 @@ def change_view(conn: Connection, instance_id: str, account_name: str) -> Change
     if first["a_name"] is not None:
         account = AccountRow(**_unlabel(first, "a_", accounts))
     found = [NodeRow(**_unlabel(r._mapping, "n_", nodes)) for r in rows if r._mapping["n_node_id"]]
-    return ChangeView(instance, account, found, first["s_dirty"], first["s_unreachable"])
+    return ChangeView(instance, account, found)
 
 
 def get_instance_any_tenant(conn: Connection, instance_id: str) -> InstanceRow | None:

@@ -13,7 +13,7 @@ in the transaction that inserts or deletes an instance, whichever code (or
 cascade) does it; it starts from a count of the instances there are.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -94,11 +94,16 @@ def upgrade() -> None:
         ),
         sa.Column("instances", sa.Integer(), nullable=False),
     )
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        # A process still running the older code must not add or remove an
+        # instance between the count and the triggers (until this commits).
+        # SQLite: this transaction holds the database's write lock already.
+        op.execute("LOCK TABLE instances IN SHARE ROW EXCLUSIVE MODE")
     op.execute(
         "INSERT INTO instance_counts (account_id, instances)"
         " SELECT account_id, count(*) FROM instances GROUP BY account_id"
     )
-    postgresql = op.get_bind().dialect.name == "postgresql"
     for statement in _POSTGRESQL_TRIGGERS if postgresql else _SQLITE_TRIGGERS:
         op.execute(statement)
 
