@@ -80,7 +80,8 @@ def start_background(deps: Deps) -> None:
             log.info("instance %s: nodes held by another data dir", instance.instance_id)
             continue
         try:
-            deps.local.resume_instance(instance, rows[instance.instance_id])
+            if not deps.local.resume_instance(instance, rows[instance.instance_id]):
+                log.info("instance %s: being deleted; its nodes left alone", instance.instance_id)
         except Exception:
             log.exception("instance %s: starting its nodes failed", instance.instance_id)
     # A task row left from before this start is a task whose process died (or

@@ -102,7 +102,8 @@ class LocalFollower:
             if time.monotonic() < self._retry_at.get(instance_id, 0.0):
                 continue
             try:
-                deps.local.resume_instance(instance, rows)
+                if not deps.local.resume_instance(instance, rows):
+                    continue  # being deleted by another worker: looked at again next round
             except Exception:
                 # Said once per try, tried again a while later (start_background at
                 # the next start would fail the same way).

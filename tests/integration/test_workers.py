@@ -172,6 +172,40 @@ def test_two_workers_serve_the_whole_api_and_supervise_nodes_once(workers: LiveS
     assert not re.search(r"status=5\d\d", text)
 
 
+def test_workers_share_task_slots_without_taking_each_others_over(workers: LiveServer) -> None:
+    """Concurrent changes to one instance through both workers all succeed, one at a
+    time: a worker never takes a sibling's live task for a dead holder's (the
+    workers are forked after import; each names itself in the slots it takes)."""
+    server = workers
+    wait_for("a supervising worker", lambda: supervisors(server), 15)
+    with api(server) as client:
+        instance_id = create_instance(client, "STAND_ALONE", new_password())
+        client.call(
+            "CreateAccount",
+            {"InstanceId": instance_id, "AccountName": "app", "AccountPassword": new_password()},
+        )
+
+    def change(password: str) -> str:
+        with api(server) as client:
+            try:
+                reset(client, instance_id, "app", password)
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+        return "ok"
+
+    with ThreadPoolExecutor(16) as pool:
+        for _ in range(4):  # until both workers have served some of them
+            passwords = [new_password() for _ in range(48)]
+            outcomes = list(pool.map(change, passwords))
+            assert outcomes == ["ok"] * len(passwords), [o for o in outcomes if o != "ok"]
+            if len(serving_pids(server)) == 2:
+                break
+    assert len(serving_pids(server)) == 2, serving_pids(server)
+    text = log_text(server)
+    assert "taking over" not in text and "outlived its lease" not in text
+    assert not re.search(r"status=5\d\d", text)
+
+
 def test_stopping_the_service_stops_the_nodes(workers: LiveServer) -> None:
     server = workers
     wait_for("a supervising worker", lambda: supervisors(server), 15)

@@ -43,57 +43,45 @@ class TenantShares:
             return True
 
     async def take(self, tenant: str) -> None:
-        """A share, waited for in the event loop (first come, first served)."""
+        """A share, waited for in the event loop (first come, first served: a share
+        given back goes straight to the first waiter, so no one can overtake it)."""
         loop = asyncio.get_running_loop()
-        first = True
-        while True:
+        with self._lock:
+            held = self._held.get(tenant, 0)
+            if held < self.per_tenant and not self._waiting.get(tenant):
+                self._held[tenant] = held + 1
+                return
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiting.setdefault(tenant, deque()).append((loop, future))
+        try:
+            await future  # resolved: the share was handed over, already counted
+        except BaseException:
             with self._lock:
-                held = self._held.get(tenant, 0)
-                queue = self._waiting.setdefault(tenant, deque())
-                # A woken waiter is at the head again; a new one lets those waiting go first.
-                if held < self.per_tenant and (not first or not queue):
-                    self._held[tenant] = held + 1
-                    if not queue:
+                waiters = self._waiting.get(tenant, deque())
+                handed = (loop, future) not in waiters
+                if not handed:
+                    waiters.remove((loop, future))
+                    if not waiters:
                         self._waiting.pop(tenant, None)
-                    return
-                future: asyncio.Future[None] = loop.create_future()
-                if first:
-                    queue.append((loop, future))
-                else:
-                    queue.appendleft((loop, future))
-            first = False
-            try:
-                await future
-            except BaseException:
-                with self._lock:
-                    waiters = self._waiting.get(tenant, deque())
-                    woken = (loop, future) not in waiters
-                    if not woken:
-                        waiters.remove((loop, future))
-                        if not waiters:
-                            self._waiting.pop(tenant, None)
-                if woken:  # then cancelled: the wake-up goes on to the next in line
-                    self._wake_next(tenant)
-                raise
+            if handed:  # then cancelled: the share goes on to the next in line
+                self.give_back(tenant)
+            raise
 
     def give_back(self, tenant: str) -> None:
-        """Return a share, from any thread; the next request waiting for one is woken."""
-        with self._lock:
-            held = self._held.get(tenant, 0) - 1
-            if held > 0:
-                self._held[tenant] = held
-            else:
-                self._held.pop(tenant, None)
-        self._wake_next(tenant)
-
-    def _wake_next(self, tenant: str) -> None:
+        """Return a share, from any thread: to the first request waiting for one, if any."""
         with self._lock:
             waiters = self._waiting.get(tenant)
-            if not waiters:
+            if waiters:  # handed over: the tenant's count stays as it is
+                loop, future = waiters.popleft()
+                if not waiters:
+                    self._waiting.pop(tenant, None)
+            else:
+                held = self._held.get(tenant, 0) - 1
+                if held > 0:
+                    self._held[tenant] = held
+                else:
+                    self._held.pop(tenant, None)
                 return
-            loop, future = waiters.popleft()
-            if not waiters:
-                self._waiting.pop(tenant, None)
         loop.call_soon_threadsafe(_resolve, future)
 
 

@@ -124,19 +124,34 @@ def cluster_nodes(nodes: list[ClusterNode]) -> list[FoundNode]:
 
 
 def discover(
-    host: str, port: int, user: str | None, password: Secret, *, timeout: float = 3.0
+    host: str,
+    port: int,
+    user: str | None,
+    password: Secret,
+    *,
+    timeout: float = 3.0,
+    seed: redis.Redis | None = None,
 ) -> Topology:
     """The topology of the deployment that ``host:port`` belongs to, standard or cluster.
 
-    Bounded as a whole by ``timeout``, however slowly the nodes answer.
+    Bounded as a whole by ``timeout``, however slowly the nodes answer. ``seed``:
+    a client of ``host:port`` logged in already (pooled, kept open), instead of
+    a connection opened (and logged in) for this look alone.
     """
     with bounded.exchange(timeout):
-        return _discover(host, port, user, password, timeout)
+        return _discover(host, port, user, password, timeout, seed)
 
 
-def _discover(host: str, port: int, user: str | None, password: Secret, timeout: float) -> Topology:
+def _discover(
+    host: str,
+    port: int,
+    user: str | None,
+    password: Secret,
+    timeout: float,
+    pooled: redis.Redis | None,
+) -> Topology:
     try:
-        seed = _connect(host, port, user, password, timeout)
+        seed = pooled or _connect(host, port, user, password, timeout)
         try:
             server = _info(seed, "server")
             replication = _info(seed, "replication")
@@ -150,7 +165,8 @@ def _discover(host: str, port: int, user: str | None, password: Secret, timeout:
                     version=str(server["redis_version"]), cluster=True, nodes=nodes, seed=given
                 )
         finally:
-            seed.close()
+            if pooled is None:
+                seed.close()
         version = server["redis_version"]
         host, port = given
         if replication.get("role") == "slave":

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,6 +383,21 @@ class LocalNodeManager:
         """The instances with nodes under supervision here."""
         with self._lock:
             return {w.node.instance_id for w in self._watched.values()}
+
+    def adopt_instance(self, nodes: Sequence[LocalNode], mgmt_password: Secret) -> bool:
+        """Adopt (or start) an instance's nodes and supervise them, under the instance's
+        lock: ``False`` when another process holds it (deleting the instance) or the
+        instance's files are gone — a deletion and an adoption never interleave."""
+        if not nodes:
+            return True
+        instance_id = nodes[0].instance_id
+        with self._instance_dir_lock(instance_id, wait=0) as state:
+            if state != _LOCKED or not all((self.node_dir(n) / CONF_FILE).exists() for n in nodes):
+                return False
+            for node in nodes:
+                self.ensure_running(node, mgmt_password)
+                self.watch(node, mgmt_password)
+        return True
 
     def forget_instance(self, instance_id: str) -> None:
         """Neither supervise nor stop the instance's nodes any more (another process deleted it)."""

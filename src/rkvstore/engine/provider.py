@@ -79,12 +79,12 @@ class LocalProvider:
         """Whether this data dir holds the instance's nodes (the process that created it)."""
         return all(self.manager.node_dir(n).exists() for n in self._nodes(instance, rows))
 
-    def resume_instance(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> None:
-        """At start: adopt nodes still running from an earlier run, start the others."""
+    def resume_instance(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> bool:
+        """Adopt nodes still running from an earlier run (or worker), start the others;
+        ``False`` when the instance is being deleted (its lock taken, its files gone)."""
         mgmt = self.box.open(instance.mgmt_password_encrypted)
-        for node in sorted(self._nodes(instance, rows), key=lambda n: n.role != "master"):
-            self.manager.ensure_running(node, mgmt)
-            self.manager.watch(node, mgmt)
+        nodes = sorted(self._nodes(instance, rows), key=lambda n: n.role != "master")
+        return self.manager.adopt_instance(nodes, mgmt)
 
     def delete_instance(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> None:
         nodes = self._nodes(instance, rows)

@@ -232,6 +232,9 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
     login = None if is_legacy(instance) else MANAGEMENT_USER
     topology = None
     for row in rows:
+        # As the management user: the engine's pooled, logged-in connection to the
+        # node (a look per change and per verify opens none of its own).
+        seed = None if login is None else deps.redis.node(NodeAddress(row.host, row.port), mgmt)
         try:
             topology = discover(
                 row.host,
@@ -239,6 +242,7 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
                 login,
                 mgmt,
                 timeout=deps.settings.node_timeout_seconds,
+                seed=None if seed is None else seed.client,
             )
             break
         except DiscoveryError:

@@ -239,9 +239,10 @@ class Reconciler:
     ) -> Outcome:
         due, rnd = (math.inf, 0) if claimed is None else (claimed.due_at, claimed.round)
         if claimed is not None and claimed.scheduled(now):
-            # The same phase, at least half an interval ahead: a late pass skips
-            # a round rather than pass again at once.
-            steps = math.floor((now - due) / self.verify_interval + 0.5) + 1
+            # The same phase, the first turn after now: never more than one
+            # interval from this pass, however late it ran (a pass late by most
+            # of an interval is followed soon by the next).
+            steps = math.floor((now - due) / self.verify_interval) + 1
             due, rnd = due + steps * self.verify_interval, rnd + steps
         retry = None if report.in_line else now + self.interval
         if retry is not None:

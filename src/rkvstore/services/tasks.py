@@ -98,12 +98,33 @@ def _identity() -> tuple[str, str, str]:
 
 
 _HOST, _BOOT, _PID_NS = _identity()
-_PID = os.getpid()
-HOLDER = f"{_HOST}:{_PID}:{_start_time(_PID) or '?'}:{_BOOT}:{_PID_NS}"
+
+
+def _holder() -> str:
+    pid = os.getpid()
+    return f"{_HOST}:{pid}:{_start_time(pid) or '?'}:{_BOOT}:{_PID_NS}"
+
+
+HOLDER = _holder()
 
 # Tasks this process holds or is taking, across every ``TaskSlots`` of it.
 _live_tasks: set[str] = set()
 _live_lock = threading.Lock()
+
+
+def _forked() -> None:
+    """In a child forked after import (``serve --workers``): a process of its own.
+
+    Its tasks must name it, not the parent: a sibling worker would otherwise
+    read its live tasks as its own and, not finding them, as dead.
+    """
+    global HOLDER, _live_lock
+    HOLDER = _holder()
+    _live_lock = threading.Lock()
+    _live_tasks.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def holder_is_dead(holder: str, task_id: str) -> bool:
