@@ -23,7 +23,7 @@ from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.tasks import RECONCILE
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow
-from rkvstore.store.tables import ram_policies, ram_users
+from rkvstore.store.tables import ram_policies, ram_users, tasks
 
 # --------------------------------------------------------------------------- instances
 
@@ -120,7 +120,7 @@ def describe_accounts(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         rows = [r for r in rows if search in r.name]
     page, size = params["PageNumber"], params["PageSize"]
     with ctx.deps.engine.connect() as conn:
-        target = repo.task_target(conn, instance.instance_id)
+        target = _task_target(conn, instance.instance_id)
     changing: str | None = None
     if target is not None and target[0] != RECONCILE:
         changing = target[1] or "*"
@@ -317,3 +317,11 @@ __all__ = [
     "list_policies_for",
     "list_users",
 ]
+
+
+def _task_target(conn: Connection, instance_id: str) -> tuple[str, str | None] | None:
+    """``repo.task_target`` as it was (the service reads the slot's task in its own query now)."""
+    row = conn.execute(
+        select(tasks.c.action, tasks.c.account_name).where(tasks.c.instance_id == instance_id)
+    ).first()
+    return None if row is None else (str(row.action), row.account_name)

@@ -97,9 +97,6 @@ _LIST_NODES = (
     .where(nodes.c.instance_id == bindparam("instance_id"))
     .order_by(nodes.c.shard, nodes.c.role, nodes.c.node_id)
 )
-_TASK_TARGET = select(tasks.c.action, tasks.c.account_name).where(
-    tasks.c.instance_id == bindparam("instance_id")
-)
 
 
 def get_instance(conn: Connection, account_id: str, instance_id: str) -> InstanceRow | None:
@@ -228,12 +225,6 @@ def task_action(conn: Connection, instance_id: str) -> str | None:
         select(tasks.c.action).where(tasks.c.instance_id == instance_id)
     ).scalar_one_or_none()
     return None if action is None else str(action)
-
-
-def task_target(conn: Connection, instance_id: str) -> tuple[str, str | None] | None:
-    """The action holding the instance's task slot and the account it changes (None: all)."""
-    row = conn.execute(_TASK_TARGET, {"instance_id": instance_id}).first()
-    return None if row is None else (str(row.action), row.account_name)
 
 
 def instances_with_tasks(conn: Connection) -> list[str]:
