@@ -79,6 +79,10 @@ def _uvicorn_server(settings: Settings, app: Any) -> Any:
             timeout_graceful_shutdown=10,
             timeout_keep_alive=max(1, round(settings.http_keepalive_seconds)),
             backlog=ACCEPTS_PER_TURN,
+            # h11 buffers a request line and headers up to this before it parses them
+            # (16 KiB by default): a query up to the request bound, and just past it,
+            # must reach the app whole however TCP splits it (413, not a 400).
+            h11_max_incomplete_event_size=settings.max_request_bytes + 16 * 1024,
         )
     )
 
