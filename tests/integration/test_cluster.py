@@ -514,7 +514,12 @@ def test_node_restarted_without_its_acl_file_is_repaired(cluster: Shared) -> Non
     assert f"repaired drift on node 127.0.0.1:{victim_port}: users" in logged
     assert "user app " in (victim.directory / "users.acl").read_text()  # persisted (ACL SAVE)
     cluster.assert_accounts_everywhere()
-    assert link_status(victim_port, "default", cluster.default_pw) == "up"
+    # The replica resynchronises with its master on its own schedule after a restart.
+    wait_for(
+        "replication link up again",
+        lambda: link_status(victim_port, "default", cluster.default_pw) == "up",
+        10,
+    )
     with api(cluster.server) as client:
         wait_for(
             "app Available",
