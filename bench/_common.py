@@ -425,6 +425,52 @@ def start_server(
             time.sleep(0.2)
 
 
+@dataclass
+class NullServer:
+    """``bench/_null_app.py`` in a subprocess: the client's and HTTP's own cost."""
+
+    process: subprocess.Popen[bytes]
+    endpoint: str
+
+    def client(self, timeout: float = 120.0) -> RpcClient:
+        """Signed like a call to rkvstore (same client, same work), answered by no one."""
+        return RpcClient(
+            self.endpoint,
+            "LTAInull" + secrets.token_hex(6),
+            Secret("Sk" + "n" * 30),
+            timeout=timeout,
+        )
+
+    def cpu(self) -> float:
+        return process_cpu(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+def start_null_server(ready_timeout: float = 60.0) -> NullServer:
+    port = free_port()
+    script = Path(__file__).resolve().parent / "_null_app.py"
+    process = subprocess.Popen([sys.executable, str(script), str(port)])
+    server = NullServer(process, f"127.0.0.1:{port}")
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        try:
+            httpx.get(f"http://{server.endpoint}/", timeout=1)
+            return server
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError("bench/_null_app.py did not start") from None
+            time.sleep(0.2)
+
+
 def wait_normal(client: RpcClient, instance_id: str, timeout: float = 120.0) -> dict[str, Any]:
     """The instance's attributes once it is Normal."""
     deadline = time.monotonic() + timeout

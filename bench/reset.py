@@ -15,9 +15,13 @@ order alternating:
 - floor: as many ``ACL SETUSER bench_floor reset on #<sha256> ~* +@all`` then
   ``ACL SAVE``, sent with redis-py straight to the instance's master node (for
   MASTER_SLAVE the reset changes both nodes; the floor is one).
+- null server: the same signed ResetAccountPassword calls, same client, to
+  ``bench/_null_app.py`` (uvicorn with httptools and uvloop answering 200
+  without any work): what this client and HTTP cost by themselves. Its p50 ÷
+  the floor's is the least ratio any server could show this benchmark.
 
 Printed per database and node type: the p50 and p99 of each side, the
-ratios end to end / floor of the p50 and of the p99 (median and min-max over
+ratios end to end / floor of the p50 and of the p99, null server / floor (median and min-max over
 the repetitions), the server's CPU per reset, and the SQL per reset: the
 statements, transactions and pool checkouts SQLAlchemy made inside the server
 (counted by bench/_probe), and on PostgreSQL the transactions PostgreSQL
@@ -32,6 +36,7 @@ import hashlib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -50,6 +55,7 @@ from _common import (
     rotations,
     server_env,
     spread,
+    start_null_server,
     start_server,
     wait_normal,
 )
@@ -124,6 +130,9 @@ def run_database(
         server = start_server(kind, tmp / "data", url, env={**QUIET, **env})
         stack.callback(server.stop)
         client = stack.enter_context(server.client())
+        null = start_null_server()
+        stack.callback(null.stop)
+        null_client = stack.enter_context(null.client())
         targets = []
         for node_type in node_types:
             iid = client.call("CreateInstance", {"NodeType": node_type})["InstanceId"]
@@ -139,6 +148,7 @@ def run_database(
             nodes.append(node)
         for (_node_type, iid, _port), node in zip(targets, nodes, strict=True):
             _end_to_end(client, iid, 20, 0)  # warm-up: connections, caches, first-call paths
+            _end_to_end(null_client, iid, 20, 0)
             _floor(node, 20, 0)
         # What the server does with no request at all (background rounds): in
         # the per-reset figures below, not taken out of them; said here so the
@@ -156,7 +166,17 @@ def run_database(
         # uses the database then (the floor does not touch it).
         xacts = pg_transactions(url) if kind == "postgresql" else 0
         for (node_type, iid, _port), node in zip(targets, nodes, strict=True):
-            xacts = measure(kind, node_type, server, client, iid, node, n, repeat, xacts)
+            xacts = measure(
+                kind,
+                node_type,
+                server,
+                (client, null_client, null.cpu),
+                iid,
+                node,
+                n,
+                repeat,
+                xacts,
+            )
 
 
 def _drop_floor_user(node: redis.Redis) -> None:
@@ -169,7 +189,7 @@ def measure(
     kind: str,
     node_type: str,
     server: Server,
-    client: RpcClient,
+    clients: tuple[RpcClient, RpcClient, Callable[[], float]],
     iid: str,
     node: redis.Redis,
     n: int,
@@ -177,25 +197,34 @@ def measure(
     xacts0: int,
 ) -> int:
     """Print one line group; PostgreSQL's transaction count after it (0 on SQLite)."""
+    client, null_client, null_cpu = clients
     sql = Sql()
     ratios50, ratios99, cpu_per, e2e_all, floor_all, rates = [], [], [], [], [], []
+    null50, null_all, null_cpu_per = [], [], []
     for rep in range(repeat):
         e2e: list[float] = []
         floor: list[float] = []
-        for side in rotations(["e2e", "floor"], rep):
+        null: list[float] = []
+        for side in rotations(["e2e", "floor", "null"], rep):
             offset = 1000 + rep * n
             if side == "e2e":
                 cpu0, sql0 = server.cpu(), server.sql()
                 e2e = _end_to_end(client, iid, n, offset)
                 cpu_per.append((server.cpu() - cpu0) / n)
                 sql += server.sql() - sql0
+            elif side == "null":
+                cpu0 = null_cpu()
+                null = _end_to_end(null_client, iid, n, offset)
+                null_cpu_per.append((null_cpu() - cpu0) / n)
             else:
                 floor = _floor(node, n, offset)
         ratios50.append(median(e2e) / median(floor))
         ratios99.append(percentile(e2e, 0.99) / percentile(floor, 0.99))
+        null50.append(median(null) / median(floor))
         rates.append(len(e2e) / sum(e2e))
         e2e_all += e2e
         floor_all += floor
+        null_all += null
     total = n * repeat
     print(
         f"{kind:10s} {node_type:12s} | end to end p50 {median(e2e_all) * 1000:6.2f} ms "
@@ -206,6 +235,11 @@ def measure(
     print(
         f"{'':23s} | ratio p50 {spread(ratios50)}  ratio p99 {spread(ratios99)}"
         f"  server CPU per reset {spread([c * 1000 for c in cpu_per])} ms"
+    )
+    print(
+        f"{'':23s} | null server p50 {median(null_all) * 1000:5.2f} ms: ratio p50 "
+        f"{spread(null50)} (the least any server could show this client); its CPU per call "
+        f"{spread([c * 1000 for c in null_cpu_per])} ms"
     )
     line = f"{'':23s} | SQL per reset: {sql.per(total)}"
     xacts = 0

@@ -11,13 +11,17 @@ creates 8 STAND_ALONE instances with an account ``bench`` each, and starts
 two ``moto_server`` processes (moto's mock of AWS, ElastiCache among it): one
 takes ``CreateUser``, the other holds as many users as DescribeAccounts shows
 and answers ``DescribeUsers``. Then, for every client count and repetition,
-five sides run in interleaved blocks of ``--seconds`` (their order rotating),
+six sides run in interleaved blocks of ``--seconds`` (their order rotating),
 each with that many threads, each thread with its own keep-alive connection,
 calling back to back:
 
 - rkvstore reset: signed ResetAccountPassword, spread over the 8 instances;
 - floor: raw redis-py ``ACL SETUSER … #<sha256>`` + ``ACL SAVE`` on the same
   8 nodes (what a reset must at least cost);
+- null server reset: the same signed ResetAccountPassword calls, same
+  client, to ``bench/_null_app.py`` (answers 200 without any work): its rate
+  ÷ moto's is the most any server could show here against moto with these
+  clients on this machine;
 - moto CreateUser: ElastiCache ``CreateUser`` through boto3, a new user id each;
 - rkvstore DescribeAccounts: signed, spread over the 8 instances;
 - moto DescribeUsers: ElastiCache ``DescribeUsers`` through boto3.
@@ -53,6 +57,7 @@ from typing import Any
 import redis
 from _common import (
     Block,
+    NullServer,
     Server,
     Sql,
     answer_code,
@@ -69,6 +74,7 @@ from _common import (
     rotations,
     server_env,
     spread,
+    start_null_server,
     start_server,
     wait_normal,
 )
@@ -145,6 +151,23 @@ def rkvstore_sides(server: Server, targets: list[str], suffix: str = "") -> list
             server.sql,
         ),
     ]
+
+
+def null_side(null: NullServer, targets: list[str]) -> Side:
+    """Signed resets, same client, to a server that does nothing (bench/_null_app.py)."""
+
+    def open_client(index: int) -> tuple[int, RpcClient]:
+        client = null.client()
+        client.request("DescribeRegions")  # connected before the block starts
+        return index, client
+
+    def call(worker: tuple[int, RpcClient], n: int) -> str:
+        index, client = worker
+        iid = targets[(index + n) % len(targets)]
+        params = {"InstanceId": iid, "AccountName": "bench", "AccountPassword": _password()}
+        return answer_code(client.request("ResetAccountPassword", params))
+
+    return Side("null server reset", open_client, call, lambda w: w[1].close(), null.cpu)
 
 
 def floor_side(ports: list[int], passwords: list[str], redis_pids: list[int]) -> Side:
@@ -292,6 +315,8 @@ def run_database(
         create, describe = start_moto(), start_moto()
         stack.callback(create.stop)
         stack.callback(describe.stop)
+        null_server = start_null_server()
+        stack.callback(null_server.stop)
         moto_users = describe.hold_users(shown)
         print(
             f"\n{kind}: {INSTANCES} STAND_ALONE instances per server; DescribeAccounts shows "
@@ -304,10 +329,12 @@ def run_database(
             for w, server, ids in servers
         }
         floor = floor_side(*floor_nodes)
+        null = null_side(null_server, servers[0][2])
         moto_create, moto_describe = moto_sides(create, describe, max(counts))
         order = [
             *(rk[w][0] for w in workers),
             floor,
+            null,
             moto_create,
             *(rk[w][1] for w in workers),
             moto_describe,
@@ -334,6 +361,7 @@ def run_database(
                 (f"{reset} ÷ floor", reset, floor.name),
                 (f"{accounts} ÷ moto DescribeUsers", accounts, moto_describe.name),
             ]
+        pairs.append((f"{null.name} ÷ moto CreateUser", null.name, moto_create.name))
         for w in workers[1:]:
             base = rk[workers[0]]
             pairs += [
