@@ -301,6 +301,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, ``grace`` seconds to exit, then SIGKILL."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
 def _raise_nofile(limit: int) -> None:  # runs in the child, before exec
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
@@ -343,13 +354,7 @@ class Server:
         return Fernet(self.master_key.encode()).encrypt(value.encode()).decode()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        stop_process(self.process, 90)
 
 
 def start_server(
@@ -412,16 +417,23 @@ def start_server(
         probe_dir,
         {k: v for k, v in (env or {}).items()},
     )
-    deadline = time.monotonic() + ready_timeout
+    if not wait_http(server.endpoint, process, ready_timeout):
+        server.stop()
+        tail = output.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{name}: rkvstore serve did not start:\n{tail}")
+    return server
+
+
+def wait_http(endpoint: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether ``endpoint`` answers HTTP within ``timeout`` while ``process`` lives."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            httpx.get(f"http://{server.endpoint}/", timeout=1)
-            return server
+            httpx.get(f"http://{endpoint}/", timeout=1)
+            return True
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                tail = output.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name}: rkvstore serve did not start:\n{tail}") from None
+                return False
             time.sleep(0.2)
 
 
@@ -445,13 +457,7 @@ class NullServer:
         return process_cpu(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        stop_process(self.process, 30)
 
 
 def start_null_server(ready_timeout: float = 60.0) -> NullServer:
@@ -459,16 +465,10 @@ def start_null_server(ready_timeout: float = 60.0) -> NullServer:
     script = Path(__file__).resolve().parent / "_null_app.py"
     process = subprocess.Popen([sys.executable, str(script), str(port)])
     server = NullServer(process, f"127.0.0.1:{port}")
-    deadline = time.monotonic() + ready_timeout
-    while True:
-        try:
-            httpx.get(f"http://{server.endpoint}/", timeout=1)
-            return server
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError("bench/_null_app.py did not start") from None
-            time.sleep(0.2)
+    if not wait_http(server.endpoint, process, ready_timeout):
+        server.stop()
+        raise RuntimeError("bench/_null_app.py did not start")
+    return server
 
 
 def wait_normal(client: RpcClient, instance_id: str, timeout: float = 120.0) -> dict[str, Any]:
