@@ -12,6 +12,9 @@ here, so that a node made to refuse CONFIG SET stays that way for the test.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -60,6 +63,7 @@ from tests.api.ram_helpers import create_tenant
 from tests.api.sdk_clients import legacy_client, legacy_request, new_sdk_client
 from tests.conftest import ARTIFACT_DIRS, LiveServer, start_server
 from tests.integration.test_cluster import management_password, node_files
+from tests.integration.test_resilience import wait_serving
 
 MADE_UP: Final = "r-" + "q7" * 9
 NOT_FOUND: Final = ("InvalidInstanceId.NotFound", 404, "The specified instance is not found.")
@@ -357,6 +361,34 @@ def test_a_node_that_refuses_config_set_leaves_every_node_as_it_was(
             client.execute_command("ACL", "SETUSER", MANAGEMENT_USER, "+config|set")
     modify_config(server, standard.instance_id, {"timeout": "200"})
     assert set(config_get(server, standard.instance_id, "timeout").values()) == {"200"}
+
+
+def test_a_stopped_master_changes_nothing_and_config_reads_empty(
+    server: LiveServer, standard: Made
+) -> None:
+    """A node that does not answer: ServiceUnavailable within the node timeout, nothing
+    changed; DescribeInstanceAttribute still answers, with Config ``{}``."""
+    modify_config(server, standard.instance_id, {"hz": "15"})
+    master = node_files(server, standard.instance_id)[0]
+    pid = master.running_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        expect_new(lambda: modify_config(server, standard.instance_id, {"hz": "25"}), UNAVAILABLE)
+        assert time.monotonic() - started < 10
+        assert describe_attribute(server, standard.instance_id)["Config"] == "{}"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert set(config_get(server, standard.instance_id, "hz").values()) == {"15"}
+
+
+def test_parameters_survive_a_node_restart(server: LiveServer, standard: Made) -> None:
+    modify_config(server, standard.instance_id, {"timeout": "77"})
+    replica = node_files(server, standard.instance_id)[-1]
+    old = replica.running_pid()
+    os.kill(old, signal.SIGKILL)
+    wait_serving(replica, "default", standard.password, old)
+    assert config_get(server, standard.instance_id, "timeout")[replica.port] == "77"
 
 
 # --------------------------------------------------------------------------- errors of every action
