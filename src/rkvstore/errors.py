@@ -263,3 +263,37 @@ INVALID_NAME_LENGTH = _e(
 INVALID_FORMAT = _e(
     "InvalidParameter.{name}.Format", 400, 'The format of the parameter - "{name}" is incorrect.'
 )
+
+# --- instance settings (issue 11: ModifyInstanceAttribute, ModifyInstanceConfig, ModifySecurityIps)
+# Alibaba's ModifyInstanceConfig documents InvalidParameters.Format (400, "Specified
+# parameters is not valid."); rkvstore adds which parameter and its rule.
+INVALID_PARAMETERS_FORMAT = _e(
+    "InvalidParameters.Format", 400, 'Specified parameters is not valid: "{name}" {rule}.'
+)
+PARAMETER_NOT_SUPPORTED = _e(
+    "ParamNotSupported",
+    400,
+    'Parameter "{name}" cannot be modified: rkvstore modifies only {allowed}.',
+)
+# No Alibaba code for it is published; in the style of OperationDenied.* (403).
+RELEASE_PROTECTED = _e(
+    "OperationDenied.ReleaseProtection",
+    403,
+    "The instance has release protection enabled; set InstanceReleaseProtection to false "
+    "with ModifyInstanceAttribute before deleting it.",
+)
+NO_CONFIG_FILE = _e(
+    "OperationDenied.NoConfigFile",
+    403,
+    "Node {node} of the instance runs without a config file: a parameter set on it would "
+    "not survive a restart, so none is set.",
+)
+SECURITY_IPS_FORMAT = _e(
+    "InvalidSecurityIPs.Format", 400, "Specified security IP list is not valid."
+)
+SECURITY_IPS_NOT_ENFORCEABLE = _e(
+    "OperationDenied.SecurityIps",
+    403,
+    "rkvstore cannot filter clients by address (Redis has no such setting): the whitelist "
+    "of the instance is {current}, as its nodes' bind address makes it, and cannot be changed.",
+)

@@ -47,6 +47,7 @@ SECRET_PARAMETERS: Final = frozenset(
         "AccountPassword",
         "OldAccountPassword",
         "NewAccountPassword",
+        "NewPassword",
         "Password",
         "AccessKeySecret",
         "AdminPassword",

@@ -232,6 +232,32 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:120]}"
 
 
+def exchange_batches(
+    batches: Sequence[tuple[Node, Sequence[Sequence[str]]]],
+) -> dict[str, list[Any] | str]:
+    """Every node its batch at once, one deadline for all; each node's replies (an
+    error reply as its exception), or why there are none."""
+    out: dict[str, list[Any] | str] = {}
+    with bounded.exchange(_timeout_of([node for node, _ in batches])) as deadline:
+        sent = [(node, node.send_batch(batch)) for node, batch in batches]
+        for node, pending in sent:
+            if isinstance(pending, NodeResult):
+                out[node.label] = pending.error or "failed"
+                continue
+            try:
+                replies = node.receive_replies(pending, deadline)
+            except Exception as exc:  # an odd reply must not stop the other nodes' reads
+                pending.connection.disconnect()
+                node.client.connection_pool.release(pending.connection)
+                out[node.label] = _short(exc)
+                continue
+            if isinstance(replies, NodeResult):
+                out[node.label] = replies.error or "failed"
+            else:
+                out[node.label] = replies
+    return out
+
+
 class FanOut:
     """Apply changes to every node concurrently; all or nothing."""
 
@@ -288,28 +314,17 @@ class FanOut:
     def read_users(self, nodes: Sequence[Node]) -> dict[str, dict[str, str] | str]:
         """Every node's users (``ACL LIST``) at once, or why a node could not say."""
         out: dict[str, dict[str, str] | str] = {}
-        with bounded.exchange(_timeout_of(nodes)) as deadline:
-            sent = [(node, node.send_batch([["ACL", "LIST"]])) for node in nodes]
-            for node, pending in sent:
-                if isinstance(pending, NodeResult):
-                    out[node.label] = pending.error or "failed"
-                    continue
+        answers = exchange_batches([(node, [["ACL", "LIST"]]) for node in nodes])
+        for label, replies in answers.items():
+            if isinstance(replies, str):
+                out[label] = replies
+            elif isinstance(replies[0], Exception):
+                out[label] = _short(replies[0])
+            else:
                 try:
-                    replies = node.receive_replies(pending, deadline)
-                except Exception as exc:  # an odd reply must not stop the other nodes' reads
-                    pending.connection.disconnect()
-                    node.client.connection_pool.release(pending.connection)
-                    out[node.label] = _short(exc)
-                    continue
-                if isinstance(replies, NodeResult):
-                    out[node.label] = replies.error or "failed"
-                elif isinstance(replies[0], Exception):
-                    out[node.label] = _short(replies[0])
-                else:
-                    try:
-                        out[node.label] = acl_lines_by_user(replies[0])
-                    except ValueError as exc:
-                        out[node.label] = _short(exc)
+                    out[label] = acl_lines_by_user(replies[0])
+                except ValueError as exc:
+                    out[label] = _short(exc)
         return out
 
     def run_all_or_nothing(

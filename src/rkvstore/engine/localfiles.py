@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -107,6 +107,21 @@ def render_config(node: LocalNode, node_dir: Path, host: str) -> str:
             "cluster-node-timeout 5000",
         ]
     return "\n".join(lines) + "\n"
+
+
+def with_parameters(conf_text: str, values: Mapping[str, str]) -> str:
+    """redis.conf with each of ``values`` on a line of its own (replacing the name's lines).
+
+    rkvstore writes the file itself: ``CONFIG REWRITE`` would also write the
+    runtime ``masterauth`` (the management password) into it.
+    """
+    kept = [
+        line
+        for line in conf_text.splitlines()
+        if not line.split(maxsplit=1) or line.split(maxsplit=1)[0].lower() not in values
+    ]
+    added = [f"{name} {_quote(value)}" for name, value in values.items()]
+    return "\n".join([*kept, *added]) + "\n"
 
 
 def management_acl_line(mgmt_password: Secret, other_hashes: Iterable[str] = ()) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rkvstore.crypto import SecretBox
@@ -11,6 +11,7 @@ from rkvstore.engine.acl import DesiredUser
 from rkvstore.engine.binary import RedisBinary, binary_for, find_binaries
 from rkvstore.engine.cluster import Member, form_cluster
 from rkvstore.engine.local import LocalNode, LocalNodeManager
+from rkvstore.engine.localfiles import CONF_FILE, with_parameters, write_private
 from rkvstore.store.repo import InstanceRow, NodeRow
 
 log = logging.getLogger("rkvstore.local")
@@ -78,6 +79,33 @@ class LocalProvider:
     def holds(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> bool:
         """Whether this data dir holds the instance's nodes (the process that created it)."""
         return all(self.manager.node_dir(n).exists() for n in self._nodes(instance, rows))
+
+    def write_parameters(
+        self, instance: InstanceRow, rows: Sequence[NodeRow], values: Mapping[str, str]
+    ) -> dict[Path, str]:
+        """``values`` into every node's redis.conf, so that a restart keeps them.
+
+        Returns each file's text before, for ``restore_files``; on an error the
+        files already written are restored and the error raised.
+        """
+        before: dict[Path, str] = {}
+        try:
+            for node in self._nodes(instance, rows):
+                path = self.manager.node_dir(node) / CONF_FILE
+                text = path.read_text(encoding="utf-8")
+                write_private(path, with_parameters(text, values))
+                before[path] = text
+        except OSError:
+            self.restore_files(before)
+            raise
+        return before
+
+    def restore_files(self, before: Mapping[Path, str]) -> None:
+        for path, text in before.items():
+            try:
+                write_private(path, text)
+            except OSError as exc:
+                log.error("could not restore %s: %s", path, exc)
 
     def resume_instance(self, instance: InstanceRow, rows: Sequence[NodeRow]) -> bool:
         """Adopt nodes still running from an earlier run (or worker), start the others;

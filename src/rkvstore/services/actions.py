@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rkvstore.api.params import Param, ParamSpec
 from rkvstore.config import API_VERSION
-from rkvstore.services import accounts, instances, ram, regions, registered
+from rkvstore.services import accounts, instance_settings, instances, ram, regions, registered
 from rkvstore.services.registry import ActionSpec, Registry
 
 ALL_INSTANCES = "instance/*"
@@ -186,8 +186,61 @@ def build_registry() -> Registry:
                 ACCOUNT_NAME,
                 Param("SourceBiz"),
             ),
+            *instance_setting_actions(),
         ]
     )
+
+
+# ------------------------------------------------------------- instance settings (issue 11)
+
+
+def instance_setting_actions() -> list[ActionSpec]:
+    return [
+        _spec(
+            "ModifyInstanceAttribute",
+            instance_settings.modify_instance_attribute,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("InstanceName", max_length=128),
+            Param("NewPassword", "secret"),
+            Param("InstanceReleaseProtection", "bool"),
+        ),
+        _spec(
+            "ModifyInstanceConfig",
+            instance_settings.modify_instance_config,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("Config", required=True, max_length=8192),
+        ),
+        _spec(
+            "DescribeInstanceConfig",
+            instance_settings.describe_instance_config,
+            "read",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+        ),
+        _spec(
+            "DescribeParameters",
+            instance_settings.describe_parameters,
+            "read",
+            "instance/{DBInstanceId}",
+            Param("DBInstanceId", required=True),
+            Param("NodeId", max_length=64),
+        ),
+        _spec(
+            "ModifySecurityIps",
+            instance_settings.modify_security_ips,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("SecurityIps", required=True, max_length=64 * 1024),
+            Param("SecurityIpGroupName", max_length=128),
+            Param("ModifyMode", "enum", choices=("Cover", "Append", "Delete")),
+            Param("SecurityIpGroupAttribute", max_length=128),
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- RAM (2015-05-01)

@@ -45,6 +45,7 @@ from rkvstore.services.common import (
     task_slot,
 )
 from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_settings import attribute_config
 from rkvstore.services.registered import remove_management_user
 from rkvstore.services.tasks import TaskLost
 from rkvstore.store import listing, repo
@@ -435,6 +436,8 @@ def describe_instance_attribute(ctx: CallContext, params: dict[str, Any]) -> dic
                 {
                     **_instance_fields(ctx.deps, instance, counts[instance.instance_id]),
                     "Engine": "Redis",
+                    "InstanceReleaseProtection": instance.release_protection,
+                    "Config": attribute_config(ctx.deps, instance),
                 }
             ]
         }
@@ -469,7 +472,12 @@ def delete_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         # Its processes and files belong to another rkvstore process's data
         # dir, which would restart what this one stopped.
         raise ApiError(errors.INCORRECT_INSTANCE_STATE)
+    if instance.release_protection:
+        raise ApiError(errors.RELEASE_PROTECTED)
     with task_slot(deps, instance.instance_id, "DeleteInstance"):
+        # Protection may have been set while this call waited for the slot.
+        if load_instance(ctx, instance.instance_id).release_protection:
+            raise ApiError(errors.RELEASE_PROTECTED)
         if instance.provider == LOCAL:
             deps.local.delete_instance(instance, rows)
         elif not is_legacy(instance):  # before 6.0 rkvstore added no user

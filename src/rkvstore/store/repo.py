@@ -42,6 +42,7 @@ class InstanceRow:
     admin_password_encrypted: str | None
     created_at: datetime
     pending_password_encrypted: str | None = None
+    release_protection: bool = False
 
     @classmethod
     def of(cls, row: Row[Any]) -> InstanceRow:
@@ -263,6 +264,11 @@ def add_pending_password(conn: Connection, instance_id: str, sealed: str) -> Non
         .where(instances.c.instance_id == instance_id)
         .values(pending_password_encrypted="\n".join(tokens))
     )
+
+
+def update_instance(conn: Connection, instance_id: str, **values: Any) -> None:
+    """The instance's own settings (name, release protection)."""
+    conn.execute(update(instances).where(instances.c.instance_id == instance_id).values(**values))
 
 
 def set_legacy_password(conn: Connection, instance_id: str, sealed: str) -> None:

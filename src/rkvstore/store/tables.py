@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -103,6 +105,8 @@ instances = Table(
     # Redis before 6.0: passwords of the last changes begun (Fernet tokens, one
     # per line), a way back in to a node a change left without recording it.
     Column("pending_password_encrypted", Text, nullable=True),
+    # DeleteInstance refuses the instance while set (migration 0011).
+    Column("release_protection", Boolean, nullable=False, server_default=false()),
     # DescribeInstances pages a tenant's instances in this order, and counts them,
     # from this index alone (migration 0010).
     Index("ix_instances_account_id_created_at", "account_id", "created_at", "instance_id"),

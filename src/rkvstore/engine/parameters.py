@@ -1,0 +1,127 @@
+"""Redis parameters on an instance's nodes: read them, set them on every node or on none.
+
+A read is one round trip per node (``INFO server`` for the config file, a
+``CONFIG GET`` per name); every node at once, within one deadline. A change
+sends every node its ``CONFIG SET``s (and ``CONFIG REWRITE`` when asked); if
+any node refuses or does not answer, every node that may have changed gets its
+values from the read back, and the caller gets ``NodeFailure``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rkvstore.engine import bounded
+from rkvstore.engine.acl import Node, NodeFailure, _short, _timeout_of, exchange_batches
+
+log = logging.getLogger("rkvstore.engine")
+
+
+@dataclass(frozen=True)
+class NodeParameters:
+    """What one node said: its values and its config file, or why it could not say."""
+
+    values: dict[str, str]
+    config_file: str  # "" when the node runs without one
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    error: str | None
+    maybe_applied: bool
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _config_file(info: Any) -> str:
+    for line in _text(info).splitlines():
+        if line.startswith("config_file:"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+def read(nodes: Sequence[Node], names: Sequence[str]) -> dict[str, NodeParameters]:
+    """Every node's values of ``names`` and its config file, at once."""
+    batch = [["INFO", "server"], *(["CONFIG", "GET", name] for name in names)]
+    answers = exchange_batches([(node, batch) for node in nodes])
+    out: dict[str, NodeParameters] = {}
+    for node in nodes:
+        replies = answers[node.label]
+        if isinstance(replies, str):
+            out[node.label] = NodeParameters({}, "", replies)
+            continue
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        if failed is not None:
+            out[node.label] = NodeParameters({}, "", _short(failed))
+            continue
+        values: dict[str, str] = {}
+        for reply in replies[1:]:
+            if isinstance(reply, dict):  # RESP3
+                pairs = list(reply.items())
+            else:
+                pairs = list(zip(reply[::2], reply[1::2], strict=True))
+            for key, value in pairs:
+                values[_text(key)] = _text(value)
+        out[node.label] = NodeParameters(values, _config_file(replies[0]))
+    return out
+
+
+def _set_batch(values: dict[str, str], rewrite: bool) -> list[list[str]]:
+    batch = [["CONFIG", "SET", name, value] for name, value in values.items()]
+    return batch + ([["CONFIG", "REWRITE"]] if rewrite else [])
+
+
+def _run(nodes: Sequence[Node], batches: dict[str, list[list[str]]]) -> dict[str, _Outcome]:
+    answers = exchange_batches([(node, batches[node.label]) for node in nodes])
+    out: dict[str, _Outcome] = {}
+    for node in nodes:
+        replies = answers[node.label]
+        if isinstance(replies, str):
+            out[node.label] = _Outcome(replies, maybe_applied=True)
+            continue
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        # Each CONFIG SET either took or did not; one that failed after another
+        # took leaves the node changed: it is put back all the same.
+        out[node.label] = _Outcome(None if failed is None else _short(failed), maybe_applied=True)
+    return out
+
+
+def set_all_or_nothing(
+    nodes: Sequence[Node],
+    before: dict[str, dict[str, str]],
+    values: dict[str, str],
+    *,
+    rewrite: bool,
+) -> None:
+    """``values`` on every node, or each node that may have changed back to ``before``.
+
+    ``before``: each node's values of the names in ``values``, as just read.
+    ``rewrite``: persist with ``CONFIG REWRITE`` (else the caller persists).
+    """
+    batch = _set_batch(values, rewrite)
+    results = _run(nodes, {node.label: batch for node in nodes})
+    failed = {label: r.error for label, r in results.items() if r.error is not None}
+    if not failed:
+        return
+    put_back(
+        [n for n in nodes if results[n.label].maybe_applied], before, list(values), rewrite=rewrite
+    )
+    raise NodeFailure({k: v or "failed" for k, v in failed.items()})
+
+
+def put_back(
+    nodes: Sequence[Node], before: dict[str, dict[str, str]], names: Sequence[str], *, rewrite: bool
+) -> None:
+    """Each node's ``names`` back to ``before``, with a budget of its own; failures logged."""
+    batches = {n.label: _set_batch({k: before[n.label][k] for k in names}, rewrite) for n in nodes}
+    with bounded.exchange(_timeout_of(nodes), fresh=True):
+        outcomes = _run(nodes, batches)
+    for label, outcome in outcomes.items():
+        if outcome.error:
+            log.error("putting parameters back on node %s failed (%s)", label, outcome.error)
