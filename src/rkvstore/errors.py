@@ -297,3 +297,38 @@ SECURITY_IPS_NOT_ENFORCEABLE = _e(
     "rkvstore cannot filter clients by address (Redis has no such setting): the whitelist "
     "of the instance is {current}, as its nodes' bind address makes it, and cannot be changed.",
 )
+
+# --- the instance surface (issue 11): settings rkvstore cannot make true are refused,
+# never recorded. Alibaba's family for "this instance cannot do that" is
+# OperationDenied.*, with 403; each message names the limit.
+VPC_NOT_SUPPORTED = _e(
+    "OperationDenied.VpcNotSupported",
+    403,
+    "rkvstore instances are on the classic network only: NetworkType VPC, VpcId and "
+    "VSwitchId are not supported.",
+)
+PREPAID_NOT_SUPPORTED = _e(
+    "OperationDenied.PrePaidNotSupported",
+    403,
+    "rkvstore instances are pay-as-you-go only: ChargeType PrePaid is not supported.",
+)
+SSL_NOT_SUPPORTED = _e(
+    "OperationDenied.SSLNotSupported",
+    403,
+    "rkvstore does not set up TLS on an instance's nodes: SSL cannot be enabled or updated.",
+)
+BACKUP_NOT_SUPPORTED = _e(
+    "OperationDenied.BackupNotSupported",
+    403,
+    "rkvstore runs no backups: a backup policy cannot be set.",
+)
+SECURITY_GROUP_NOT_SUPPORTED = _e(
+    "OperationDenied.SecurityGroupNotSupported",
+    403,
+    "rkvstore has no ECS security groups: none can be bound to an instance.",
+)
+TDE_NOT_SUPPORTED = _e(
+    "OperationDenied.TDENotSupported",
+    403,
+    "rkvstore does not encrypt data at rest: TDE cannot be enabled.",
+)

@@ -1,0 +1,94 @@
+"""What an instance's nodes say about themselves: version, listening addresses, TLS.
+
+One batch per node (``INFO server``, ``CONFIG GET bind``, ``CONFIG GET tls-port``),
+every node at once, within one deadline. Nothing is changed. The Describe
+actions of the instance surface answer from this, not from the database.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rkvstore.engine.acl import Node, _short, exchange_batches
+
+FACTS_BATCH = (("INFO", "server"), ("CONFIG", "GET", "bind"), ("CONFIG", "GET", "tls-port"))
+# Anything at all, as a whitelist: what a node that listens beyond loopback admits.
+ANYWHERE = "0.0.0.0/0"
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    redis_version: str  # INFO server's redis_version, e.g. "7.0.15"
+    bind: tuple[str, ...]  # the addresses it listens on, as CONFIG GET bind says
+    tls_port: int  # 0: no TLS listener (and so for Redis before 6, which has none)
+
+    @property
+    def loopback_only(self) -> bool:
+        """Only a client on the node's own host can reach it."""
+        return bool(self.bind) and all(_is_loopback(a) for a in self.bind)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # "*", a name, anything else: not provably loopback
+        return False
+
+
+def _config_value(reply: Any) -> str:
+    """The value of a one-name CONFIG GET: ``[name, value]`` (RESP2), ``{name: value}``,
+    or nothing for a name this Redis does not know (``tls-port`` before 6.0)."""
+    if isinstance(reply, dict):
+        return _text(next(iter(reply.values()), ""))
+    if isinstance(reply, list | tuple) and len(reply) >= 2:
+        return _text(reply[1])
+    return ""
+
+
+def parse_facts(replies: Sequence[Any]) -> NodeFacts:
+    """The facts from the batch's replies; ``ValueError`` if the node said something else."""
+    info, bind, tls = replies
+    if isinstance(info, Exception):
+        raise ValueError(f"INFO server refused: {_short(info)}")
+    version = ""
+    for line in _text(info).splitlines():
+        if line.startswith("redis_version:"):
+            version = line.partition(":")[2].strip()
+    if not version:
+        raise ValueError("INFO server gave no redis_version")
+    if isinstance(bind, Exception):
+        raise ValueError(f"CONFIG GET bind refused: {_short(bind)}")
+    # Redis 7 writes an optional address with a leading "-" ("-::1"): it is still one.
+    addresses = tuple(a.lstrip("-") for a in _config_value(bind).split())
+    tls_text = "" if isinstance(tls, Exception) else _config_value(tls)
+    return NodeFacts(version, addresses, int(tls_text) if tls_text.isdigit() else 0)
+
+
+def read_facts(nodes: Sequence[Node]) -> dict[str, NodeFacts | str]:
+    """Every node's facts at once, or why a node could not say (by node label)."""
+    out: dict[str, NodeFacts | str] = {}
+    batch = [list(command) for command in FACTS_BATCH]
+    for label, replies in exchange_batches([(node, batch) for node in nodes]).items():
+        if isinstance(replies, str):
+            out[label] = replies
+            continue
+        try:
+            out[label] = parse_facts(replies)
+        except (ValueError, TypeError) as exc:
+            out[label] = _short(exc)
+    return out
+
+
+def security_ips(facts: Sequence[NodeFacts]) -> str:
+    """Who can connect, as a whitelist: ``127.0.0.1`` when every node listens on
+    loopback only, else ``0.0.0.0/0`` (rkvstore filters no client address itself,
+    so a node reachable beyond its host admits any address that reaches it)."""
+    return LOOPBACK if facts and all(f.loopback_only for f in facts) else ANYWHERE
