@@ -4,7 +4,8 @@ Not a test module. Copied from rkvstore at 30e7d1a (services/instances.py,
 services/accounts.py, services/ram.py, iam/ram_store.py): every row loaded,
 filtered, sorted and paged in Python, one query per instance or policy shown,
 and a RAM user's view decided ARN by ARN with ``authorize.decide``. Only the
-imports are adapted; the logic is the old one, line for line.
+imports are adapted (and issue 11's new fields of an instance added); the logic is
+the old one, line for line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rkvstore.iam import ram_store as store
 from rkvstore.iam.authorize import decide
 from rkvstore.iam.policy import SYSTEM_POLICIES
 from rkvstore.iam.ram_store import _EPOCH, CUSTOM, SYSTEM, USER, PolicyInfo, iso
+from rkvstore.services import instance_surface
 from rkvstore.services.accounts import SUPER
 from rkvstore.services.common import load_instance
 from rkvstore.services.context import CallContext, Deps
@@ -57,6 +59,8 @@ def _instance_fields(deps: Deps, instance: InstanceRow, node_count: int) -> dict
         "UserName": instance.instance_id,
         "NodeCount": node_count,
         "Provider": instance.provider,
+        # The fields issue 11 added, read from the row alone: the listing is the same.
+        **instance_surface.listing_fields(instance),
     }
 
 

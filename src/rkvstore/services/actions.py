@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from rkvstore.api.params import Param, ParamSpec
 from rkvstore.config import API_VERSION
-from rkvstore.services import accounts, instance_settings, instances, ram, regions, registered
+from rkvstore.services import (
+    accounts,
+    instance_settings,
+    instance_surface,
+    instances,
+    ram,
+    regions,
+    registered,
+)
 from rkvstore.services.registry import ActionSpec, Registry
 
 ALL_INSTANCES = "instance/*"
@@ -61,6 +69,9 @@ def build_registry() -> Registry:
                 Param("ShardCount", "int", min_value=1, max_value=256),
                 Param("InstanceClass", max_length=64),
                 Param("ChargeType", "enum", choices=("PostPaid", "PrePaid")),
+                Param("NetworkType", "enum", choices=("CLASSIC", "VPC")),
+                Param("VpcId", max_length=128),
+                Param("VSwitchId", max_length=128),
                 Param("DryRun", "bool", default=False),
             ),
             _spec(
@@ -187,6 +198,7 @@ def build_registry() -> Registry:
                 Param("SourceBiz"),
             ),
             *instance_setting_actions(),
+            *instance_surface_actions(),
         ]
     )
 
@@ -239,6 +251,68 @@ def instance_setting_actions() -> list[ActionSpec]:
             Param("SecurityIpGroupName", max_length=128),
             Param("ModifyMode", "enum", choices=("Cover", "Append", "Delete")),
             Param("SecurityIpGroupAttribute", max_length=128),
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- instance surface
+
+
+def instance_surface_actions() -> list[ActionSpec]:
+    """What Terraform's read of an instance calls (issue 11), and the settings refused."""
+    surface = instance_surface
+    return [
+        *(
+            _spec(name, handler, "read", ONE_INSTANCE, INSTANCE_ID)
+            for name, handler in (
+                ("DescribeDBInstanceNetInfo", surface.describe_db_instance_net_info),
+                ("DescribeBackupPolicy", surface.describe_backup_policy),
+                (
+                    "DescribeSecurityGroupConfiguration",
+                    surface.describe_security_group_configuration,
+                ),
+                ("DescribeInstanceSSL", surface.describe_instance_ssl),
+                ("DescribeSecurityIps", surface.describe_security_ips),
+                ("DescribeEngineVersion", surface.describe_engine_version),
+            )
+        ),
+        _spec(
+            "ModifyInstanceSSL",
+            surface.modify_instance_ssl,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("SSLEnabled", "enum", required=True, choices=("Enable", "Disable", "Update")),
+        ),
+        _spec(
+            "ModifyInstanceTDE",
+            surface.modify_instance_tde,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("TDEStatus", "enum", required=True, choices=("Enabled", "Disabled")),
+            Param("EncryptionName", max_length=256),
+            Param("EncryptionKey", max_length=256),
+            Param("RoleArn", max_length=512),
+        ),
+        _spec(
+            "ModifyBackupPolicy",
+            surface.modify_backup_policy,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("PreferredBackupPeriod", required=True, max_length=256),
+            Param("PreferredBackupTime", required=True, max_length=64),
+            Param("EnableBackupLog", "int", min_value=0, max_value=1),
+            Param("BackupRetentionPeriod", "int", min_value=1, max_value=730),
+        ),
+        _spec(
+            "ModifySecurityGroupConfiguration",
+            surface.modify_security_group_configuration,
+            "update",
+            "instance/{DBInstanceId}",  # this action names the instance DBInstanceId
+            Param("DBInstanceId", required=True),
+            Param("SecurityGroupId", required=True, max_length=1024),
         ),
     ]
 

@@ -21,6 +21,7 @@ from rkvstore.errors import ApiError
 from rkvstore.iam import visibility
 from rkvstore.iam.policy import decide_resource
 from rkvstore.secret import Secret
+from rkvstore.services import instance_surface
 from rkvstore.services.common import (
     CLUSTER,
     CREATING,
@@ -74,6 +75,7 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     settings = deps.settings
     if params["RegionId"] is not None and params["RegionId"] != settings.region:
         raise ApiError(errors.INVALID_REGION)
+    instance_surface.refuse_what_create_cannot_make(params)
     zone = params["ZoneId"] or settings.zone_ids[0]
     if zone not in settings.zone_ids:
         raise ApiError(errors.INVALID_ZONE)
@@ -332,6 +334,22 @@ def _record_build(deps: Deps, instance_id: str, status: str, deadline: float) ->
 
 
 def _instance_fields(deps: Deps, instance: InstanceRow, node_count: int) -> dict[str, Any]:
+    """DescribeInstanceAttribute's fields (instance_surface.py says which and why)."""
+    return {
+        **_common_fields(deps, instance, node_count),
+        **instance_surface.attribute_fields(instance),
+    }
+
+
+def _listing_fields(deps: Deps, instance: InstanceRow, node_count: int) -> dict[str, Any]:
+    """DescribeInstances' fields: from the row alone, no node read per instance."""
+    return {
+        **_common_fields(deps, instance, node_count),
+        **instance_surface.listing_fields(instance),
+    }
+
+
+def _common_fields(deps: Deps, instance: InstanceRow, node_count: int) -> dict[str, Any]:
     return {
         "InstanceId": instance.instance_id,
         "InstanceName": instance.name,
@@ -387,7 +405,7 @@ def describe_instances(ctx: CallContext, params: dict[str, Any]) -> dict[str, An
         "PageNumber": page,
         "PageSize": size,
         "TotalCount": total,
-        "Instances": {"KVStoreInstance": [_instance_fields(deps, r, n) for r, n in shown]},
+        "Instances": {"KVStoreInstance": [_listing_fields(deps, r, n) for r, n in shown]},
     }
 
 
