@@ -245,6 +245,7 @@ class Dispatcher:
             secure_transport=raw.scheme == "https",
             deps=self.deps,
             now=self.clock(),
+            host=headers.get("host", ""),
         )
         arn_params = params
         if spec.self_param and params.get(spec.self_param) is None and caller.user_name:

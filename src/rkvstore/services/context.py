@@ -59,6 +59,9 @@ class CallContext:
     secure_transport: bool
     deps: Deps
     now: float  # the request's time, for acs:CurrentTime
+    # The request's Host header as it arrived ("" without one): where the client
+    # reached this server, which may be neither the bind address nor its name.
+    host: str = ""
 
     def condition_context(self) -> dict[str, Any]:
         """What RAM conditions may test about this request (api.md §5)."""

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rkvstore import errors
 from rkvstore.errors import ApiError
 from rkvstore.services.context import CallContext
+
+# A Host header worth echoing: a name, an IPv4 address or a bracketed IPv6 one, and
+# an optional port. Anything else (it is the client's to write) is not repeated.
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
+
+
+def region_endpoint(ctx: CallContext) -> str:
+    """Where the client reached this server (its Host header), else the bind address."""
+    if _HOST.fullmatch(ctx.host):
+        return ctx.host
+    settings = ctx.deps.settings
+    return f"{settings.host}:{settings.port}"
 
 
 def describe_regions(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -18,7 +33,7 @@ def describe_regions(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]
                 {
                     "RegionId": settings.region,
                     "LocalName": settings.region,
-                    "RegionEndpoint": f"{settings.host}:{settings.port}",
+                    "RegionEndpoint": region_endpoint(ctx),
                     "ZoneIds": ",".join(zones),
                     "ZoneIdList": {"ZoneId": zones},
                 }
