@@ -415,7 +415,6 @@ def _last_read(provider: Provider, before: int) -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="needs the issue-11 instance actions (merging)")
 def test_kvstore_instance_lifecycle(live_server: LiveServer, provider: Provider) -> None:
     resource = InstanceResource(provider)
     config = InstanceConfig(
