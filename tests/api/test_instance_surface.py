@@ -52,19 +52,14 @@ from tests.api.sdk_clients import (
     new_sdk_client,
     read_error,
 )
+from tests.api.test_terraform_replay import INSTANCE_READ
 from tests.conftest import LiveServer
 from tests.integration.test_cluster import management_password
 
 MADE_UP: Final = "r-" + "k3" * 9  # shaped like an instance ID; no tenant has it
 NEVER_EXPIRES: Final = "2999-09-08T16:00:00Z"
-DESCRIBES: Final = (
-    "DescribeDBInstanceNetInfo",
-    "DescribeBackupPolicy",
-    "DescribeSecurityGroupConfiguration",
-    "DescribeInstanceSSL",
-    "DescribeSecurityIps",
-    "DescribeEngineVersion",
-)
+# The six actions of the provider's read after DescribeInstanceAttribute, in its order.
+DESCRIBES: Final = tuple(INSTANCE_READ[1:])
 SSL_REFUSED: Final = (
     "OperationDenied.SSLNotSupported",
     403,

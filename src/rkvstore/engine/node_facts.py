@@ -8,7 +8,7 @@ actions of the instance surface answer from this, not from the database.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +25,6 @@ class NodeFacts:
     redis_version: str  # INFO server's redis_version, e.g. "7.0.15"
     bind: tuple[str, ...]  # the addresses it listens on, as CONFIG GET bind says
     tls_port: int  # 0: no TLS listener (and so for Redis before 6, which has none)
-
-    @property
-    def loopback_only(self) -> bool:
-        """Only a client on the node's own host can reach it."""
-        return bool(self.bind) and all(_is_loopback(a) for a in self.bind)
 
 
 def _text(value: Any) -> str:
@@ -66,8 +61,7 @@ def parse_facts(replies: Sequence[Any]) -> NodeFacts:
         raise ValueError("INFO server gave no redis_version")
     if isinstance(bind, Exception):
         raise ValueError(f"CONFIG GET bind refused: {_short(bind)}")
-    # Redis 7 writes an optional address with a leading "-" ("-::1"): it is still one.
-    addresses = tuple(a.lstrip("-") for a in _config_value(bind).split())
+    addresses = tuple(_config_value(bind).split())
     tls_text = "" if isinstance(tls, Exception) else _config_value(tls)
     return NodeFacts(version, addresses, int(tls_text) if tls_text.isdigit() else 0)
 
@@ -87,8 +81,20 @@ def read_facts(nodes: Sequence[Node]) -> dict[str, NodeFacts | str]:
     return out
 
 
+def whitelist_of(binds: Iterable[str]) -> str:
+    """Who can connect, as a whitelist, from each node's ``bind``: ``127.0.0.1`` when
+    every node listens on loopback addresses only, else ``0.0.0.0/0``. Redis filters
+    no client address and neither does rkvstore, so a node reachable beyond its host
+    admits any address that reaches it; ``bind`` is the one address rule there is."""
+    binds = list(binds)
+    return LOOPBACK if binds and all(_loopback_only(b) for b in binds) else ANYWHERE
+
+
+def _loopback_only(bind: str) -> bool:
+    # Redis 7 writes an optional address with a leading "-" ("-::1"): it is still one.
+    addresses = [a.lstrip("-") for a in bind.split()]
+    return bool(addresses) and all(_is_loopback(a) for a in addresses)  # none: every interface
+
+
 def security_ips(facts: Sequence[NodeFacts]) -> str:
-    """Who can connect, as a whitelist: ``127.0.0.1`` when every node listens on
-    loopback only, else ``0.0.0.0/0`` (rkvstore filters no client address itself,
-    so a node reachable beyond its host admits any address that reaches it)."""
-    return LOOPBACK if facts and all(f.loopback_only for f in facts) else ANYWHERE
+    return whitelist_of(" ".join(f.bind) for f in facts)

@@ -20,6 +20,7 @@ from rkvstore.domain.accounts import DEFAULT_USER
 from rkvstore.engine import bounded
 from rkvstore.engine import parameters as node_parameters
 from rkvstore.engine.acl import Node, NodeFailure, UserChange
+from rkvstore.engine.node_facts import whitelist_of
 from rkvstore.engine.redis_engine import desired_user
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
@@ -41,8 +42,6 @@ from rkvstore.store.repo import InstanceRow, NodeRow
 
 log = logging.getLogger("rkvstore.instances")
 
-LOOPBACK_ONLY = "127.0.0.1"
-ANYWHERE = "0.0.0.0/0"
 DEFAULT_IP_GROUP = "default"
 MAX_SECURITY_IPS = 1000
 
@@ -310,29 +309,14 @@ def _networks(text: str) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         raise ApiError(errors.SECURITY_IPS_FORMAT) from exc
 
 
-def _loopback_only(bind: str) -> bool:
-    addresses = [a.lstrip("-") for a in bind.split()]
-    if not addresses:
-        return False  # no bind: every interface
-    try:
-        return all(ipaddress.ip_address(a).is_loopback for a in addresses)
-    except ValueError:  # "*" or a name: not loopback only
-        return False
-
-
 def current_whitelist(deps: Deps, instance: InstanceRow) -> str:
-    """``127.0.0.1`` when every node binds loopback addresses only, else ``0.0.0.0/0``.
-
-    The nodes' ``bind`` is the one address rule Redis has; it is the whitelist.
-    """
+    """The whitelist the nodes' ``bind`` makes (``engine.node_facts.whitelist_of``)."""
     nodes = _recorded_nodes(deps, instance, _rows(deps, instance))
     with bounded.exchange(deps.settings.node_timeout_seconds):
         seen = node_parameters.read(nodes, ["bind"])
     if any(p.error is not None for p in seen.values()):
         raise ApiError(errors.SERVICE_UNAVAILABLE)
-    if all(_loopback_only(p.values.get("bind", "")) for p in seen.values()):
-        return LOOPBACK_ONLY
-    return ANYWHERE
+    return whitelist_of(p.values.get("bind", "") for p in seen.values())
 
 
 def modify_security_ips(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from rkvstore.services.common import (
     load_instance,
 )
 from rkvstore.services.context import CallContext
+from rkvstore.services.instance_settings import DEFAULT_IP_GROUP
 from rkvstore.store.repo import InstanceRow
 
 log = logging.getLogger("rkvstore.instances")
@@ -40,7 +41,6 @@ log = logging.getLogger("rkvstore.instances")
 CLASSIC = "CLASSIC"
 CLASSIC_NET_TYPE = "1"  # DBInstanceNetType: 0 Internet, 1 classic, 2 VPC
 CLASSIC_IP_TYPE = "Inner"  # IPType: Public, Inner (classic), Private (VPC)
-DEFAULT_IP_GROUP = "default"
 # EndTime of a pay-as-you-go resource, which does not expire: Alibaba's own sentinel
 # for "never" (SLB and VPC answer it); the SDK model's EndTime is a string.
 NEVER_EXPIRES = "2999-09-08T16:00:00Z"
