@@ -145,12 +145,22 @@ def _write_conf(node: Node5, password: str, master_port: int | None) -> None:
 
 @pytest.fixture
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment5]:
-    root = tmp_path_factory.mktemp("redis5")  # Redis's own files: requirepass as written
+    # Redis's own files: requirepass as written
+    yield from start_deployment(tmp_path_factory.mktemp("redis5"))
+
+
+def start_deployment(root: Path, replica_bind: str | None = "127.0.0.1") -> Iterator[Deployment5]:
+    """A Redis 5 master and replica under ``root``, stopped after; ``replica_bind`` None:
+    the replica has no ``bind`` line, and so listens on every interface (Redis 5's default)."""
     password = new_password()
     master = Node5(free_port(), root / "master")
     replica = Node5(free_port(), root / "replica")
     _write_conf(master, password, None)
     _write_conf(replica, password, master.port)
+    if replica_bind != "127.0.0.1":
+        conf = replica.directory / "redis.conf"
+        line = "" if replica_bind is None else f"bind {replica_bind}\n"
+        conf.write_text(conf.read_text().replace("bind 127.0.0.1\n", line))
     made = Deployment5(master, replica, password)
     try:
         for node in made.nodes:

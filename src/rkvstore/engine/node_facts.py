@@ -18,6 +18,8 @@ FACTS_BATCH = (("INFO", "server"), ("CONFIG", "GET", "bind"), ("CONFIG", "GET", 
 # Anything at all, as a whitelist: what a node that listens beyond loopback admits.
 ANYWHERE = "0.0.0.0/0"
 LOOPBACK = "127.0.0.1"
+# The one whitelist group an instance has (DescribeSecurityIps, ModifySecurityIps).
+DEFAULT_IP_GROUP = "default"
 
 
 @dataclass(frozen=True)

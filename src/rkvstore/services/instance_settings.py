@@ -20,7 +20,7 @@ from rkvstore.domain.accounts import DEFAULT_USER
 from rkvstore.engine import bounded
 from rkvstore.engine import parameters as node_parameters
 from rkvstore.engine.acl import Node, NodeFailure, UserChange
-from rkvstore.engine.node_facts import whitelist_of
+from rkvstore.engine.node_facts import DEFAULT_IP_GROUP, security_ips
 from rkvstore.engine.redis_engine import desired_user
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
@@ -37,12 +37,12 @@ from rkvstore.services.common import (
     task_slot,
 )
 from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_surface import node_facts
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow, NodeRow
 
 log = logging.getLogger("rkvstore.instances")
 
-DEFAULT_IP_GROUP = "default"
 MAX_SECURITY_IPS = 1000
 
 
@@ -309,26 +309,17 @@ def _networks(text: str) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         raise ApiError(errors.SECURITY_IPS_FORMAT) from exc
 
 
-def current_whitelist(deps: Deps, instance: InstanceRow) -> str:
-    """The whitelist the nodes' ``bind`` makes (``engine.node_facts.whitelist_of``)."""
-    nodes = _recorded_nodes(deps, instance, _rows(deps, instance))
-    with bounded.exchange(deps.settings.node_timeout_seconds):
-        seen = node_parameters.read(nodes, ["bind"])
-    if any(p.error is not None for p in seen.values()):
-        raise ApiError(errors.SERVICE_UNAVAILABLE)
-    return whitelist_of(p.values.get("bind", "") for p in seen.values())
-
-
 def modify_security_ips(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """Accepted only when it asks for what is already true (a no-op); else refused.
 
     Redis cannot filter clients by address, so rkvstore cannot change who may connect.
+    What is true is read as DescribeSecurityIps reads it, on every engine version
+    (before 6.0 through ``requirepass``).
     """
     instance = load_instance(ctx, params["InstanceId"])
     asked = _networks(params["SecurityIps"])
-    _require_acl_engine(instance)
     require_normal(instance)
-    current = current_whitelist(ctx.deps, instance)
+    current = security_ips(node_facts(ctx, instance))
     now = {ipaddress.ip_network(current)}
     mode = params["ModifyMode"] or "Cover"
     wanted = asked if mode == "Cover" else now | asked if mode == "Append" else now - asked

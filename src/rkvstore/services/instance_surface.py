@@ -20,7 +20,7 @@ from typing import Any
 from rkvstore import errors
 from rkvstore.engine import bounded
 from rkvstore.engine.acl import Node
-from rkvstore.engine.node_facts import NodeFacts, read_facts, security_ips
+from rkvstore.engine.node_facts import DEFAULT_IP_GROUP, NodeFacts, read_facts, security_ips
 from rkvstore.errors import ApiError
 from rkvstore.services.common import (
     CLUSTER,
@@ -32,7 +32,6 @@ from rkvstore.services.common import (
     load_instance,
 )
 from rkvstore.services.context import CallContext
-from rkvstore.services.instance_settings import DEFAULT_IP_GROUP
 from rkvstore.store.repo import InstanceRow
 
 log = logging.getLogger("rkvstore.instances")
