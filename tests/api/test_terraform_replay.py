@@ -418,17 +418,22 @@ def _last_read(provider: Provider, before: int) -> list[str]:
     return out
 
 
-def test_kvstore_instance_lifecycle(live_server: LiveServer, provider: Provider) -> None:
-    resource = InstanceResource(provider)
-    config = InstanceConfig(
-        db_instance_name=f"tf-replay-{secrets.token_hex(3)}",
+def _instance_config(prefix: str, **settings: Any) -> InstanceConfig:
+    """A new master-replica instance's block, named ``prefix`` and a random suffix."""
+    return InstanceConfig(
+        db_instance_name=f"{prefix}-{secrets.token_hex(3)}",
         password=new_password("Tf_1"),
         instance_class="redis.master.small.default",
         engine_version="7.0",
         zone_id=f"{REGION}-h",
         node_type=MASTER_SLAVE,
-        config={"maxmemory-policy": "volatile-lru"},
+        **settings,
     )
+
+
+def test_kvstore_instance_lifecycle(live_server: LiveServer, provider: Provider) -> None:
+    resource = InstanceResource(provider)
+    config = _instance_config("tf-replay", config={"maxmemory-policy": "volatile-lru"})
     iid: str | None = None
     try:
         # ---- terraform apply: CreateInstance, wait Normal, the config it sets, then Read
@@ -666,16 +671,7 @@ def test_kvstore_instance_in_a_vpc_is_refused(live_server: LiveServer, provider:
     """``vswitch_id`` set: the provider asks the VPC API for the VSwitch's VPC, then sends
     CreateInstance with NetworkType=VPC, VpcId and VSwitchId. Refused, once, and no
     instance is created (not a classic one in its place)."""
-    config = InstanceConfig(
-        db_instance_name=f"tf-vpc-{secrets.token_hex(3)}",
-        password=new_password("Tf_1"),
-        instance_class="redis.master.small.default",
-        engine_version="7.0",
-        zone_id=f"{REGION}-h",
-        node_type=MASTER_SLAVE,
-        vswitch_id="vsw-bp1tf0replay",
-        vpc_id="vpc-bp1tf0replay",
-    )
+    config = _instance_config("tf-vpc", vswitch_id="vsw-bp1tf0replay", vpc_id="vpc-bp1tf0replay")
     with rpc_client(live_server) as client:
         listed = client.call("DescribeInstances", {"PageSize": 50})
     before = {i["InstanceId"] for i in listed["Instances"]["KVStoreInstance"]}
