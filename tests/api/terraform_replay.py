@@ -960,16 +960,29 @@ class InstanceConfig:
     global_instance: bool = False  # Default
     vpc_auth_mode: str = "Open"  # Default
     config: Mapping[str, str] | None = None
+    # What rkvstore refuses (issue 11, item 3); None: not set (Optional + Computed).
+    vswitch_id: str | None = None
+    # The provider asks the VPC API (DescribeVSwitch) for the VSwitch's VPC; no such API
+    # here, so the replay takes the answer from the configuration.
+    vpc_id: str | None = None
+    security_group_id: str | None = None
+    ssl_enable: str | None = None  # Disable, Enable, Update
+    backup_period: tuple[str, ...] | None = None
+    backup_time: str | None = None
+    security_ips: tuple[str, ...] | None = None
+    tde_status: str | None = None  # Enabled
 
 
 class InstanceResource:
-    """resource_alicloud_kvstore_instance.go, call for call (the parts a classic
-    pay-as-you-go instance without VPC, TDE, backup or whitelist settings goes through)."""
+    """resource_alicloud_kvstore_instance.go, call for call: a classic pay-as-you-go
+    instance, and the VPC, security group, SSL, backup, whitelist and TDE settings as the
+    provider sends them (each one rkvstore refuses unless it holds already)."""
 
     TIMEOUT: Final = 20 * 60.0
 
     def __init__(self, provider: Provider) -> None:
         self.p = provider
+        self.states: dict[str, dict[str, Any]] = {}  # the last read of each id (d's state)
 
     # -- R_kvstoreService
     def describe(self, iid: str) -> dict[str, Any]:
@@ -1027,6 +1040,10 @@ class InstanceResource:
             "ChargeType": config.payment_type,
             "ZoneId": config.zone_id,
         }
+        if config.vswitch_id:  # after DescribeVSwitch (VPC API) answered its VpcId
+            body["NetworkType"] = "VPC"
+            body["VpcId"] = config.vpc_id
+            body["VSwitchId"] = config.vswitch_id
         response = self.p.rpc_post(
             "CreateInstance",
             body,
@@ -1153,6 +1170,7 @@ class InstanceResource:
         if config is not None:
             state["password"] = config.password
             state["auto_renew_period"] = config.auto_renew_period
+        self.states[iid] = state
         return state
 
     def net_info(self, iid: str) -> list[dict[str, Any]]:
@@ -1205,9 +1223,11 @@ class InstanceResource:
     def _update(
         self, iid: str, old: InstanceConfig | None, new: InstanceConfig
     ) -> dict[str, Any] | None:
-        """``resourceAliCloudKvstoreInstanceUpdate`` for config, name and password;
-        ``old`` None: the call from Create (IsNewResource)."""
+        """``resourceAliCloudKvstoreInstanceUpdate``, in its order, for config, security
+        group, SSL, backup policy, name and password, whitelist and TDE; ``old`` None: the
+        call from Create (IsNewResource). A refusal ends it, as the provider returns it."""
         is_new = old is None
+        prior = {} if is_new else self.states.get(iid, {})
         old_config = dict(old.config or {}) if old else {}
         new_config = dict(new.config or {})
         if new_config != old_config:  # d.HasChange("config"), on create too
@@ -1220,6 +1240,38 @@ class InstanceResource:
                 timeout=0,
             )
             self.wait_status(iid, delay=120.0)
+        if _has_change(prior, "security_group_id", new.security_group_id):
+            self.p.go_call(
+                "ModifySecurityGroupConfiguration",
+                {"DBInstanceId": iid, "SecurityGroupId": new.security_group_id},
+                timeout=0,
+            )
+            self.wait_status(iid, delay=120.0)
+        if _has_change(prior, "ssl_enable", new.ssl_enable):
+            try:
+                self.p.go_call(
+                    "ModifyInstanceSSL",
+                    {"InstanceId": iid, "SSLEnabled": new.ssl_enable},
+                    timeout=0,
+                )
+            except GoServerError as exc:
+                if not is_expected_errors(exc, ["SSLDisableStateExistsFault"]):
+                    raise
+            self.wait_status(iid, delay=300.0)
+        period_changed = _has_change(prior, "backup_period", new.backup_period)
+        if period_changed or _has_change(prior, "backup_time", new.backup_time):
+            # d.Get: the configured value, else the state's (what the last read answered).
+            period = new.backup_period or prior.get("backup_period") or []
+            self.p.go_call(
+                "ModifyBackupPolicy",
+                {
+                    "InstanceId": iid,
+                    "PreferredBackupPeriod": ",".join(period),
+                    "PreferredBackupTime": new.backup_time or prior.get("backup_time") or "",
+                },
+                timeout=0,
+            )
+            self.wait_status(iid, delay=60.0)
         name_changed = (
             not is_new and old is not None and old.db_instance_name != new.db_instance_name
         )
@@ -1230,6 +1282,22 @@ class InstanceResource:
                 params["NewPassword"] = new.password
             self.p.go_call("ModifyInstanceAttribute", params, timeout=0)
             self.wait_status(iid, delay=120.0)
+        if _has_change(prior, "security_ips", new.security_ips):
+            ips = new.security_ips or prior.get("security_ips") or []
+            self.p.go_call(
+                "ModifySecurityIps",
+                {"InstanceId": iid, "ModifyMode": "Cover", "SecurityIps": ",".join(ips)},
+                timeout=0,
+            )
+            self.wait_status(iid, delay=1.0)
+        if _has_change(prior, "tde_status", new.tde_status):
+            self.p.rpc_post(
+                "ModifyInstanceTDE",
+                {"InstanceId": iid, "TDEStatus": new.tde_status},
+                timeout=self.TIMEOUT,
+                wait_increase=3.0,
+            )
+            self.wait_status(iid, delay=5.0)
         return self.read(iid, new, new=is_new)
 
     # -- Delete
@@ -1259,6 +1327,17 @@ class InstanceResource:
 
     def import_(self, iid: str) -> dict[str, Any] | None:
         return self.read(iid, None)
+
+
+def _has_change(prior: Mapping[str, Any], key: str, wanted: str | tuple[str, ...] | None) -> bool:
+    """``d.HasChange`` for an Optional attribute: unset keeps the state's value; a set
+    (TypeSet) compares as a set; on create (no state) anything set is a change."""
+    if wanted is None:
+        return False
+    have = prior.get(key)
+    if isinstance(wanted, tuple):
+        return set(wanted) != set(have or [])
+    return wanted != have
 
 
 def instance_diff(config: InstanceConfig, state: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl
 
@@ -47,6 +47,7 @@ from tests.api.instances import (
 from tests.api.terraform_replay import (
     AccountConfig,
     AccountResource,
+    GoServerError,
     InstanceConfig,
     InstanceResource,
     Provider,
@@ -56,6 +57,8 @@ from tests.api.terraform_replay import (
     go_form,
     instance_diff,
     kvstore_accounts_data_source,
+    need_retry,
+    no_code_regex_retry,
     v1_signature,
     v1_string_to_sign,
 )
@@ -415,17 +418,22 @@ def _last_read(provider: Provider, before: int) -> list[str]:
     return out
 
 
-def test_kvstore_instance_lifecycle(live_server: LiveServer, provider: Provider) -> None:
-    resource = InstanceResource(provider)
-    config = InstanceConfig(
-        db_instance_name=f"tf-replay-{secrets.token_hex(3)}",
+def _instance_config(prefix: str, **settings: Any) -> InstanceConfig:
+    """A new master-replica instance's block, named ``prefix`` and a random suffix."""
+    return InstanceConfig(
+        db_instance_name=f"{prefix}-{secrets.token_hex(3)}",
         password=new_password("Tf_1"),
         instance_class="redis.master.small.default",
         engine_version="7.0",
         zone_id=f"{REGION}-h",
         node_type=MASTER_SLAVE,
-        config={"maxmemory-policy": "volatile-lru"},
+        **settings,
     )
+
+
+def test_kvstore_instance_lifecycle(live_server: LiveServer, provider: Provider) -> None:
+    resource = InstanceResource(provider)
+    config = _instance_config("tf-replay", config={"maxmemory-policy": "volatile-lru"})
     iid: str | None = None
     try:
         # ---- terraform apply: CreateInstance, wait Normal, the config it sets, then Read
@@ -496,3 +504,195 @@ def test_kvstore_instance_lifecycle(live_server: LiveServer, provider: Provider)
         if iid is not None:
             with rpc_client(live_server) as client:
                 delete_instance(client, iid)
+
+
+# ------------------------------------------- alicloud_kvstore_instance: what rkvstore refuses
+#
+# Each setting of issue 11 item 3, sent as the provider sends it (Update's call, its wire,
+# its parameters), is answered with a 403 the provider does not retry, ends the apply
+# before any wait, and leaves the instance as it was: the read is the same and so are the
+# nodes' settings.
+
+GO_QUERY_KEYS: Final = {
+    "Version",
+    "Action",
+    "Format",
+    "Timestamp",
+    "SignatureMethod",
+    "SignatureType",
+    "SignatureVersion",
+    "SignatureNonce",
+    "AccessKeyId",
+    "Signature",
+}
+VPC_REFUSED: Final = (
+    "OperationDenied.VpcNotSupported",
+    403,
+    "rkvstore instances are on the classic network only: NetworkType VPC, VpcId and "
+    "VSwitchId are not supported.",
+)
+NODE_SETTINGS: Final = ("bind", "tls-port", "save", "appendonly")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    change: dict[str, Any]  # the new value in the configuration
+    action: str
+    wire: str  # "go-sdk" or "tea-rpc"
+    params: Callable[[str], dict[str, str]]  # the API parameters sent, by instance id
+    code: str
+    message: str  # "{current}": the whitelist the read answered
+
+
+REFUSALS: Final = [
+    Refusal(
+        {"security_group_id": "sg-bp1tf0replay"},
+        "ModifySecurityGroupConfiguration",
+        "go-sdk",
+        lambda iid: {"DBInstanceId": iid, "SecurityGroupId": "sg-bp1tf0replay"},
+        "OperationDenied.SecurityGroupNotSupported",
+        "rkvstore has no ECS security groups: none can be bound to an instance.",
+    ),
+    Refusal(
+        {"ssl_enable": "Enable"},
+        "ModifyInstanceSSL",
+        "go-sdk",
+        lambda iid: {"InstanceId": iid, "SSLEnabled": "Enable"},
+        "OperationDenied.SSLNotSupported",
+        "rkvstore does not set up TLS on an instance's nodes: SSL cannot be enabled or updated.",
+    ),
+    Refusal(
+        {"backup_period": ("Tuesday", "Wednesday"), "backup_time": "10:00Z-11:00Z"},
+        "ModifyBackupPolicy",
+        "go-sdk",
+        lambda iid: {
+            "InstanceId": iid,
+            "PreferredBackupPeriod": "Tuesday,Wednesday",
+            "PreferredBackupTime": "10:00Z-11:00Z",
+        },
+        "OperationDenied.BackupNotSupported",
+        "rkvstore runs no backups: a backup policy cannot be set.",
+    ),
+    Refusal(
+        {"security_ips": ("10.23.12.24",)},
+        "ModifySecurityIps",
+        "go-sdk",
+        lambda iid: {"InstanceId": iid, "ModifyMode": "Cover", "SecurityIps": "10.23.12.24"},
+        "OperationDenied.SecurityIps",
+        "rkvstore cannot filter clients by address (Redis has no such setting): the whitelist "
+        "of the instance is {current}, as its nodes' bind address makes it, and cannot be "
+        "changed.",
+    ),
+    Refusal(
+        {"tde_status": "Enabled"},
+        "ModifyInstanceTDE",
+        "tea-rpc",
+        lambda iid: {"InstanceId": iid, "TDEStatus": "Enabled"},
+        "OperationDenied.TDENotSupported",
+        "rkvstore does not encrypt data at rest: TDE cannot be enabled.",
+    ),
+]
+
+
+def _config_of(state: Mapping[str, Any], password: str) -> InstanceConfig:
+    """The configuration an imported instance is written down with: what it reads as."""
+    return InstanceConfig(
+        db_instance_name=state["db_instance_name"],
+        password=password,
+        instance_class=state["instance_class"],
+        engine_version=state["engine_version"],
+        zone_id=state["zone_id"],
+        node_type=state["node_type"],
+    )
+
+
+def _node_settings(server: LiveServer, instance_id: str) -> dict[int, dict[str, str | None]]:
+    mgmt = management_password(server, instance_id)
+    out: dict[int, dict[str, str | None]] = {}
+    for node in node_files(server, instance_id):
+        with connect(node.port, MANAGEMENT_USER, mgmt) as client:
+            out[node.port] = {n: client.config_get(n).get(n) for n in NODE_SETTINGS}
+    return out
+
+
+def _api_params(provider: Provider, wire: str) -> dict[str, str]:
+    """The API parameters of the last request on ``wire``, after checking the protocol
+    parameters are where that wire puts them."""
+    if wire == "tea-rpc":
+        sent = provider.tea.sent[-1]
+        assert set(query_of(sent)) == TEA_QUERY_KEYS
+        return form_of(sent)
+    sent = provider.go.sent[-1]
+    assert sent.content == b""
+    query = query_of(sent)
+    assert set(query) >= GO_QUERY_KEYS and query.pop("RegionId") == REGION
+    return {k: v for k, v in query.items() if k not in GO_QUERY_KEYS}
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=lambda c: c.action)
+def test_kvstore_instance_refusals(
+    live_server: LiveServer, provider: Provider, shared: dict[str, Instance], case: Refusal
+) -> None:
+    instance = shared[MASTER_SLAVE]
+    iid = instance.instance_id
+    resource = InstanceResource(provider)
+    imported = resource.import_(iid)  # terraform import, then the configuration written for it
+    assert imported is not None
+    config = _config_of(imported, instance.password)
+    before = resource.read(iid, config)
+    assert before is not None and instance_diff(config, before) == {}, before
+    nodes = _node_settings(live_server, iid)
+    assert len(nodes) == 2
+    first = len(provider.log.calls)
+
+    # ---- terraform apply with the one setting changed
+    with pytest.raises((GoServerError, TeaSdkError)) as info:
+        resource.update(iid, config, replace(config, **case.change))
+    error = info.value
+    assert isinstance(error, GoServerError | TeaSdkError)
+    current = ",".join(before["security_ips"])
+    assert (error.code, error.status, error.api_message) == (
+        case.code,
+        403,
+        case.message.format(current=current),
+    )
+    # sent once as the provider sends it; not retried (a 4xx), no wait for Normal after it
+    assert [c.action for c in provider.log.calls[first:]] == [case.action]
+    assert provider.log.calls[-1].wire == case.wire
+    assert not need_retry(error) and not no_code_regex_retry(error)
+    assert _api_params(provider, case.wire) == case.params(iid)
+
+    # ---- nothing changed: the next plan reads the same, the nodes kept their settings
+    assert resource.read(iid, config) == before
+    assert _node_settings(live_server, iid) == nodes
+
+
+def test_kvstore_instance_in_a_vpc_is_refused(live_server: LiveServer, provider: Provider) -> None:
+    """``vswitch_id`` set: the provider asks the VPC API for the VSwitch's VPC, then sends
+    CreateInstance with NetworkType=VPC, VpcId and VSwitchId. Refused, once, and no
+    instance is created (not a classic one in its place)."""
+    config = _instance_config("tf-vpc", vswitch_id="vsw-bp1tf0replay", vpc_id="vpc-bp1tf0replay")
+    with rpc_client(live_server) as client:
+        listed = client.call("DescribeInstances", {"PageSize": 50})
+    before = {i["InstanceId"] for i in listed["Instances"]["KVStoreInstance"]}
+
+    with pytest.raises(TeaSdkError) as info:
+        InstanceResource(provider).create(config)
+    assert tea_error(info.value) == VPC_REFUSED
+    assert info.value.message.startswith("code: 403, rkvstore instances are on the classic")
+    assert not no_code_regex_retry(info.value)  # CreateInstance's retry rule
+    assert [c.action for c in provider.log.calls] == ["CreateInstance"]
+    sent = form_of(provider.tea.sent[-1])
+    assert (sent["NetworkType"], sent["VpcId"], sent["VSwitchId"]) == (
+        "VPC",
+        "vpc-bp1tf0replay",
+        "vsw-bp1tf0replay",
+    )
+    assert sent["InstanceName"] == config.db_instance_name
+    assert sent["Token"].startswith("TF-CreateInstance-")
+
+    with rpc_client(live_server) as client:
+        listed = client.call("DescribeInstances", {"PageSize": 50})
+    after = listed["Instances"]["KVStoreInstance"]
+    assert {i["InstanceId"] for i in after} == before
+    assert config.db_instance_name not in {i.get("InstanceName") for i in after}
