@@ -471,6 +471,19 @@ def test_settings_rkvstore_cannot_make_true_are_refused(
         ),
         BACKUP_REFUSED,
     )
+    # Terraform with only backup_time set sends the time alone (the period reads
+    # back empty): the answer is still the refusal, not a missing parameter.
+    expect(
+        kind,
+        lambda: call(
+            live_server,
+            kind,
+            "ModifyBackupPolicy",
+            InstanceId=iid,
+            PreferredBackupTime="01:00Z-02:00Z",
+        ),
+        BACKUP_REFUSED,
+    )
     expect(
         kind,
         lambda: call(

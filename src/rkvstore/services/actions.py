@@ -301,8 +301,10 @@ def instance_surface_actions() -> list[ActionSpec]:
             "update",
             ONE_INSTANCE,
             INSTANCE_ID,
-            Param("PreferredBackupPeriod", required=True, max_length=256),
-            Param("PreferredBackupTime", required=True, max_length=64),
+            # Not required: every call is refused, and Terraform sends only the one
+            # it has when the other reads back empty (DescribeBackupPolicy's "").
+            Param("PreferredBackupPeriod", max_length=256),
+            Param("PreferredBackupTime", max_length=64),
             Param("EnableBackupLog", "int", min_value=0, max_value=1),
             Param("BackupRetentionPeriod", "int", min_value=1, max_value=730),
         ),
