@@ -313,19 +313,30 @@ class FanOut:
 
     def read_users(self, nodes: Sequence[Node]) -> dict[str, dict[str, str] | str]:
         """Every node's users (``ACL LIST``) at once, or why a node could not say."""
+        return self.read_users_and(nodes, ())[0]
+
+    def read_users_and(
+        self, nodes: Sequence[Node], extra: Sequence[Sequence[str]]
+    ) -> tuple[dict[str, dict[str, str] | str], dict[str, list[Any]]]:
+        """``read_users``, and the replies to ``extra`` commands sent in the same
+        round trip (by node, in the nodes' order; an error reply as its
+        exception; none from a node that could not say)."""
         out: dict[str, dict[str, str] | str] = {}
-        answers = exchange_batches([(node, [["ACL", "LIST"]]) for node in nodes])
+        more: dict[str, list[Any]] = {}
+        batch = [["ACL", "LIST"], *map(list, extra)]
+        answers = exchange_batches([(node, batch) for node in nodes])
         for label, replies in answers.items():
             if isinstance(replies, str):
                 out[label] = replies
             elif isinstance(replies[0], Exception):
                 out[label] = _short(replies[0])
             else:
+                more[label] = replies[1:]
                 try:
                     out[label] = acl_lines_by_user(replies[0])
                 except ValueError as exc:
                     out[label] = _short(exc)
-        return out
+        return out, more
 
     def run_all_or_nothing(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,7 @@ import redis
 
 from rkvstore.engine import bounded
 from rkvstore.engine.addresses import normalize_host
-from rkvstore.engine.cluster import ClusterNode, cluster_topology
+from rkvstore.engine.cluster import ClusterNode, cluster_topology, parse_cluster_nodes
 from rkvstore.secret import Secret
 
 
@@ -186,3 +187,52 @@ def _discover(
     for replica_host, replica_port in replicas:
         topology.nodes.append(FoundNode(replica_host, replica_port, "replica", 0, (host, port)))
     return topology
+
+
+def topology_commands(cluster: bool) -> list[list[str]]:
+    """What a verify asks each node beside its users, in the same round trip, to
+    see whether the deployment names a node not on the list (``named_addresses``)."""
+    return [["CLUSTER", "NODES"]] if cluster else [["INFO", "replication"]]
+
+
+def named_addresses(replies: Iterable[Sequence[Any]], cluster: bool) -> set[tuple[str, int]] | None:
+    """Every node the deployment's nodes name in their replies to ``topology_commands``
+    (by node): each node itself excepted, at least the nodes ``discover`` would
+    find from any one of them. ``None``: a reply not understood (look the whole way).
+
+    Standard: a replica names its master, a master its connected replicas.
+    Cluster: the masters serving slots and their replicas, as each node sees them.
+    """
+    named: set[tuple[str, int]] = set()
+    for reply in replies:
+        if len(reply) != 1 or isinstance(reply[0], Exception):
+            return None
+        text = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        try:
+            if cluster:
+                found = cluster_nodes(parse_cluster_nodes(text))
+                if not any(n.role == "master" for n in found):
+                    return None
+                named.update((n.host, n.port) for n in found)
+            else:
+                named.update(_replication_peers(text))
+        except (KeyError, ValueError):  # a reply of another shape: look the whole way
+            return None
+    return named
+
+
+def _replication_peers(text: str) -> list[tuple[str, int]]:
+    """``INFO replication``: a replica's master, or a master's connected replicas."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key] = value
+    if fields.get("role") == "slave":
+        return [(normalize_host(fields["master_host"]), int(fields["master_port"]))]
+    peers = []
+    for key, value in fields.items():
+        if key.startswith("slave") and key[5:].isdigit():
+            entry = dict(part.partition("=")[::2] for part in value.split(","))
+            peers.append((normalize_host(entry["ip"]), int(entry["port"])))
+    return peers

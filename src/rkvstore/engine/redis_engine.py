@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -174,22 +175,36 @@ class RedisEngine:
         *,
         strict: bool,
         remove: Sequence[str] = (),
+        listed: dict[str, dict[str, str] | str] | None = None,
     ) -> ReconcileReport:
         """Bring every reachable node to ``desired``; ``strict`` also removes unknown users,
-        and ``remove`` names users to take off in any case (unless desired)."""
-        return self.reconcile_many([Wanted(nodes, desired, strict, remove)])[0]
+        and ``remove`` names users to take off in any case (unless desired).
+        ``listed``: every node's users as just read (``read_users``), not read again."""
+        return self.reconcile_many([Wanted(nodes, desired, strict, remove)], listed)[0]
 
-    def reconcile_many(self, instances: Sequence[Wanted]) -> list[ReconcileReport]:
+    def read_users(
+        self, nodes: Sequence[Node], extra: Sequence[Sequence[str]] = ()
+    ) -> tuple[dict[str, dict[str, str] | str], dict[str, list[Any]]]:
+        """Every node's users, and its replies to ``extra``: one round trip per node."""
+        return self.fanout.read_users_and(nodes, extra)
+
+    def reconcile_many(
+        self,
+        instances: Sequence[Wanted],
+        listed: dict[str, dict[str, str] | str] | None = None,
+    ) -> list[ReconcileReport]:
         """``reconcile`` for several instances at once, one report each.
 
         From the calling thread, every node of every instance at once: each
-        node's users in one exchange, then the repairs where needed in a second
-        (each bounded by the node timeout), so a batch never takes a worker
-        from another's, and costs two round trips however many instances it holds.
+        node's users in one exchange (unless ``listed`` holds them already),
+        then the repairs where needed in a second (each bounded by the node
+        timeout), so a batch never takes a worker from another's, and costs
+        two round trips however many instances it holds.
         """
         reports = [ReconcileReport() for _ in instances]
         everyone = [node for wanted in instances for node in wanted.nodes]
-        listed = self.fanout.read_users(everyone) if everyone else {}
+        if listed is None:
+            listed = self.fanout.read_users(everyone) if everyone else {}
         batches: list[tuple[Node, Sequence[Sequence[str]]]] = []
         owner: dict[str, tuple[int, list[str]]] = {}
         for index, wanted in enumerate(instances):

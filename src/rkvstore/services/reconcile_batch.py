@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, select
 
 from rkvstore.engine import bounded
+from rkvstore.engine.discovery import named_addresses, topology_commands
 from rkvstore.engine.redis_engine import ReconcileReport, desired_user, management_user
 from rkvstore.services.context import Deps
 from rkvstore.store import repo
@@ -76,10 +77,12 @@ def load(conn: Connection, instance_ids: Sequence[str]) -> Loaded:
 def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
     """A pass over one of the batch's instances (``Normal``, its slot held).
 
-    One deadline for its node work: a registered deployment looked at again,
-    every node's users read (all at once), the repairs.
+    One deadline for its node work: every node's users read (all at once;
+    a registered deployment's nodes also say whom they know), a registered
+    deployment looked at again if they name a node not on the list, the repairs.
     """
     from rkvstore.services.common import (
+        CLUSTER,
         LOCAL,
         REGISTERED,
         _include_new_nodes,
@@ -100,8 +103,18 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
                 instance_id,
             )
         rows = loaded.nodes.get(instance_id, [])
-        if instance.provider == REGISTERED:  # nodes added to the deployment since
-            rows = _include_new_nodes(deps, instance, rows)
+        nodes = deps.redis.nodes(node_addresses(rows), mgmt)
+        listed = None
+        if instance.provider == REGISTERED:
+            # Nodes added to the deployment since: every node says whom it
+            # knows in the round trip that reads its users; only a name not on
+            # the list costs the whole look (discover, the new nodes recorded).
+            cluster = instance.architecture == CLUSTER
+            listed, facts = deps.redis.read_users(nodes, topology_commands(cluster))
+            named = named_addresses(facts.values(), cluster)
+            if named is None or named - {(r.host, r.port) for r in rows}:
+                rows = _include_new_nodes(deps, instance, rows)
+                nodes, listed = deps.redis.nodes(node_addresses(rows), mgmt), None
         desired = [management_user(mgmt)] + [
             desired_user(name, sha, privilege, instance.engine_version)
             for name, sha, privilege in loaded.accounts.get(instance_id, [])
@@ -109,10 +122,11 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
         # A user a failed CreateAccount may have left on a node, never recorded.
         leftover = sorted(set(loaded.pending.get(instance_id, [])) - {u.name for u in desired})
         return deps.redis.reconcile(
-            deps.redis.nodes(node_addresses(rows), mgmt),
+            nodes,
             desired,
             strict=instance.provider == LOCAL,
             remove=leftover,
+            listed=listed,
         )
 
 
