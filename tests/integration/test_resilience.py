@@ -883,6 +883,45 @@ def manage_then_forget(client: RpcClient, instance_id: str, port: int) -> None:
     client.call("DeleteInstance", {"InstanceId": instance_id})
 
 
+def test_the_rolling_verify_alone_brings_a_replica_added_later_in_line(
+    data_dir: Path, own_root: Path
+) -> None:
+    """A replica that joins a registered deployment is found by the verify (which
+    asks the nodes whom they know in the round trip that reads their users), with
+    no change asked for: recorded, given the management user and the accounts."""
+    with (
+        own_lone_redis(own_root / "lone") as (master, password),
+        serving(data_dir, FAST) as server,
+        api(server) as client,
+    ):
+        params = {"AdminUserName": "admin", "AdminPassword": password}
+        iid = client.call("RegisterInstance", {"Endpoint": f"127.0.0.1:{master.port}", **params})[
+            "InstanceId"
+        ]
+        app = new_password()
+        client.call(
+            "CreateAccount", {"InstanceId": iid, "AccountName": "app", "AccountPassword": app}
+        )
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        replica = start_own_redis(own_root / "replica", free_port(), digest, master.port)
+        try:
+            wait_for("own replica", lambda: auth_ok(replica.port, "admin", password), 15)
+            with connect(replica.port, "admin", password) as conn:
+                conn.config_set("masterauth", password)
+            # ACL users are not replicated: only rkvstore puts the account there.
+            wait_for(
+                "the account on the new replica", lambda: auth_ok(replica.port, "app", app), 15
+            )
+            attribute = client.call("DescribeInstanceAttribute", {"InstanceId": iid})
+            assert attribute["Instances"]["DBInstanceAttribute"][0]["NodeCount"] == 2
+            wait_for("in line", lambda: account_status(client, iid, "app") == "Available", 15)
+            client.call("DeleteInstance", {"InstanceId": iid})
+            with connect(replica.port, "admin", password) as conn:
+                assert MANAGEMENT_USER not in conn.acl_users()
+        finally:
+            stop_own_redis(replica)
+
+
 def test_one_node_under_two_names_is_registered_once(data_dir: Path, own_root: Path) -> None:
     """``localhost`` and ``127.0.0.1`` are one node: two instances would fight over
     its management user. Clients keep the name they registered with."""
