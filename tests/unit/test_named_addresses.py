@@ -45,3 +45,20 @@ def test_a_reply_not_understood_asks_for_the_whole_look() -> None:
     assert named_addresses([["role:master\r\nslave0:port=1\r\n"]], cluster=False) is None
     assert named_addresses([["no cluster here"]], cluster=True) is None
     assert named_addresses([[MASTER, REPLICA]], cluster=False) is None
+
+
+def test_a_cluster_is_read_from_the_first_node_that_answers_as_discover_does() -> None:
+    nobody = "d4 :0@0 myself,master,noaddr - 0 0 0 connected\n"
+    views = [
+        [redis.ConnectionError("gone")],
+        [nobody],
+        [CLUSTER],
+        ["e5 10.0.0.9:1@2 master - 0 0 1 connected 0"],
+    ]
+    assert named_addresses(views, cluster=True) == {
+        ("127.0.0.1", 7000),
+        ("127.0.0.1", 7001),
+        ("127.0.0.1", 7002),
+    }
+    assert named_addresses([[nobody]], cluster=True) is None
+    assert named_addresses([], cluster=True) == set()

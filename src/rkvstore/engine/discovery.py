@@ -197,28 +197,34 @@ def topology_commands(cluster: bool) -> list[list[str]]:
 
 def named_addresses(replies: Iterable[Sequence[Any]], cluster: bool) -> set[tuple[str, int]] | None:
     """Every node the deployment's nodes name in their replies to ``topology_commands``
-    (by node): each node itself excepted, at least the nodes ``discover`` would
-    find from any one of them. ``None``: a reply not understood (look the whole way).
+    (in the nodes' order): at least the nodes ``discover`` would find from the
+    first of them that answers. ``None``: no reply understood (look the whole way).
 
-    Standard: a replica names its master, a master its connected replicas.
-    Cluster: the masters serving slots and their replicas, as each node sees them.
+    Standard: a replica names its master, a master its connected replicas (every
+    node's reply: a few lines each). Cluster: the masters serving slots and their
+    replicas as the first node that answers sees them, as ``discover`` does (each
+    reply names every node: one is parsed, not one per node).
     """
     named: set[tuple[str, int]] = set()
+    understood = answered = False
     for reply in replies:
+        answered = True
         if len(reply) != 1 or isinstance(reply[0], Exception):
+            if cluster:
+                continue  # discover too goes on to the next node
             return None
         text = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         try:
             if cluster:
                 found = cluster_nodes(parse_cluster_nodes(text))
                 if not any(n.role == "master" for n in found):
-                    return None
-                named.update((n.host, n.port) for n in found)
-            else:
-                named.update(_replication_peers(text))
+                    continue
+                return {(n.host, n.port) for n in found}
+            named.update(_replication_peers(text))
+            understood = True
         except (KeyError, ValueError):  # a reply of another shape: look the whole way
             return None
-    return named
+    return named if understood or not answered else None
 
 
 def _replication_peers(text: str) -> list[tuple[str, int]]:
