@@ -18,8 +18,8 @@ from rkvstore.iam import ram_store as store
 from rkvstore.iam.authorize import decide
 from rkvstore.iam.policy import SYSTEM_POLICIES
 from rkvstore.iam.ram_store import _EPOCH, CUSTOM, SYSTEM, USER, PolicyInfo, iso
-from rkvstore.services import instance_surface
-from rkvstore.services.accounts import SUPER
+from rkvstore.products.kvstore import instance_surface
+from rkvstore.products.kvstore.accounts import SUPER
 from rkvstore.services.common import load_instance
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.tasks import RECONCILE

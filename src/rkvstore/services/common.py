@@ -85,12 +85,6 @@ def pending_passwords(deps: Deps, instance: InstanceRow) -> list[Secret]:
     return [deps.box.open(t) for t in repo.pending_tokens(instance.pending_password_encrypted)]
 
 
-def check_account_engine(instance: InstanceRow) -> None:
-    """Custom accounts need ACLs: Redis 6.0 or later (api.md §3)."""
-    if is_legacy(instance):
-        raise ApiError(errors.ENGINE_VERSION_FORMAT)
-
-
 @contextmanager
 def task_slot(
     deps: Deps,
