@@ -36,8 +36,8 @@ from rkvstore.config import Settings
 from rkvstore.crypto import SecretBox
 from rkvstore.errors import ApiError
 from rkvstore.iam import visibility
+from rkvstore.iam.attached_policies import GROUP, USER
 from rkvstore.iam.credentials import AccessKey
-from rkvstore.iam.ram_store import GROUP, USER
 from rkvstore.iam.visibility import caller_rules, id_condition
 from rkvstore.products import build_registry
 from rkvstore.secret import Secret

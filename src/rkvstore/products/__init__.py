@@ -12,6 +12,7 @@ from rkvstore.errors import CATALOGUE
 from rkvstore.products.kvstore import actions as kvstore
 from rkvstore.products.kvstore import errors as _kvstore_errors  # noqa: F401  (codes catalogued)
 from rkvstore.products.ram import actions as ram
+from rkvstore.products.ram import errors as _ram_errors  # noqa: F401  (codes catalogued)
 from rkvstore.services.registry import ActionSpec, Registry
 
 PRODUCTS = (ram, kvstore)
