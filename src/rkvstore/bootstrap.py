@@ -64,7 +64,7 @@ def build_deps(settings: Settings) -> Deps:
 def start_background(deps: Deps) -> None:
     """Bring local nodes up (adopting ones still running), then supervise and reconcile."""
     from rkvstore.products.kvstore.instances import resume_creation
-    from rkvstore.services.common import CREATING, LOCAL
+    from rkvstore.services.instance_nodes import CREATING, LOCAL
 
     with deps.engine.connect() as conn:
         instances = [i for i in repo.list_instances(conn) if i.provider == LOCAL]

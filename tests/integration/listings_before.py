@@ -21,8 +21,8 @@ from rkvstore.products.kvstore import instance_surface
 from rkvstore.products.kvstore.accounts import SUPER
 from rkvstore.products.ram import store
 from rkvstore.products.ram.store import _EPOCH, PolicyInfo, iso
-from rkvstore.services.common import load_instance
 from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_nodes import load_instance
 from rkvstore.services.tasks import RECONCILE
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow

@@ -148,3 +148,15 @@ def check_privilege_for_create(privilege: str) -> None:
 def check_privilege_for_grant(privilege: str) -> None:
     if privilege not in PRIVILEGES:
         raise ApiError(kvstore_errors.ACCOUNT_PRIVILEGE_FORMAT)
+
+
+def super_account(instance_id: str, name: str, password_sha256: str) -> dict[str, object]:
+    """A default account's row (``default``, the instance ID's): type and privilege Super."""
+    return {
+        "instance_id": instance_id,
+        "name": name,
+        "password_sha256": password_sha256,
+        "privilege": "Super",
+        "account_type": "Super",
+        "description": "",
+    }

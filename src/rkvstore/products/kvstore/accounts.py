@@ -17,20 +17,18 @@ from rkvstore.faults import crash_point
 from rkvstore.products.kvstore import account_rules as rules
 from rkvstore.products.kvstore import errors as kvstore_errors
 from rkvstore.secret import Secret
-from rkvstore.services.common import (
+from rkvstore.services.context import CallContext
+from rkvstore.services.instance_nodes import (
     REGISTERED,
     instance_addresses,
     instance_nodes,
     is_legacy,
     load_instance,
     pending_passwords,
-    recording,
     require_normal,
-    slot_again,
-    task_slot,
 )
-from rkvstore.services.context import CallContext
 from rkvstore.services.reconcile import in_line_from
+from rkvstore.services.task_slot import recording, slot_again, task_slot
 from rkvstore.services.tasks import RECONCILE, Task, TaskLost
 from rkvstore.store import line_state, listing, repo
 from rkvstore.store.repo import AccountRow, InstanceRow, NodeRow

@@ -27,18 +27,17 @@ from rkvstore.products.kvstore import parameter_rules as allowed
 from rkvstore.products.kvstore.accounts import _set_requirepass
 from rkvstore.products.kvstore.instance_surface import node_facts
 from rkvstore.secret import Secret
-from rkvstore.services.common import (
+from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_nodes import (
     LOCAL,
     NORMAL,
     instance_nodes,
     is_legacy,
     load_instance,
     node_addresses,
-    recording,
     require_normal,
-    task_slot,
 )
-from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.task_slot import recording, task_slot
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow, NodeRow
 

@@ -23,7 +23,8 @@ from rkvstore.engine.acl import Node
 from rkvstore.engine.node_facts import DEFAULT_IP_GROUP, NodeFacts, read_facts, security_ips
 from rkvstore.errors import ApiError
 from rkvstore.products.kvstore import errors as kvstore_errors
-from rkvstore.services.common import (
+from rkvstore.services.context import CallContext
+from rkvstore.services.instance_nodes import (
     CLUSTER,
     CREATING,
     LOCAL,
@@ -32,7 +33,6 @@ from rkvstore.services.common import (
     is_legacy,
     load_instance,
 )
-from rkvstore.services.context import CallContext
 from rkvstore.store.repo import InstanceRow
 
 log = logging.getLogger("rkvstore.instances")

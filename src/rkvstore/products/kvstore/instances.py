@@ -22,10 +22,12 @@ from rkvstore.iam.policy import decide_resource
 from rkvstore.products.kvstore import account_rules as rules
 from rkvstore.products.kvstore import errors as kvstore_errors
 from rkvstore.products.kvstore import instance_surface
+from rkvstore.products.kvstore.account_rules import super_account
 from rkvstore.products.kvstore.instance_settings import attribute_config
 from rkvstore.products.kvstore.registered import remove_management_user
 from rkvstore.secret import Secret
-from rkvstore.services.common import (
+from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_nodes import (
     CLUSTER,
     CREATING,
     LOCAL,
@@ -42,13 +44,9 @@ from rkvstore.services.common import (
     new_instance_id,
     node_addresses,
     random_password,
-    recording,
     require_normal,
-    slot_again,
-    super_account,
-    task_slot,
 )
-from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.task_slot import recording, slot_again, task_slot
 from rkvstore.services.tasks import TaskLost
 from rkvstore.store import listing, repo
 from rkvstore.store.db import database_unavailable, describe_database_error

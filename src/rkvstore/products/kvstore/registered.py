@@ -17,8 +17,10 @@ from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
 from rkvstore.engine.redis_engine import NodeAddress
 from rkvstore.errors import ApiError
 from rkvstore.products.kvstore import errors as kvstore_errors
+from rkvstore.products.kvstore.account_rules import super_account
 from rkvstore.secret import Secret
-from rkvstore.services.common import (
+from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_nodes import (
     CLUSTER,
     CREATING,
     MASTER_SLAVE,
@@ -33,9 +35,7 @@ from rkvstore.services.common import (
     put_management_user,
     put_management_user_each,
     random_password,
-    super_account,
 )
-from rkvstore.services.context import CallContext, Deps
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow, NodeRow
 
