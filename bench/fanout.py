@@ -28,7 +28,7 @@ from rkvstore.engine.binary import find_binaries
 from rkvstore.engine.local import LocalNode, LocalNodeManager
 from rkvstore.engine.provider import acl_file_line
 from rkvstore.engine.redis_engine import NodeAddress, RedisEngine, management_user
-from rkvstore.services.common import random_password
+from rkvstore.services.instance_nodes import random_password
 
 
 def _p(values: list[float], q: float) -> float:

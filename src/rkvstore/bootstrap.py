@@ -16,8 +16,8 @@ from rkvstore.crypto import load_secret_box, write_private_file
 from rkvstore.engine.provider import LocalProvider
 from rkvstore.engine.redis_engine import RedisEngine
 from rkvstore.iam.credentials import NewTenant, count_tenants, create_tenant
+from rkvstore.products import build_registry
 from rkvstore.secret import Secret
-from rkvstore.services.actions import build_registry
 from rkvstore.services.context import Deps
 from rkvstore.services.reconcile import Reconciler
 from rkvstore.services.tasks import TaskSlots
@@ -63,8 +63,8 @@ def build_deps(settings: Settings) -> Deps:
 
 def start_background(deps: Deps) -> None:
     """Bring local nodes up (adopting ones still running), then supervise and reconcile."""
-    from rkvstore.services.common import CREATING, LOCAL
-    from rkvstore.services.instances import resume_creation
+    from rkvstore.products.kvstore.instances import resume_creation
+    from rkvstore.services.instance_nodes import CREATING, LOCAL
 
     with deps.engine.connect() as conn:
         instances = [i for i in repo.list_instances(conn) if i.provider == LOCAL]

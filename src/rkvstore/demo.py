@@ -10,8 +10,8 @@ from typing import Any
 from rkvstore.bootstrap import ROOT_CREDENTIALS_FILE, RootKey
 from rkvstore.client import RpcClient, RpcError
 from rkvstore.secret import Secret
-from rkvstore.services.common import random_password
 from rkvstore.services.context import Deps
+from rkvstore.services.instance_nodes import random_password
 
 DEMO_INSTANCE_NAME = "rkvstore-demo"
 DEMO_ACCOUNT = "demo"

@@ -67,7 +67,7 @@ class LocalFollower:
         self._retry_at: dict[str, float] = {}  # instance -> when to try adopting it again
 
     def follow_once(self) -> None:
-        from rkvstore.services.common import CREATING, LOCAL
+        from rkvstore.services.instance_nodes import CREATING, LOCAL
 
         deps = self.deps
         # A narrow read (a few columns of the local instances: real processes, so

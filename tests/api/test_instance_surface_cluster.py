@@ -22,8 +22,8 @@ from typing import Any, Final
 import pytest
 from alibabacloud_r_kvstore20150101 import models as kv_models
 
-from rkvstore.domain import parameters as allowed
 from rkvstore.domain.accounts import MANAGEMENT_USER
+from rkvstore.products.kvstore import parameter_rules as allowed
 from rkvstore.secret import Secret
 from tests.api.instances import (
     MASTER_SLAVE,

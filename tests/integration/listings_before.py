@@ -14,14 +14,15 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from rkvstore.iam import ram_store as store
+from rkvstore.iam.attached_policies import CUSTOM, SYSTEM, USER
 from rkvstore.iam.authorize import decide
 from rkvstore.iam.policy import SYSTEM_POLICIES
-from rkvstore.iam.ram_store import _EPOCH, CUSTOM, SYSTEM, USER, PolicyInfo, iso
-from rkvstore.services import instance_surface
-from rkvstore.services.accounts import SUPER
-from rkvstore.services.common import load_instance
+from rkvstore.products.kvstore import instance_surface
+from rkvstore.products.kvstore.accounts import SUPER
+from rkvstore.products.ram import store
+from rkvstore.products.ram.store import _EPOCH, PolicyInfo, iso
 from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_nodes import load_instance
 from rkvstore.services.tasks import RECONCILE
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow

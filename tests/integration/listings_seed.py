@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, update
 
 from rkvstore.crypto import SecretBox
-from rkvstore.iam import ram_store
+from rkvstore.iam.attached_policies import CUSTOM, GROUP, SYSTEM, USER
 from rkvstore.iam.credentials import ACTIVE, AccessKey, add_access_key, create_tenant
-from rkvstore.iam.ram_store import CUSTOM, GROUP, SYSTEM, USER
+from rkvstore.products.ram import store as ram_store
 from rkvstore.secret import Secret
 from rkvstore.services.tasks import RECONCILE
 from rkvstore.store import repo

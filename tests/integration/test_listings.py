@@ -36,11 +36,11 @@ from rkvstore.config import Settings
 from rkvstore.crypto import SecretBox
 from rkvstore.errors import ApiError
 from rkvstore.iam import visibility
+from rkvstore.iam.attached_policies import GROUP, USER
 from rkvstore.iam.credentials import AccessKey
-from rkvstore.iam.ram_store import GROUP, USER
 from rkvstore.iam.visibility import caller_rules, id_condition
+from rkvstore.products import build_registry
 from rkvstore.secret import Secret
-from rkvstore.services.actions import build_registry
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.store.db import make_engine, migrate
 from rkvstore.store.tables import instances, ram_groups, tenants

@@ -37,7 +37,7 @@ from rkvstore.iam.credentials import (
     create_tenant,
     find_access_key,
 )
-from rkvstore.services.actions import ram_actions
+from rkvstore.products.ram.actions import actions as ram_actions
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.store.db import make_engine, migrate
 from rkvstore.store.tables import (

@@ -16,8 +16,8 @@ import pytest
 from rkvstore.bootstrap import build_deps, ensure_root_tenant
 from rkvstore.config import Settings
 from rkvstore.secret import Secret
-from rkvstore.services.common import LOCAL, NORMAL
 from rkvstore.services.context import Deps
+from rkvstore.services.instance_nodes import LOCAL, NORMAL
 from rkvstore.services.reconcile import RETRY_BUSY_SECONDS
 from rkvstore.store import repo
 from tests.integration.test_resilience import wait_for

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rkvstore import errors
-from rkvstore.domain import accounts
-from rkvstore.domain.accounts import (
-    MANAGEMENT_USER,
+from rkvstore.domain.accounts import MANAGEMENT_USER
+from rkvstore.errors import ApiError, ErrorSpec
+from rkvstore.products.kvstore import account_rules as accounts
+from rkvstore.products.kvstore import errors
+from rkvstore.products.kvstore.account_rules import (
     PRIVILEGES,
     RESERVED_NAMES,
     check_account_name,
@@ -25,7 +26,6 @@ from rkvstore.domain.accounts import (
     check_privilege_for_grant,
     is_default_account,
 )
-from rkvstore.errors import ApiError, ErrorSpec
 from rkvstore.secret import Secret
 
 INSTANCE_ID = "r-bp1zxszhcgatnx2b0f"

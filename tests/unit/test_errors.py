@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rkvstore.errors import CATALOGUE, ApiError, ErrorSpec
+from rkvstore.errors import ApiError, ErrorSpec
+from rkvstore.products import CATALOGUE
 
 # api.md §2 "Common errors", copied verbatim: (HTTP, code, message).
 COMMON_ERRORS: list[tuple[int, str, str]] = [

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rkvstore import errors
 from rkvstore.errors import ApiError
-from rkvstore.iam import ram_store
+from rkvstore.iam.attached_policies import documents_for_user
 from rkvstore.iam.credentials import AccessKey
 from rkvstore.iam.policy import Decision, Policy, evaluate, parse_policy
 
@@ -58,6 +58,6 @@ def decide(
         return ["Allow"] * len(resource_arns)
     assert caller.user_name is not None
     with deps.single.connect() as conn:
-        documents = ram_store.documents_for_user(conn, caller.account_id, caller.user_name)
+        documents = documents_for_user(conn, caller.account_id, caller.user_name)
     policies = [_parsed(d) for d in documents]
     return [evaluate(policies, action, arn, context) for arn in resource_arns]

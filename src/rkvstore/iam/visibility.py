@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, not_, or_
 
-from rkvstore.iam import ram_store
+from rkvstore.iam.attached_policies import documents_for_user
 from rkvstore.iam.credentials import AccessKey
 from rkvstore.iam.policy import Policy, ResourceRule, parse_policy, resource_rules
 
@@ -47,7 +47,7 @@ def caller_rules(
     """The statements of a RAM user's policies (its own and its groups') that apply to
     ``action`` in this request."""
     assert caller.user_name is not None, "the root is allowed everything in its tenant"
-    documents = ram_store.documents_for_user(conn, caller.account_id, caller.user_name)
+    documents = documents_for_user(conn, caller.account_id, caller.user_name)
     return resource_rules([_parsed(d) for d in documents], action, context)
 
 

@@ -22,7 +22,9 @@ from rkvstore.engine import bounded
 from rkvstore.engine.acl import Node
 from rkvstore.engine.node_facts import DEFAULT_IP_GROUP, NodeFacts, read_facts, security_ips
 from rkvstore.errors import ApiError
-from rkvstore.services.common import (
+from rkvstore.products.kvstore import errors as kvstore_errors
+from rkvstore.services.context import CallContext
+from rkvstore.services.instance_nodes import (
     CLUSTER,
     CREATING,
     LOCAL,
@@ -31,7 +33,6 @@ from rkvstore.services.common import (
     is_legacy,
     load_instance,
 )
-from rkvstore.services.context import CallContext
 from rkvstore.store.repo import InstanceRow
 
 log = logging.getLogger("rkvstore.instances")
@@ -237,7 +238,7 @@ def modify_instance_ssl(ctx: CallContext, params: dict[str, Any]) -> dict[str, A
     """``Disable`` where no node has TLS holds already; anything else cannot be made true."""
     instance = load_instance(ctx, params["InstanceId"])
     if params["SSLEnabled"] != "Disable" or _ssl_enabled(node_facts(ctx, instance)):
-        raise ApiError(errors.SSL_NOT_SUPPORTED)
+        raise ApiError(kvstore_errors.SSL_NOT_SUPPORTED)
     return {}
 
 
@@ -245,23 +246,23 @@ def modify_instance_tde(ctx: CallContext, params: dict[str, Any]) -> dict[str, A
     """``Disabled`` holds already (nothing is encrypted at rest); ``Enabled`` cannot."""
     load_instance(ctx, params["InstanceId"])
     if params["TDEStatus"] != "Disabled":
-        raise ApiError(errors.TDE_NOT_SUPPORTED)
+        raise ApiError(kvstore_errors.TDE_NOT_SUPPORTED)
     return {}
 
 
 def modify_backup_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     load_instance(ctx, params["InstanceId"])
-    raise ApiError(errors.BACKUP_NOT_SUPPORTED)
+    raise ApiError(kvstore_errors.BACKUP_NOT_SUPPORTED)
 
 
 def modify_security_group_configuration(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     load_instance(ctx, params["DBInstanceId"])
-    raise ApiError(errors.SECURITY_GROUP_NOT_SUPPORTED)
+    raise ApiError(kvstore_errors.SECURITY_GROUP_NOT_SUPPORTED)
 
 
 def refuse_what_create_cannot_make(params: dict[str, Any]) -> None:
     """CreateInstance asking for a VPC or a subscription: refused, not silently dropped."""
     if params["NetworkType"] == "VPC" or params["VpcId"] or params["VSwitchId"]:
-        raise ApiError(errors.VPC_NOT_SUPPORTED)
+        raise ApiError(kvstore_errors.VPC_NOT_SUPPORTED)
     if params["ChargeType"] == "PrePaid":
-        raise ApiError(errors.PREPAID_NOT_SUPPORTED)
+        raise ApiError(kvstore_errors.PREPAID_NOT_SUPPORTED)

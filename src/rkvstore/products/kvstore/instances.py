@@ -13,16 +13,21 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from rkvstore import errors
-from rkvstore.domain import accounts as rules
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import NodeFailure, UserChange
 from rkvstore.engine.local import LocalNodeError
 from rkvstore.errors import ApiError
 from rkvstore.iam import visibility
 from rkvstore.iam.policy import decide_resource
+from rkvstore.products.kvstore import account_rules as rules
+from rkvstore.products.kvstore import errors as kvstore_errors
+from rkvstore.products.kvstore import instance_surface
+from rkvstore.products.kvstore.account_rules import super_account
+from rkvstore.products.kvstore.instance_settings import attribute_config
+from rkvstore.products.kvstore.registered import remove_management_user
 from rkvstore.secret import Secret
-from rkvstore.services import instance_surface
-from rkvstore.services.common import (
+from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_nodes import (
     CLUSTER,
     CREATING,
     LOCAL,
@@ -39,15 +44,9 @@ from rkvstore.services.common import (
     new_instance_id,
     node_addresses,
     random_password,
-    recording,
     require_normal,
-    slot_again,
-    super_account,
-    task_slot,
 )
-from rkvstore.services.context import CallContext, Deps
-from rkvstore.services.instance_settings import attribute_config
-from rkvstore.services.registered import remove_management_user
+from rkvstore.services.task_slot import recording, slot_again, task_slot
 from rkvstore.services.tasks import TaskLost
 from rkvstore.store import listing, repo
 from rkvstore.store.db import database_unavailable, describe_database_error
@@ -74,11 +73,11 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     deps = ctx.deps
     settings = deps.settings
     if params["RegionId"] is not None and params["RegionId"] != settings.region:
-        raise ApiError(errors.INVALID_REGION)
+        raise ApiError(kvstore_errors.INVALID_REGION)
     instance_surface.refuse_what_create_cannot_make(params)
     zone = params["ZoneId"] or settings.zone_ids[0]
     if zone not in settings.zone_ids:
-        raise ApiError(errors.INVALID_ZONE)
+        raise ApiError(kvstore_errors.INVALID_ZONE)
     password: Secret | None = params["Password"]
     if password is not None:
         rules.check_password(password)
@@ -90,9 +89,9 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(errors.INVALID_PARAMETER, name="ShardCount")
     binary = deps.local.binary_for(params["EngineVersion"])
     if binary is None:
-        raise ApiError(errors.ENGINE_VERSION_FORMAT)
+        raise ApiError(kvstore_errors.ENGINE_VERSION_FORMAT)
     if params["DryRun"]:
-        raise ApiError(errors.DRY_RUN_OPERATION)
+        raise ApiError(kvstore_errors.DRY_RUN_OPERATION)
 
     instance_id = new_instance_id()
     name = params["InstanceName"] or instance_id
@@ -172,9 +171,11 @@ def _claim_quota(ctx: CallContext, conn: Connection, nodes: int) -> None:
     repo.lock_tenant(conn, ctx.account_id)
     instances_now, nodes_now = repo.local_usage(conn, ctx.account_id)
     if instances_now + 1 > settings.tenant_max_instances:
-        raise ApiError(errors.QUOTA_EXCEEDED_INSTANCES, quota=str(settings.tenant_max_instances))
+        raise ApiError(
+            kvstore_errors.QUOTA_EXCEEDED_INSTANCES, quota=str(settings.tenant_max_instances)
+        )
     if nodes_now + nodes > settings.tenant_max_nodes:
-        raise ApiError(errors.QUOTA_EXCEEDED_NODES, quota=str(settings.tenant_max_nodes))
+        raise ApiError(kvstore_errors.QUOTA_EXCEEDED_NODES, quota=str(settings.tenant_max_nodes))
 
 
 def plan_nodes(
@@ -491,11 +492,11 @@ def delete_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         # dir, which would restart what this one stopped.
         raise ApiError(errors.INCORRECT_INSTANCE_STATE)
     if instance.release_protection:
-        raise ApiError(errors.RELEASE_PROTECTED)
+        raise ApiError(kvstore_errors.RELEASE_PROTECTED)
     with task_slot(deps, instance.instance_id, "DeleteInstance"):
         # Protection may have been set while this call waited for the slot.
         if load_instance(ctx, instance.instance_id).release_protection:
-            raise ApiError(errors.RELEASE_PROTECTED)
+            raise ApiError(kvstore_errors.RELEASE_PROTECTED)
         if instance.provider == LOCAL:
             deps.local.delete_instance(instance, rows)
         elif not is_legacy(instance):  # before 6.0 rkvstore added no user
@@ -536,7 +537,7 @@ def rotate_management_password(ctx: CallContext, params: dict[str, Any]) -> dict
     deps = ctx.deps
     instance = load_instance(ctx, params["InstanceId"])
     if is_legacy(instance):  # no management user: its login is the account's password
-        raise ApiError(errors.ENGINE_VERSION_FORMAT)
+        raise ApiError(kvstore_errors.ENGINE_VERSION_FORMAT)
     require_normal(instance)
     with deps.engine.connect() as conn:
         rows = repo.list_nodes(conn, instance.instance_id)

@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
 
+from rkvstore.iam.attached_policies import CUSTOM, SYSTEM
 from rkvstore.iam.policy import SYSTEM_POLICIES
-from rkvstore.iam.ram_store import CUSTOM, SYSTEM, PolicyInfo, system_policy
+from rkvstore.products.ram.store import PolicyInfo, system_policy
 from rkvstore.store.listing import code_point_order
 from rkvstore.store.tables import ram_attachments, ram_policies, ram_users
 
@@ -106,7 +107,7 @@ def attached_policies(
 ) -> list[Attached]:
     """The policies attached to a user or group, with each custom one's row, in one query.
 
-    In ``ram_store.attachments_of``'s order; an attachment whose policy is gone is left out.
+    In ``store.attachments_of``'s order; an attachment whose policy is gone is left out.
     """
     rows = conn.execute(
         select(

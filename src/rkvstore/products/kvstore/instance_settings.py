@@ -14,8 +14,6 @@ import logging
 from typing import Any
 
 from rkvstore import errors
-from rkvstore.domain import accounts as rules
-from rkvstore.domain import parameters as allowed
 from rkvstore.domain.accounts import DEFAULT_USER
 from rkvstore.engine import bounded
 from rkvstore.engine import parameters as node_parameters
@@ -23,21 +21,23 @@ from rkvstore.engine.acl import Node, NodeFailure, UserChange
 from rkvstore.engine.node_facts import DEFAULT_IP_GROUP, security_ips
 from rkvstore.engine.redis_engine import desired_user
 from rkvstore.errors import ApiError
+from rkvstore.products.kvstore import account_rules as rules
+from rkvstore.products.kvstore import errors as kvstore_errors
+from rkvstore.products.kvstore import parameter_rules as allowed
+from rkvstore.products.kvstore.accounts import _set_requirepass
+from rkvstore.products.kvstore.instance_surface import node_facts
 from rkvstore.secret import Secret
-from rkvstore.services.accounts import _set_requirepass
-from rkvstore.services.common import (
+from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_nodes import (
     LOCAL,
     NORMAL,
     instance_nodes,
     is_legacy,
     load_instance,
     node_addresses,
-    recording,
     require_normal,
-    task_slot,
 )
-from rkvstore.services.context import CallContext, Deps
-from rkvstore.services.instance_surface import node_facts
+from rkvstore.services.task_slot import recording, task_slot
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow, NodeRow
 
@@ -101,7 +101,7 @@ def _set_default_password(ctx: CallContext, instance: InstanceRow, digest: str) 
         ]
     accounts = [a for a in found if a is not None]
     if not accounts:
-        raise ApiError(errors.ACCOUNT_NAME_NOT_FOUND)
+        raise ApiError(kvstore_errors.ACCOUNT_NAME_NOT_FOUND)
     changes = [
         UserChange(a.name, desired_user(a.name, digest, a.privilege, instance.engine_version))
         for a in accounts
@@ -127,7 +127,7 @@ def _set_default_password(ctx: CallContext, instance: InstanceRow, digest: str) 
 def _require_acl_engine(instance: InstanceRow) -> None:
     """Before 6.0 rkvstore reaches nodes only through requirepass: parameters are not managed."""
     if is_legacy(instance):
-        raise ApiError(errors.ENGINE_VERSION_FORMAT)
+        raise ApiError(kvstore_errors.ENGINE_VERSION_FORMAT)
 
 
 def _rows(deps: Deps, instance: InstanceRow) -> list[NodeRow]:
@@ -262,7 +262,7 @@ def modify_instance_config(ctx: CallContext, params: dict[str, Any]) -> dict[str
         if not local:  # local nodes: rkvstore writes their redis.conf itself
             for node in nodes:
                 if not seen[node.label].config_file:
-                    raise ApiError(errors.NO_CONFIG_FILE, node=node.label)
+                    raise ApiError(kvstore_errors.NO_CONFIG_FILE, node=node.label)
         before = {label: p.values for label, p in seen.items()}
         try:
             with bounded.exchange(deps.settings.node_timeout_seconds):
@@ -302,11 +302,11 @@ def modify_instance_config(ctx: CallContext, params: dict[str, Any]) -> dict[str
 def _networks(text: str) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     entries = [e.strip() for e in text.split(",") if e.strip()]
     if not entries or len(entries) > MAX_SECURITY_IPS:
-        raise ApiError(errors.SECURITY_IPS_FORMAT)
+        raise ApiError(kvstore_errors.SECURITY_IPS_FORMAT)
     try:
         return {ipaddress.ip_network(e, strict=False) for e in entries}
     except ValueError as exc:
-        raise ApiError(errors.SECURITY_IPS_FORMAT) from exc
+        raise ApiError(kvstore_errors.SECURITY_IPS_FORMAT) from exc
 
 
 def modify_security_ips(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -327,5 +327,5 @@ def modify_security_ips(ctx: CallContext, params: dict[str, Any]) -> dict[str, A
     # A group attribute ("hidden") would be a record no Describe could answer truly.
     hidden = params["SecurityIpGroupAttribute"] is not None
     if group != DEFAULT_IP_GROUP or hidden or wanted != now:
-        raise ApiError(errors.SECURITY_IPS_NOT_ENFORCEABLE, current=current)
+        raise ApiError(kvstore_errors.SECURITY_IPS_NOT_ENFORCEABLE, current=current)
     return {}

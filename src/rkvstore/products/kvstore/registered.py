@@ -16,8 +16,11 @@ from rkvstore.engine.addresses import allowed, normalize_host, parse_networks, r
 from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
 from rkvstore.engine.redis_engine import NodeAddress
 from rkvstore.errors import ApiError
+from rkvstore.products.kvstore import errors as kvstore_errors
+from rkvstore.products.kvstore.account_rules import super_account
 from rkvstore.secret import Secret
-from rkvstore.services.common import (
+from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.instance_nodes import (
     CLUSTER,
     CREATING,
     MASTER_SLAVE,
@@ -32,9 +35,7 @@ from rkvstore.services.common import (
     put_management_user,
     put_management_user_each,
     random_password,
-    super_account,
 )
-from rkvstore.services.context import CallContext, Deps
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow, NodeRow
 
@@ -84,9 +85,9 @@ def _seed_address(deps: Deps, host: str, port: int) -> str:
     try:
         addresses = resolve(host, port)
     except OSError as exc:
-        raise ApiError(errors.INVALID_ENDPOINT) from exc
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT) from exc
     if not addresses or not all(allowed(a, networks) for a in addresses):
-        raise ApiError(errors.INVALID_ENDPOINT_NOT_ALLOWED)
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT_NOT_ALLOWED)
     return addresses[0]
 
 
@@ -143,23 +144,23 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         )
     except DiscoveryError as exc:
         log.info("request %s: registering %s:%d failed: %s", ctx.request_id, host, port, exc)
-        raise ApiError(errors.INVALID_ENDPOINT) from exc
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT) from exc
     networks = parse_networks(deps.settings.register_networks)
     if not all(allowed(n.host, networks) for n in topology.nodes):
         # A node the deployment names (a replica, a cluster peer) lies outside.
-        raise ApiError(errors.INVALID_ENDPOINT_NOT_ALLOWED)
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT_NOT_ALLOWED)
     major = topology.version.split(".")[0]
     if not major.isascii() or not major.isdigit():
-        raise ApiError(errors.INVALID_ENDPOINT)
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT)
     if int(major) < 4:
-        raise ApiError(errors.ENGINE_VERSION_FORMAT)
+        raise ApiError(kvstore_errors.ENGINE_VERSION_FORMAT)
     legacy = int(major) < 6  # no ACL: requirepass is the one account and rkvstore's login
     with deps.engine.connect() as conn:
         # Two registrations of one node would fight over its management user.
         if repo.nodes_in_use(conn, [(n.host, n.port) for n in topology.nodes]):
-            raise ApiError(errors.INVALID_ENDPOINT_REGISTERED)
+            raise ApiError(kvstore_errors.INVALID_ENDPOINT_REGISTERED)
     if params["DryRun"]:
-        raise ApiError(errors.DRY_RUN_OPERATION)
+        raise ApiError(kvstore_errors.DRY_RUN_OPERATION)
 
     instance_id = new_instance_id()
     mgmt = admin_password if legacy else random_password()
@@ -204,7 +205,7 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
                     conn, super_account(instance_id, instance_id, admin_password.sha256_hex())
                 )
     except IntegrityError as exc:
-        raise ApiError(errors.INVALID_ENDPOINT_REGISTERED) from exc
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT_REGISTERED) from exc
     try:
         if not legacy:
             _put_management_user_or_forget(

@@ -9,28 +9,26 @@ from typing import Any
 from sqlalchemy import Connection
 
 from rkvstore import errors
-from rkvstore.domain import accounts as rules
 from rkvstore.engine import bounded
 from rkvstore.engine.acl import NodeFailure, UserChange
 from rkvstore.engine.redis_engine import desired_user
 from rkvstore.errors import ApiError
 from rkvstore.faults import crash_point
+from rkvstore.products.kvstore import account_rules as rules
+from rkvstore.products.kvstore import errors as kvstore_errors
 from rkvstore.secret import Secret
-from rkvstore.services.common import (
+from rkvstore.services.context import CallContext
+from rkvstore.services.instance_nodes import (
     REGISTERED,
-    check_account_engine,
     instance_addresses,
     instance_nodes,
     is_legacy,
     load_instance,
     pending_passwords,
-    recording,
     require_normal,
-    slot_again,
-    task_slot,
 )
-from rkvstore.services.context import CallContext
 from rkvstore.services.reconcile import in_line_from
+from rkvstore.services.task_slot import recording, slot_again, task_slot
 from rkvstore.services.tasks import RECONCILE, Task, TaskLost
 from rkvstore.store import line_state, listing, repo
 from rkvstore.store.repo import AccountRow, InstanceRow, NodeRow
@@ -42,11 +40,17 @@ SUPER = "Super"
 DEFAULT_PRIVILEGE = "RoleReadWrite"
 
 
+def check_account_engine(instance: InstanceRow) -> None:
+    """Custom accounts need ACLs: Redis 6.0 or later (api.md §3)."""
+    if is_legacy(instance):
+        raise ApiError(kvstore_errors.ENGINE_VERSION_FORMAT)
+
+
 def _load_account(ctx: CallContext, instance: InstanceRow, name: str) -> AccountRow:
     with ctx.deps.engine.connect() as conn:
         account = repo.get_account(conn, instance.instance_id, name)
     if account is None:
-        raise ApiError(errors.ACCOUNT_NAME_NOT_FOUND)
+        raise ApiError(kvstore_errors.ACCOUNT_NAME_NOT_FOUND)
     return account
 
 
@@ -60,7 +64,7 @@ def _reload(ctx: CallContext, instance: InstanceRow) -> InstanceRow:
 def _refuse_existing_user(ctx: CallContext, instance: InstanceRow, name: str) -> None:
     """On a registered deployment, a user rkvstore did not create is not ours to take over."""
     if name == instance.admin_user:
-        raise ApiError(errors.ACCOUNT_NAME_FORBID)
+        raise ApiError(kvstore_errors.ACCOUNT_NAME_FORBID)
     with ctx.deps.engine.connect() as conn:
         ours = name in repo.pending_user_names(conn, instance.instance_id)
     nodes = instance_nodes(ctx.deps, instance)
@@ -68,7 +72,7 @@ def _refuse_existing_user(ctx: CallContext, instance: InstanceRow, name: str) ->
         if isinstance(users, str):  # a node that cannot say
             raise ApiError(errors.SERVICE_UNAVAILABLE)
         if name in users and not ours:  # a failed create of ours may have left it
-            raise ApiError(errors.ACCOUNT_NAME_DUPLICATE)
+            raise ApiError(kvstore_errors.ACCOUNT_NAME_DUPLICATE)
 
 
 def _apply(
@@ -135,10 +139,10 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         instance = _reload(ctx, instance)
         with ctx.deps.engine.connect() as conn:
             if repo.get_account(conn, instance.instance_id, name) is not None:
-                raise ApiError(errors.ACCOUNT_NAME_DUPLICATE)
+                raise ApiError(kvstore_errors.ACCOUNT_NAME_DUPLICATE)
             count = repo.count_custom_accounts(conn, instance.instance_id)
         if count >= ctx.deps.settings.max_accounts:
-            raise ApiError(errors.ACCOUNT_LIMIT_EXCEEDED)
+            raise ApiError(kvstore_errors.ACCOUNT_LIMIT_EXCEEDED)
         digest = password.sha256_hex()
         with bounded.exchange(ctx.deps.settings.node_timeout_seconds):  # all its node work
             if instance.provider == REGISTERED:
@@ -272,11 +276,11 @@ def _change_password(
         crash_point("task-acquired")
         account = view.account
         if account is None:
-            raise ApiError(errors.ACCOUNT_NAME_NOT_FOUND)
+            raise ApiError(kvstore_errors.ACCOUNT_NAME_NOT_FOUND)
         if old is not None and not hmac.compare_digest(
             old.sha256_hex().encode(), account.password_sha256.encode()
         ):
-            raise ApiError(errors.ACCOUNT_PASSWORD_NOT_MATCH)
+            raise ApiError(kvstore_errors.ACCOUNT_PASSWORD_NOT_MATCH)
         digest = password.sha256_hex()
         legacy = is_legacy(instance)
         if legacy:

@@ -4,7 +4,7 @@ Names and shapes are the official ``alibabacloud-ram20150501`` SDK's
 (docs/ram-wire.md); errors are RAM's own codes and messages.
 
 Every change runs in one transaction (``_change``) that first locks the row of
-the entity it changes (``ram_store.lock_*``), so concurrent calls on one user,
+the entity it changes (``store.lock_*``), so concurrent calls on one user,
 group or policy run one after the other and each is answered by the same checks
 as a lone call: a duplicate gets ``EntityAlreadyExists.*``, a call on a user
 deleted meanwhile ``EntityNotExist.User``, and the limits (2 keys, 5 groups per
@@ -24,8 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rkvstore import errors
 from rkvstore.errors import ApiError, ErrorSpec
-from rkvstore.iam import ram_listing as listing
-from rkvstore.iam import ram_store as store
+from rkvstore.iam.attached_policies import CUSTOM, GROUP, SYSTEM, USER
 from rkvstore.iam.credentials import (
     ACTIVE,
     INACTIVE,
@@ -34,7 +33,9 @@ from rkvstore.iam.credentials import (
     new_access_key_secret,
 )
 from rkvstore.iam.policy import SYSTEM_POLICIES, validate_policy
-from rkvstore.iam.ram_store import CUSTOM, GROUP, SYSTEM, USER, iso
+from rkvstore.products.ram import errors as ram_errors
+from rkvstore.products.ram import listing, store
+from rkvstore.products.ram.store import iso
 from rkvstore.services.context import CallContext
 
 MAX_KEYS_PER_USER = 2
@@ -54,16 +55,16 @@ T = TypeVar("T")
 
 def _check_name(name: str, field: str, pattern: re.Pattern[str], max_length: int) -> None:
     if not 1 <= len(name) <= max_length:
-        raise ApiError(errors.INVALID_NAME_LENGTH, name=field)
+        raise ApiError(ram_errors.INVALID_NAME_LENGTH, name=field)
     if not pattern.fullmatch(name):
-        raise ApiError(errors.INVALID_NAME_CHARS, name=field)
+        raise ApiError(ram_errors.INVALID_NAME_CHARS, name=field)
 
 
 def _check_text(value: str | None, field: str, max_length: int) -> str:
     if value is None:
         return ""
     if len(value) > max_length:
-        raise ApiError(errors.INVALID_NAME_LENGTH, name=field)
+        raise ApiError(ram_errors.INVALID_NAME_LENGTH, name=field)
     return value
 
 
@@ -71,7 +72,7 @@ def _check_format(value: str | None, field: str, pattern: re.Pattern[str]) -> st
     if value is None or value == "":
         return ""
     if len(value) > 256 or not pattern.fullmatch(value):
-        raise ApiError(errors.INVALID_FORMAT, name=field)
+        raise ApiError(ram_errors.INVALID_FORMAT, name=field)
     return value
 
 
@@ -84,21 +85,21 @@ def _user_name(params: dict[str, Any], field: str = "UserName") -> str:
 def _policy_type(params: dict[str, Any]) -> str:
     policy_type = params["PolicyType"]
     if policy_type not in (SYSTEM, CUSTOM):
-        raise ApiError(errors.INVALID_POLICY_TYPE)
+        raise ApiError(ram_errors.INVALID_POLICY_TYPE)
     return str(policy_type)
 
 
 def _require_user(conn: Connection, ctx: CallContext, name: str) -> dict[str, Any]:
     user = store.get_user(conn, ctx.account_id, name)
     if user is None:
-        raise ApiError(errors.ENTITY_NOT_EXIST_USER)
+        raise ApiError(ram_errors.ENTITY_NOT_EXIST_USER)
     return user
 
 
 def _require_group(conn: Connection, ctx: CallContext, name: str) -> dict[str, Any]:
     group = store.get_group(conn, ctx.account_id, name)
     if group is None:
-        raise ApiError(errors.ENTITY_NOT_EXIST_GROUP)
+        raise ApiError(ram_errors.ENTITY_NOT_EXIST_GROUP)
     return group
 
 
@@ -107,7 +108,7 @@ def _require_policy(
 ) -> store.PolicyInfo:
     info = store.get_policy(conn, ctx.account_id, policy_type, name)
     if info is None:
-        raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
+        raise ApiError(ram_errors.ENTITY_NOT_EXIST_POLICY)
     return info
 
 
@@ -198,11 +199,11 @@ def create_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
     def create(conn: Connection) -> dict[str, Any] | None:
         if store.get_user(conn, ctx.account_id, name) is not None:
-            raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER)
+            raise ApiError(ram_errors.ENTITY_ALREADY_EXISTS_USER)
         store.insert_user(conn, ctx.account_id, values)
         return store.get_user(conn, ctx.account_id, name)
 
-    user = _change(ctx, create, errors.ENTITY_ALREADY_EXISTS_USER)
+    user = _change(ctx, create, ram_errors.ENTITY_ALREADY_EXISTS_USER)
     assert user is not None
     return {"User": _user_body(user, updated=False)}
 
@@ -244,15 +245,15 @@ def update_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
     def update(conn: Connection) -> dict[str, Any] | None:
         if store.lock_user(conn, ctx.account_id, name) is None:
-            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_USER)
         if renamed and store.get_user(conn, ctx.account_id, new_name) is not None:
-            raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER)
+            raise ApiError(ram_errors.ENTITY_ALREADY_EXISTS_USER)
         store.update_user(conn, ctx.account_id, name, values)  # keys and groups follow
         if renamed:
             store.rename_user_attachments(conn, ctx.account_id, name, new_name)
         return store.get_user(conn, ctx.account_id, values.get("user_name", name))
 
-    user = _change(ctx, update, errors.ENTITY_ALREADY_EXISTS_USER)
+    user = _change(ctx, update, ram_errors.ENTITY_ALREADY_EXISTS_USER)
     assert user is not None
     if renamed:  # the user's keys now name the new user
         ctx.deps.access_keys.forget()
@@ -264,18 +265,18 @@ def delete_user(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
     def delete(conn: Connection) -> None:
         if store.lock_user(conn, ctx.account_id, name) is None:
-            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_USER)
         if store.list_access_keys(conn, ctx.account_id, name):
-            raise ApiError(errors.DELETE_CONFLICT_USER_ACCESS_KEY)
+            raise ApiError(ram_errors.DELETE_CONFLICT_USER_ACCESS_KEY)
         if store.groups_of_user(conn, ctx.account_id, name):
-            raise ApiError(errors.DELETE_CONFLICT_USER_GROUP)
+            raise ApiError(ram_errors.DELETE_CONFLICT_USER_GROUP)
         if store.attachments_of(conn, ctx.account_id, USER, name):
-            raise ApiError(errors.DELETE_CONFLICT_USER_POLICY)
+            raise ApiError(ram_errors.DELETE_CONFLICT_USER_POLICY)
         store.delete_user(conn, ctx.account_id, name)
 
     # A key or membership written since the checks fails the foreign key: the
     # checks run again and name it.
-    _change(ctx, delete, errors.DELETE_CONFLICT_USER_ACCESS_KEY)
+    _change(ctx, delete, ram_errors.DELETE_CONFLICT_USER_ACCESS_KEY)
     return {}
 
 
@@ -301,9 +302,9 @@ def create_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         if owner is None:
             store.lock_root(conn, ctx.account_id)
         elif store.lock_user(conn, ctx.account_id, owner) is None:
-            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_USER)
         if len(store.list_access_keys(conn, ctx.account_id, owner)) >= MAX_KEYS_PER_USER:
-            raise ApiError(errors.LIMIT_EXCEEDED_USER_ACCESS_KEY)
+            raise ApiError(ram_errors.LIMIT_EXCEEDED_USER_ACCESS_KEY)
         add_access_key(conn, ctx.deps.box, ctx.account_id, owner, key_id, secret)
         return next(
             k
@@ -311,7 +312,7 @@ def create_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
             if k["access_key_id"] == key_id
         )
 
-    created = _change(ctx, create, errors.ENTITY_NOT_EXIST_USER)
+    created = _change(ctx, create, ram_errors.ENTITY_NOT_EXIST_USER)
     return {
         "AccessKey": {
             "AccessKeyId": key_id,
@@ -350,7 +351,7 @@ def update_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         if not store.set_access_key_status(
             conn, ctx.account_id, owner, params["UserAccessKeyId"], status
         ):
-            raise ApiError(errors.ENTITY_NOT_EXIST_ACCESS_KEY)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_ACCESS_KEY)
     ctx.deps.access_keys.forget(params["UserAccessKeyId"])  # this process: at once
     return {}
 
@@ -359,7 +360,7 @@ def delete_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
     with ctx.deps.engine.begin() as conn:
         owner = _key_owner(conn, ctx, params)
         if not store.delete_access_key(conn, ctx.account_id, owner, params["UserAccessKeyId"]):
-            raise ApiError(errors.ENTITY_NOT_EXIST_ACCESS_KEY)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_ACCESS_KEY)
     ctx.deps.access_keys.forget(params["UserAccessKeyId"])
     return {}
 
@@ -393,11 +394,11 @@ def create_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
     def create(conn: Connection) -> store.PolicyInfo:
         if name in SYSTEM_POLICIES or store.get_policy(conn, ctx.account_id, CUSTOM, name):
-            raise ApiError(errors.ENTITY_ALREADY_EXISTS_POLICY)
+            raise ApiError(ram_errors.ENTITY_ALREADY_EXISTS_POLICY)
         store.insert_policy(conn, ctx.account_id, name, description, document)
         return _require_policy(conn, ctx, CUSTOM, name)
 
-    info = _change(ctx, create, errors.ENTITY_ALREADY_EXISTS_POLICY)
+    info = _change(ctx, create, ram_errors.ENTITY_ALREADY_EXISTS_POLICY)
     return {
         "Policy": {
             "PolicyName": name,
@@ -462,21 +463,21 @@ def delete_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         # Attachments of the policy (share_policy) wait for this, or this for them.
         policy = store.lock_policy(conn, ctx.account_id, name)
         if policy is None:
-            raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_POLICY)
         if store.attachment_count(conn, ctx.account_id, CUSTOM, name, USER):
-            raise ApiError(errors.DELETE_CONFLICT_POLICY_USER)
+            raise ApiError(ram_errors.DELETE_CONFLICT_POLICY_USER)
         if store.attachment_count(conn, ctx.account_id, CUSTOM, name, GROUP):
-            raise ApiError(errors.DELETE_CONFLICT_POLICY_GROUP)
+            raise ApiError(ram_errors.DELETE_CONFLICT_POLICY_GROUP)
         others = [
             v
             for v in store.policy_versions(conn, ctx.account_id, name)
             if v["version_id"] != policy["default_version"]
         ]
         if others and not params["CascadingDelete"]:
-            raise ApiError(errors.DELETE_CONFLICT_POLICY_VERSION)
+            raise ApiError(ram_errors.DELETE_CONFLICT_POLICY_VERSION)
         store.delete_policy(conn, ctx.account_id, name)
 
-    _change(ctx, delete, errors.ENTITY_NOT_EXIST_POLICY)
+    _change(ctx, delete, ram_errors.ENTITY_NOT_EXIST_POLICY)
     return {}
 
 
@@ -493,11 +494,11 @@ def create_policy_version(ctx: CallContext, params: dict[str, Any]) -> dict[str,
         # transaction's alone until it commits.
         policy = store.lock_policy(conn, ctx.account_id, name)
         if policy is None:
-            raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_POLICY)
         versions = store.policy_versions(conn, ctx.account_id, name)
         if len(versions) >= MAX_VERSIONS_PER_POLICY:
             if rotate != ROTATE:
-                raise ApiError(errors.LIMIT_EXCEEDED_POLICY_VERSION)
+                raise ApiError(ram_errors.LIMIT_EXCEEDED_POLICY_VERSION)
             oldest = next(v for v in versions if v["version_id"] != policy["default_version"])
             store.delete_version(conn, ctx.account_id, name, oldest["version_id"])
         number = int(policy["next_version"])
@@ -515,7 +516,7 @@ def create_policy_version(ctx: CallContext, params: dict[str, Any]) -> dict[str,
 
     # A version number taken twice cannot happen under the lock; were it to, the
     # second run numbers the version afresh.
-    created = _change(ctx, create, errors.LIMIT_EXCEEDED_POLICY_VERSION)
+    created = _change(ctx, create, ram_errors.LIMIT_EXCEEDED_POLICY_VERSION)
     return {
         "PolicyVersion": {
             "VersionId": created["version_id"],
@@ -535,13 +536,13 @@ def _attach(ctx: CallContext, params: dict[str, Any], principal_type: str, attac
     field = "UserName" if principal_type == USER else "GroupName"
     principal = _user_name(params, field)
     if principal_type == USER:
-        lock, missing = store.lock_user, errors.ENTITY_NOT_EXIST_USER
-        already = errors.ENTITY_ALREADY_EXISTS_USER_POLICY
-        absent = errors.ENTITY_NOT_EXIST_USER_POLICY
+        lock, missing = store.lock_user, ram_errors.ENTITY_NOT_EXIST_USER
+        already = ram_errors.ENTITY_ALREADY_EXISTS_USER_POLICY
+        absent = ram_errors.ENTITY_NOT_EXIST_USER_POLICY
     else:
-        lock, missing = store.lock_group, errors.ENTITY_NOT_EXIST_GROUP
-        already = errors.ENTITY_ALREADY_EXISTS_GROUP_POLICY
-        absent = errors.ENTITY_NOT_EXIST_GROUP_POLICY
+        lock, missing = store.lock_group, ram_errors.ENTITY_NOT_EXIST_GROUP
+        already = ram_errors.ENTITY_ALREADY_EXISTS_GROUP_POLICY
+        absent = ram_errors.ENTITY_NOT_EXIST_GROUP_POLICY
 
     def change(conn: Connection) -> None:
         # The principal's row, then the policy's: a DeleteUser or DeletePolicy waits
@@ -551,9 +552,9 @@ def _attach(ctx: CallContext, params: dict[str, Any], principal_type: str, attac
             raise ApiError(missing)
         if policy_type == CUSTOM:
             if not store.share_policy(conn, ctx.account_id, policy):
-                raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
+                raise ApiError(ram_errors.ENTITY_NOT_EXIST_POLICY)
         elif policy not in SYSTEM_POLICIES:
-            raise ApiError(errors.ENTITY_NOT_EXIST_POLICY)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_POLICY)
         attached = any(
             a["policy_type"] == policy_type and a["policy_name"] == policy
             for a in store.attachments_of(conn, ctx.account_id, principal_type, principal)
@@ -626,11 +627,11 @@ def create_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 
     def create(conn: Connection) -> dict[str, Any]:
         if store.get_group(conn, ctx.account_id, name) is not None:
-            raise ApiError(errors.ENTITY_ALREADY_EXISTS_GROUP)
+            raise ApiError(ram_errors.ENTITY_ALREADY_EXISTS_GROUP)
         store.insert_group(conn, ctx.account_id, values)
         return _require_group(conn, ctx, name)
 
-    group = _change(ctx, create, errors.ENTITY_ALREADY_EXISTS_GROUP)
+    group = _change(ctx, create, ram_errors.ENTITY_ALREADY_EXISTS_GROUP)
     return {
         "Group": {
             "GroupId": group["group_id"],
@@ -651,15 +652,15 @@ def add_user_to_group(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         locked = store.lock_user(conn, ctx.account_id, user)
         _require_group(conn, ctx, group)
         if locked is None:
-            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_USER)
         joined = store.groups_of_user(conn, ctx.account_id, user)
         if any(g["group_name"] == group for g in joined):
-            raise ApiError(errors.ENTITY_ALREADY_EXISTS_USER_GROUP)
+            raise ApiError(ram_errors.ENTITY_ALREADY_EXISTS_USER_GROUP)
         if len(joined) >= MAX_GROUPS_PER_USER:
-            raise ApiError(errors.LIMIT_EXCEEDED_USER_GROUP)
+            raise ApiError(ram_errors.LIMIT_EXCEEDED_USER_GROUP)
         store.add_member(conn, ctx.account_id, group, user)
 
-    _change(ctx, add, errors.ENTITY_ALREADY_EXISTS_USER_GROUP)
+    _change(ctx, add, ram_errors.ENTITY_ALREADY_EXISTS_USER_GROUP)
     return {}
 
 
@@ -671,11 +672,11 @@ def remove_user_from_group(ctx: CallContext, params: dict[str, Any]) -> dict[str
         locked = store.lock_user(conn, ctx.account_id, user)
         _require_group(conn, ctx, group)
         if locked is None:
-            raise ApiError(errors.ENTITY_NOT_EXIST_USER)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_USER)
         if not store.remove_member(conn, ctx.account_id, group, user):
-            raise ApiError(errors.ENTITY_NOT_EXIST_USER_GROUP)
+            raise ApiError(ram_errors.ENTITY_NOT_EXIST_USER_GROUP)
 
-    _change(ctx, remove, errors.ENTITY_NOT_EXIST_USER_GROUP)
+    _change(ctx, remove, ram_errors.ENTITY_NOT_EXIST_USER_GROUP)
     return {}
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from rkvstore import errors
 from rkvstore.errors import ApiError
+from rkvstore.products.kvstore import errors as kvstore_errors
 
 EVICTION_POLICIES: Final = (
     "volatile-lru",
@@ -111,25 +111,25 @@ def parse_config(text: str) -> dict[str, str]:
         document = None
     if not isinstance(document, dict):
         raise ApiError(
-            errors.INVALID_PARAMETERS_FORMAT, name="Config", rule="must be a JSON object"
+            kvstore_errors.INVALID_PARAMETERS_FORMAT, name="Config", rule="must be a JSON object"
         )
     values: dict[str, str] = {}
     for name, raw in document.items():
         parameter = ALLOWED.get(name)
         if parameter is None:
             raise ApiError(
-                errors.PARAMETER_NOT_SUPPORTED, name=_shown(name), allowed=", ".join(NAMES)
+                kvstore_errors.PARAMETER_NOT_SUPPORTED, name=_shown(name), allowed=", ".join(NAMES)
             )
         if isinstance(raw, bool) or not isinstance(raw, str | int):
             raise ApiError(
-                errors.INVALID_PARAMETERS_FORMAT,
+                kvstore_errors.INVALID_PARAMETERS_FORMAT,
                 name=name,
                 rule=f"must be a string or an integer in {parameter.checking_code}",
             )
         value = str(raw)
         if not parameter.check(value):
             raise ApiError(
-                errors.INVALID_PARAMETERS_FORMAT,
+                kvstore_errors.INVALID_PARAMETERS_FORMAT,
                 name=name,
                 rule=f"must be in {parameter.checking_code}",
             )

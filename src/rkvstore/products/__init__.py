@@ -1,0 +1,30 @@
+"""The products served on the one endpoint, each a package with the same shape.
+
+A product holds its action table (``actions.py``: ``actions()``), its
+handlers, its rules, its error codes (``errors.py``, added to the kernel's one
+catalogue) and its own store queries. The kernel (api, iam, engine, store,
+services) names no product; this module is the one place that lists them.
+"""
+
+from __future__ import annotations
+
+from rkvstore.errors import CATALOGUE
+from rkvstore.products.kvstore import actions as kvstore
+from rkvstore.products.kvstore import errors as _kvstore_errors  # noqa: F401  (codes catalogued)
+from rkvstore.products.ram import actions as ram
+from rkvstore.products.ram import errors as _ram_errors  # noqa: F401  (codes catalogued)
+from rkvstore.services.registry import ActionSpec, Registry
+
+PRODUCTS = (ram, kvstore)
+
+
+def all_actions() -> list[ActionSpec]:
+    return [spec for product in PRODUCTS for spec in product.actions()]
+
+
+def build_registry() -> Registry:
+    """Every action of every product, each declared once."""
+    return Registry(all_actions())
+
+
+__all__ = ["CATALOGUE", "build_registry"]

@@ -1,0 +1,315 @@
+"""R-kvstore's actions (2015-01-01), declared once: parameters, RAM action, resource, access."""
+
+from __future__ import annotations
+
+from rkvstore.api.params import Param, ParamSpec
+from rkvstore.config import API_VERSION
+from rkvstore.products.kvstore import (
+    accounts,
+    instance_settings,
+    instance_surface,
+    instances,
+    regions,
+    registered,
+)
+from rkvstore.services.registry import ActionSpec
+
+ALL_INSTANCES = "instance/*"
+ONE_INSTANCE = "instance/{InstanceId}"
+
+INSTANCE_ID = Param("InstanceId", required=True)
+ACCOUNT_NAME = Param("AccountName", required=True)
+PAGE_NUMBER = Param("PageNumber", "int", default=1, min_value=1, max_value=10**9)
+PAGE_SIZE = Param("PageSize", "int", default=30, min_value=1, max_value=100)
+
+
+def _spec(name: str, handler: object, level: str, resource: str, *params: Param) -> ActionSpec:
+    return ActionSpec(
+        name=name,
+        version=API_VERSION,
+        params=ParamSpec(params),
+        handler=handler,  # type: ignore[arg-type]
+        access_level=level,  # type: ignore[arg-type]
+        resource=resource,
+    )
+
+
+def actions() -> list[ActionSpec]:
+    return [
+        _spec(
+            "DescribeRegions",
+            regions.describe_regions,
+            "list",
+            ALL_INSTANCES,
+            Param("AcceptLanguage"),
+        ),
+        _spec(
+            "DescribeZones",
+            regions.describe_zones,
+            "list",
+            ALL_INSTANCES,
+            Param("RegionId", required=True),
+            Param("AcceptLanguage"),
+        ),
+        # ---- instances
+        _spec(
+            "CreateInstance",
+            instances.create_instance,
+            "create",
+            ALL_INSTANCES,
+            Param("RegionId"),
+            Param("ZoneId"),
+            Param("InstanceName", max_length=128),
+            Param("Password", "secret"),
+            Param("EngineVersion"),
+            Param("NodeType"),
+            Param("ShardCount", "int", min_value=1, max_value=256),
+            Param("InstanceClass", max_length=64),
+            Param("ChargeType", "enum", choices=("PostPaid", "PrePaid")),
+            Param("NetworkType", "enum", choices=("CLASSIC", "VPC")),
+            Param("VpcId", max_length=128),
+            Param("VSwitchId", max_length=128),
+            Param("DryRun", "bool", default=False),
+        ),
+        _spec(
+            "DescribeInstances",
+            instances.describe_instances,
+            "list",
+            ALL_INSTANCES,
+            Param("InstanceIds", max_length=4096),
+            Param("InstanceStatus"),
+            Param("ArchitectureType"),
+            Param("EngineVersion"),
+            Param("NodeType"),
+            Param("ZoneId"),
+            Param("ChargeType"),
+            Param("SearchKey"),
+            PAGE_NUMBER,
+            PAGE_SIZE,
+        ),
+        _spec(
+            "DescribeInstanceAttribute",
+            instances.describe_instance_attribute,
+            "read",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+        ),
+        _spec(
+            "RegisterInstance",
+            registered.register_instance,
+            "create",
+            ALL_INSTANCES,
+            Param("Endpoint", required=True, max_length=300),
+            Param("AdminUserName", max_length=128),
+            Param("AdminPassword", "secret", required=True),
+            Param("InstanceName", max_length=128),
+            Param("DryRun", "bool", default=False),
+        ),
+        _spec(
+            "RotateManagementPassword",
+            instances.rotate_management_password,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+        ),
+        _spec(
+            "DeleteInstance",
+            instances.delete_instance,
+            "delete",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+        ),
+        # ---- accounts
+        _spec(
+            "CreateAccount",
+            accounts.create_account,
+            "create",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            ACCOUNT_NAME,
+            Param("AccountPassword", "secret", required=True),
+            Param("AccountPrivilege"),
+            Param("AccountType"),
+            Param("AccountDescription"),
+            Param("SourceBiz"),
+        ),
+        _spec(
+            "DescribeAccounts",
+            accounts.describe_accounts,
+            "read",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("AccountName"),
+            Param("SearchAccountName"),
+            PAGE_NUMBER,
+            PAGE_SIZE,
+        ),
+        _spec(
+            "ResetAccountPassword",
+            accounts.reset_account_password,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            ACCOUNT_NAME,
+            Param("AccountPassword", "secret", required=True),
+            Param("SourceBiz"),
+        ),
+        _spec(
+            "ModifyAccountPassword",
+            accounts.modify_account_password,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            ACCOUNT_NAME,
+            Param("OldAccountPassword", "secret", required=True),
+            Param("NewAccountPassword", "secret", required=True),
+            Param("SourceBiz"),
+        ),
+        _spec(
+            "ModifyAccountDescription",
+            accounts.modify_account_description,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            ACCOUNT_NAME,
+            Param("AccountDescription", required=True),
+            Param("SourceBiz"),
+        ),
+        _spec(
+            "GrantAccountPrivilege",
+            accounts.grant_account_privilege,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            ACCOUNT_NAME,
+            Param("AccountPrivilege", required=True),
+            Param("SourceBiz"),
+        ),
+        _spec(
+            "DeleteAccount",
+            accounts.delete_account,
+            "delete",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            ACCOUNT_NAME,
+            Param("SourceBiz"),
+        ),
+        *instance_setting_actions(),
+        *instance_surface_actions(),
+    ]
+
+
+# ------------------------------------------------------------- instance settings (issue 11)
+
+
+def instance_setting_actions() -> list[ActionSpec]:
+    return [
+        _spec(
+            "ModifyInstanceAttribute",
+            instance_settings.modify_instance_attribute,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("InstanceName", max_length=128),
+            Param("NewPassword", "secret"),
+            Param("InstanceReleaseProtection", "bool"),
+        ),
+        _spec(
+            "ModifyInstanceConfig",
+            instance_settings.modify_instance_config,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("Config", required=True, max_length=8192),
+        ),
+        _spec(
+            "DescribeInstanceConfig",
+            instance_settings.describe_instance_config,
+            "read",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+        ),
+        _spec(
+            "DescribeParameters",
+            instance_settings.describe_parameters,
+            "read",
+            "instance/{DBInstanceId}",
+            Param("DBInstanceId", required=True),
+            Param("NodeId", max_length=64),
+        ),
+        _spec(
+            "ModifySecurityIps",
+            instance_settings.modify_security_ips,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("SecurityIps", required=True, max_length=64 * 1024),
+            Param("SecurityIpGroupName", max_length=128),
+            Param("ModifyMode", "enum", choices=("Cover", "Append", "Delete")),
+            Param("SecurityIpGroupAttribute", max_length=128),
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- instance surface
+
+
+def instance_surface_actions() -> list[ActionSpec]:
+    """What Terraform's read of an instance calls (issue 11), and the settings refused."""
+    surface = instance_surface
+    return [
+        *(
+            _spec(name, handler, "read", ONE_INSTANCE, INSTANCE_ID)
+            for name, handler in (
+                ("DescribeDBInstanceNetInfo", surface.describe_db_instance_net_info),
+                ("DescribeBackupPolicy", surface.describe_backup_policy),
+                (
+                    "DescribeSecurityGroupConfiguration",
+                    surface.describe_security_group_configuration,
+                ),
+                ("DescribeInstanceSSL", surface.describe_instance_ssl),
+                ("DescribeSecurityIps", surface.describe_security_ips),
+                ("DescribeEngineVersion", surface.describe_engine_version),
+            )
+        ),
+        _spec(
+            "ModifyInstanceSSL",
+            surface.modify_instance_ssl,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("SSLEnabled", "enum", required=True, choices=("Enable", "Disable", "Update")),
+        ),
+        _spec(
+            "ModifyInstanceTDE",
+            surface.modify_instance_tde,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            Param("TDEStatus", "enum", required=True, choices=("Enabled", "Disabled")),
+            Param("EncryptionName", max_length=256),
+            Param("EncryptionKey", max_length=256),
+            Param("RoleArn", max_length=512),
+        ),
+        _spec(
+            "ModifyBackupPolicy",
+            surface.modify_backup_policy,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            # Not required: every call is refused, and Terraform sends only the one
+            # it has when the other reads back empty (DescribeBackupPolicy's "").
+            Param("PreferredBackupPeriod", max_length=256),
+            Param("PreferredBackupTime", max_length=64),
+            Param("EnableBackupLog", "int", min_value=0, max_value=1),
+            Param("BackupRetentionPeriod", "int", min_value=1, max_value=730),
+        ),
+        _spec(
+            "ModifySecurityGroupConfiguration",
+            surface.modify_security_group_configuration,
+            "update",
+            "instance/{DBInstanceId}",  # this action names the instance DBInstanceId
+            Param("DBInstanceId", required=True),
+            Param("SecurityGroupId", required=True, max_length=1024),
+        ),
+    ]

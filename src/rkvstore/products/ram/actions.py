@@ -1,0 +1,197 @@
+"""RAM's actions (2015-05-01), declared once: parameters, RAM action, resource, access."""
+
+from __future__ import annotations
+
+from rkvstore.api.params import Param, ParamSpec
+from rkvstore.products.ram import handlers as ram
+from rkvstore.services.registry import ActionSpec
+
+RAM_VERSION = "2015-05-01"
+MAX_ITEMS = Param("MaxItems", "int", default=100, min_value=1, max_value=1000)
+USER_NAME = Param("UserName", required=True)
+GROUP_NAME = Param("GroupName", required=True)
+POLICY_NAME = Param("PolicyName", required=True)
+POLICY_TYPE = Param("PolicyType", required=True)
+POLICY_DOCUMENT = Param("PolicyDocument", required=True)
+
+
+def _ram(
+    name: str,
+    handler: object,
+    level: str,
+    resource: str,
+    *params: Param,
+    self_param: str | None = None,
+    also_on: tuple[str, ...] = (),
+) -> ActionSpec:
+    return ActionSpec(
+        name=name,
+        version=RAM_VERSION,
+        params=ParamSpec(params),
+        handler=handler,  # type: ignore[arg-type]
+        access_level=level,  # type: ignore[arg-type]
+        resource=resource,
+        service="ram",
+        self_param=self_param,
+        also_on=also_on,
+    )
+
+
+def actions() -> list[ActionSpec]:
+    user = "user/{UserName}"
+    group = "group/{GroupName}"
+    policy = "policy/{PolicyName}"
+    optional_user = Param("UserName")
+    return [
+        _ram(
+            "CreateUser",
+            ram.create_user,
+            "create",
+            user,
+            USER_NAME,
+            Param("DisplayName"),
+            Param("Email"),
+            Param("MobilePhone"),
+            Param("Comments"),
+        ),
+        _ram("GetUser", ram.get_user, "read", user, USER_NAME),
+        _ram("ListUsers", ram.list_users, "list", "user/*", Param("Marker"), MAX_ITEMS),
+        _ram(
+            "UpdateUser",
+            ram.update_user,
+            "update",
+            user,
+            USER_NAME,
+            Param("NewUserName"),
+            Param("NewDisplayName"),
+            Param("NewEmail"),
+            Param("NewMobilePhone"),
+            Param("NewComments"),
+        ),
+        _ram("DeleteUser", ram.delete_user, "delete", user, USER_NAME),
+        _ram(
+            "CreateAccessKey",
+            ram.create_access_key,
+            "create",
+            user,
+            optional_user,
+            self_param="UserName",
+        ),
+        _ram(
+            "ListAccessKeys",
+            ram.list_access_keys,
+            "list",
+            user,
+            optional_user,
+            self_param="UserName",
+        ),
+        _ram(
+            "UpdateAccessKey",
+            ram.update_access_key,
+            "update",
+            user,
+            optional_user,
+            Param("UserAccessKeyId", required=True),
+            Param("Status", required=True),
+            self_param="UserName",
+        ),
+        _ram(
+            "DeleteAccessKey",
+            ram.delete_access_key,
+            "delete",
+            user,
+            optional_user,
+            Param("UserAccessKeyId", required=True),
+            self_param="UserName",
+        ),
+        _ram(
+            "CreatePolicy",
+            ram.create_policy,
+            "create",
+            policy,
+            POLICY_NAME,
+            POLICY_DOCUMENT,
+            Param("Description", max_length=4096),
+        ),
+        _ram("GetPolicy", ram.get_policy, "read", policy, POLICY_NAME, POLICY_TYPE),
+        _ram(
+            "ListPolicies",
+            ram.list_policies,
+            "list",
+            "policy/*",
+            Param("PolicyType"),
+            Param("Marker"),
+            MAX_ITEMS,
+        ),
+        _ram(
+            "DeletePolicy",
+            ram.delete_policy,
+            "delete",
+            policy,
+            POLICY_NAME,
+            Param("CascadingDelete", "bool", default=False),
+        ),
+        _ram(
+            "CreatePolicyVersion",
+            ram.create_policy_version,
+            "create",
+            policy,
+            POLICY_NAME,
+            POLICY_DOCUMENT,
+            Param("SetAsDefault", "bool", default=False),
+            Param("RotateStrategy"),
+        ),
+        _ram(
+            "AttachPolicyToUser",
+            ram.attach_policy_to_user,
+            "update",
+            user,
+            POLICY_TYPE,
+            POLICY_NAME,
+            USER_NAME,
+            also_on=(policy,),
+        ),
+        _ram(
+            "DetachPolicyFromUser",
+            ram.detach_policy_from_user,
+            "update",
+            user,
+            POLICY_TYPE,
+            POLICY_NAME,
+            USER_NAME,
+            also_on=(policy,),
+        ),
+        _ram("ListPoliciesForUser", ram.list_policies_for_user, "list", user, USER_NAME),
+        _ram("ListPoliciesForGroup", ram.list_policies_for_group, "list", group, GROUP_NAME),
+        _ram("CreateGroup", ram.create_group, "create", group, GROUP_NAME, Param("Comments")),
+        _ram("AddUserToGroup", ram.add_user_to_group, "update", group, GROUP_NAME, USER_NAME),
+        _ram(
+            "RemoveUserFromGroup",
+            ram.remove_user_from_group,
+            "update",
+            group,
+            GROUP_NAME,
+            USER_NAME,
+        ),
+        _ram(
+            "AttachPolicyToGroup",
+            ram.attach_policy_to_group,
+            "update",
+            group,
+            POLICY_TYPE,
+            POLICY_NAME,
+            GROUP_NAME,
+            also_on=(policy,),
+        ),
+        _ram(
+            "DetachPolicyFromGroup",
+            ram.detach_policy_from_group,
+            "update",
+            group,
+            POLICY_TYPE,
+            POLICY_NAME,
+            GROUP_NAME,
+            also_on=(policy,),
+        ),
+        _ram("ListGroupsForUser", ram.list_groups_for_user, "list", user, USER_NAME),
+    ]
