@@ -81,7 +81,7 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
     a registered deployment's nodes also say whom they know), a registered
     deployment looked at again if they name a node not on the list, the repairs.
     """
-    from rkvstore.services.common import (
+    from rkvstore.services.instance_nodes import (
         CLUSTER,
         LOCAL,
         REGISTERED,
