@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rkvstore.api.params import ParamSpec
 from rkvstore.services.context import CallContext
+from rkvstore.services.params import ParamSpec
 
 AccessLevel = Literal["list", "read", "create", "update", "delete"]
 Handler = Callable[[CallContext, dict[str, Any]], dict[str, Any]]
