@@ -31,6 +31,7 @@ def _spec(name: str, handler: object, level: str, resource: str, *params: Param)
         handler=handler,  # type: ignore[arg-type]
         access_level=level,  # type: ignore[arg-type]
         resource=resource,
+        service="kvstore",
     )
 
 

@@ -32,6 +32,7 @@ def _ram(
         access_level=level,  # type: ignore[arg-type]
         resource=resource,
         service="ram",
+        regional_arns=False,  # users, groups and policies are global
         self_param=self_param,
         also_on=also_on,
     )
