@@ -1,10 +1,10 @@
 """The one catalogue of system policies: present in every tenant, without a row.
 
-Each product declares its own (``products/<product>/policies.py``: the
-R-kvstore ones allow ``kvstore:*`` or ``kvstore:Describe*``), added here when
-the product is imported, as its error codes are added to ``errors.CATALOGUE``.
-The kernel reads them by name: a RAM user's attached ``System`` policy
-(``iam.attached_policies``), and RAM the product lists, gets and attaches them.
+Each product declares its own (``products/<product>/policies.py``), added
+here when the product is imported, as its error codes are added to
+``errors.CATALOGUE``. The kernel reads them by name for a RAM user's attached
+``System`` policies (``iam.attached_policies``); the product that manages
+policies lists, gets and attaches them.
 """
 
 from __future__ import annotations
