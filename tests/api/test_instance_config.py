@@ -46,7 +46,8 @@ from aliyunsdkr_kvstore.request.v20150101.ModifySecurityIpsRequest import (
 )
 
 from rkvstore.domain.accounts import MANAGEMENT_USER
-from rkvstore.iam.policy import SYSTEM_POLICIES, evaluate, parse_policy
+from rkvstore.iam.policy import evaluate, parse_policy
+from rkvstore.products import SYSTEM_POLICIES
 from rkvstore.secret import Secret
 from tests.api.instances import (
     MASTER_SLAVE,

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, select
 
 from rkvstore.iam.attached_policies import CUSTOM, SYSTEM, USER
 from rkvstore.iam.authorize import decide
-from rkvstore.iam.policy import SYSTEM_POLICIES
+from rkvstore.products import SYSTEM_POLICIES
 from rkvstore.products.kvstore import instance_surface
 from rkvstore.products.kvstore.accounts import SUPER
 from rkvstore.products.ram import store

@@ -30,7 +30,6 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, select, text, update
 
-from rkvstore.api.params import parse_params
 from rkvstore.client import RpcClient
 from rkvstore.config import Settings
 from rkvstore.crypto import SecretBox
@@ -42,6 +41,7 @@ from rkvstore.iam.visibility import caller_rules, id_condition
 from rkvstore.products import build_registry
 from rkvstore.secret import Secret
 from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.params import parse_params
 from rkvstore.store.db import make_engine, migrate
 from rkvstore.store.tables import instances, ram_groups, tenants
 from tests.conftest import (

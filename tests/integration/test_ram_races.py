@@ -27,7 +27,6 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine, event, func, select
 
-from rkvstore.api.params import parse_params
 from rkvstore.crypto import SecretBox
 from rkvstore.errors import ApiError
 from rkvstore.iam.credentials import (
@@ -39,6 +38,7 @@ from rkvstore.iam.credentials import (
 )
 from rkvstore.products.ram.actions import actions as ram_actions
 from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.params import parse_params
 from rkvstore.store.db import make_engine, migrate
 from rkvstore.store.tables import (
     access_keys,

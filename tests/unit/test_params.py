@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from rkvstore.api.params import Param, ParamSpec, decode_pairs, merge_pairs, parse_params
+from rkvstore.api.params import decode_pairs, merge_pairs
 from rkvstore.config import Settings
 from rkvstore.errors import ApiError
 from rkvstore.secret import MASK, Secret
+from rkvstore.services.params import Param, ParamSpec, parse_params
 
 MAX_BYTES = 64 * 1024
 MAX_PARAMETERS = 200

@@ -14,7 +14,6 @@ from rkvstore.errors import ApiError
 from rkvstore.iam.policy import (
     CONDITION_OPERATORS,
     MAX_DOCUMENT_LENGTH,
-    SYSTEM_POLICIES,
     Condition,
     Decision,
     Policy,
@@ -23,6 +22,7 @@ from rkvstore.iam.policy import (
     parse_policy,
     wildcard_match,
 )
+from rkvstore.products import SYSTEM_POLICIES
 
 ACCOUNT = "1234567890123456"
 ARN_A = f"acs:kvstore:cn-hangzhou:{ACCOUNT}:instance/r-a"

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from rkvstore import errors
 from rkvstore.api import render
-from rkvstore.api.params import decode_pairs, merge_pairs, parse_params, printable
+from rkvstore.api.params import decode_pairs, merge_pairs, printable
 from rkvstore.api.signing import (
     SignatureFormatError,
     SignedRequest,
@@ -27,6 +27,7 @@ from rkvstore.errors import ApiError
 from rkvstore.iam.authorize import authorize
 from rkvstore.iam.credentials import ACTIVE, AccessKey
 from rkvstore.services.context import CallContext, Deps, current_request_id
+from rkvstore.services.params import parse_params
 from rkvstore.services.registry import ActionSpec, Registry
 from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.nonces import use_nonce

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, and_, bindparam, or_, select
 
-from rkvstore.iam.policy import SYSTEM_POLICIES
+from rkvstore.iam.system_policies import SYSTEM_POLICIES
 from rkvstore.store.tables import (
     ram_attachments,
     ram_group_members,

@@ -50,24 +50,6 @@ Decision = Literal["Allow", "ExplicitDeny", "ImplicitDeny"]
 
 MAX_DOCUMENT_LENGTH: Final = 6144
 
-_FULL_ACCESS = (
-    '{"Version":"1","Statement":[{"Effect":"Allow","Action":"kvstore:*","Resource":"*"}]}'
-)
-_READ_ONLY = (
-    '{"Version":"1","Statement":[{"Effect":"Allow","Action":"kvstore:Describe*","Resource":"*"}]}'
-)
-# name -> (description, document); present in every tenant.
-SYSTEM_POLICIES: Final[dict[str, tuple[str, str]]] = {
-    "AliyunKvstoreFullAccess": (
-        "Provides full access to ApsaraDB for Redis (KVStore) via Management Console.",
-        _FULL_ACCESS,
-    ),
-    "AliyunKvstoreReadOnlyAccess": (
-        "Provides read-only access to ApsaraDB for Redis (KVStore) via Management Console.",
-        _READ_ONLY,
-    ),
-}
-
 
 @dataclass(frozen=True)
 class Condition:

@@ -2,15 +2,18 @@
 
 A product holds its action table (``actions.py``: ``actions()``), its
 handlers, its rules, its error codes (``errors.py``, added to the kernel's one
-catalogue) and its own store queries. The kernel (api, iam, engine, store,
+catalogue), its system policies if it has any (``policies.py``, added to
+``iam.system_policies``) and its own store queries. The kernel (api, iam, engine, store,
 services) names no product; this module is the one place that lists them.
 """
 
 from __future__ import annotations
 
 from rkvstore.errors import CATALOGUE
+from rkvstore.iam.system_policies import SYSTEM_POLICIES
 from rkvstore.products.kvstore import actions as kvstore
 from rkvstore.products.kvstore import errors as _kvstore_errors  # noqa: F401  (codes catalogued)
+from rkvstore.products.kvstore import policies as _kvstore_policies  # noqa: F401  (catalogued)
 from rkvstore.products.ram import actions as ram
 from rkvstore.products.ram import errors as _ram_errors  # noqa: F401  (codes catalogued)
 from rkvstore.services.registry import ActionSpec, Registry
@@ -27,4 +30,4 @@ def build_registry() -> Registry:
     return Registry(all_actions())
 
 
-__all__ = ["CATALOGUE", "build_registry"]
+__all__ = ["CATALOGUE", "SYSTEM_POLICIES", "build_registry"]

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rkvstore.api.params import ParamSpec
 from rkvstore.services.context import CallContext
+from rkvstore.services.params import ParamSpec
 
 AccessLevel = Literal["list", "read", "create", "update", "delete"]
 Handler = Callable[[CallContext, dict[str, Any]], dict[str, Any]]
@@ -23,7 +23,11 @@ class ActionSpec:
     # Resource path after ``acs:<service>:<region>:<account>:``; ``{Param}`` is
     # filled from the parsed parameters.
     resource: str
-    service: str = "kvstore"
+    # The RAM service prefix: of the RAM action (``<service>:<name>``) and the ARNs.
+    service: str
+    # A product whose resources are global (RAM's users, groups, policies) names
+    # them in ARNs with an empty region.
+    regional_arns: bool = True
     # A parameter that, left out, means the caller itself (RAM's UserName on
     # AccessKey actions): the ARN then names the calling user.
     self_param: str | None = None
@@ -36,12 +40,9 @@ class ActionSpec:
         return f"{self.service}:{self.name}"
 
     def resource_arns(self, region: str, account_id: str, params: dict[str, Any]) -> list[str]:
-        """The ARNs RAM evaluates; a parameter the call left out stands as ``*``.
-
-        RAM's own resources are global: their ARNs have an empty region.
-        """
+        """The ARNs RAM evaluates; a parameter the call left out stands as ``*``."""
         values = _AnyMissing({k: v for k, v in params.items() if isinstance(v, str)})
-        region = "" if self.service == "ram" else region
+        region = region if self.regional_arns else ""
         return [
             f"acs:{self.service}:{region}:{account_id}:{resource.format_map(values)}"
             for resource in (self.resource, *self.also_on)

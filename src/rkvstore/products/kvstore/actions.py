@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rkvstore.api.params import Param, ParamSpec
 from rkvstore.config import API_VERSION
 from rkvstore.products.kvstore import (
     accounts,
@@ -12,6 +11,7 @@ from rkvstore.products.kvstore import (
     regions,
     registered,
 )
+from rkvstore.services.params import Param, ParamSpec
 from rkvstore.services.registry import ActionSpec
 
 ALL_INSTANCES = "instance/*"
@@ -31,6 +31,7 @@ def _spec(name: str, handler: object, level: str, resource: str, *params: Param)
         handler=handler,  # type: ignore[arg-type]
         access_level=level,  # type: ignore[arg-type]
         resource=resource,
+        service="kvstore",
     )
 
 

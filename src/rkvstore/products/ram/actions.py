@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rkvstore.api.params import Param, ParamSpec
 from rkvstore.products.ram import handlers as ram
+from rkvstore.services.params import Param, ParamSpec
 from rkvstore.services.registry import ActionSpec
 
 RAM_VERSION = "2015-05-01"
@@ -32,6 +32,7 @@ def _ram(
         access_level=level,  # type: ignore[arg-type]
         resource=resource,
         service="ram",
+        regional_arns=False,  # users, groups and policies are global
         self_param=self_param,
         also_on=also_on,
     )

@@ -32,7 +32,8 @@ from rkvstore.iam.credentials import (
     new_access_key_id,
     new_access_key_secret,
 )
-from rkvstore.iam.policy import SYSTEM_POLICIES, validate_policy
+from rkvstore.iam.policy import validate_policy
+from rkvstore.iam.system_policies import SYSTEM_POLICIES
 from rkvstore.products.ram import errors as ram_errors
 from rkvstore.products.ram import listing, store
 from rkvstore.products.ram.store import iso

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select
 
 from rkvstore.iam.attached_policies import CUSTOM, SYSTEM
-from rkvstore.iam.policy import SYSTEM_POLICIES
+from rkvstore.iam.system_policies import SYSTEM_POLICIES
 from rkvstore.products.ram.store import PolicyInfo, system_policy
 from rkvstore.store.listing import code_point_order
 from rkvstore.store.tables import ram_attachments, ram_policies, ram_users

@@ -1,7 +1,7 @@
 """RAM entities in the database: users, groups, memberships, policies, attachments.
 
 Every query is scoped to one tenant (``account_id``). System policies have no
-rows: they exist in every tenant, from ``policy.SYSTEM_POLICIES``.
+rows: they exist in every tenant, from ``iam.system_policies.SYSTEM_POLICIES``.
 
 Changes to one entity run one after the other (issue 9): a transaction that
 changes a user, a group or a policy, or what hangs from it (keys, memberships,
@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 
 from rkvstore.iam.attached_policies import CUSTOM, SYSTEM, USER
-from rkvstore.iam.policy import SYSTEM_POLICIES
+from rkvstore.iam.system_policies import SYSTEM_POLICIES
 from rkvstore.store.tables import (
     access_keys,
     ram_attachments,
