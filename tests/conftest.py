@@ -10,6 +10,7 @@ import resource
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -117,10 +118,11 @@ class LiveServer:
     data_dir: Path
     process: subprocess.Popen[bytes]
     env: dict[str, str] = field(default_factory=dict)
+    ca: Path | None = None  # HTTPS, with a certificate of this CA
 
     @property
     def url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{'http' if self.ca is None else 'https'}://{self.endpoint}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.process.poll() is None:
@@ -137,10 +139,13 @@ def start_server(
     output: Path | None = None,
     nofile: int | None = None,
     args: Sequence[str] = (),
+    ca: Path | None = None,
 ) -> LiveServer:
     """``output``: where the server's stdout and stderr go (default ``data_dir/server.out``);
     ``nofile``: the server's file-descriptor limit, soft and hard (default: this process's);
-    ``args``: more options for ``rkvstore serve`` (e.g. ``--log-level DEBUG``)."""
+    ``args``: more options for ``rkvstore serve`` (e.g. ``--log-level DEBUG``);
+    ``ca``: the server speaks HTTPS (TLS settings in ``extra_env`` or ``args``) with a
+    certificate this CA signed."""
     output = output or data_dir / "server.out"
     port = free_port()
     key_id, key_secret = access_key or (
@@ -162,13 +167,14 @@ def start_server(
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit
         )
-    server = LiveServer(f"127.0.0.1:{port}", key_id, key_secret, data_dir, process, env)
+    server = LiveServer(f"127.0.0.1:{port}", key_id, key_secret, data_dir, process, env, ca)
+    verify: ssl.SSLContext | bool = True if ca is None else ssl.create_default_context(cafile=ca)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"rkvstore serve exited: {output.read_text()}")
         try:
-            httpx.get(server.url + "/", timeout=1)
+            httpx.get(server.url + "/", timeout=1, verify=verify)
             return server
         except httpx.TransportError:
             time.sleep(0.1)

@@ -103,11 +103,23 @@ def _server_options(func: Any) -> Any:
     help="Request worker processes on the one port; one of them supervises the local "
     "nodes [1; RKVSTORE_WORKERS].",
 )
+@click.option(
+    "--tls-certfile",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Serve HTTPS with this PEM certificate (chain); with --tls-keyfile "
+    "[plain HTTP; RKVSTORE_TLS_CERTFILE].",
+)
+@click.option(
+    "--tls-keyfile",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The certificate's unencrypted PEM private key [RKVSTORE_TLS_KEYFILE].",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(log_level: str, **options: Any) -> None:
     """Run the API server until SIGINT or SIGTERM."""
     os.umask(0o077)  # everything under the data dir is the operator's alone
     settings = _settings(**options)
+    _check_tls(settings)
     if settings.workers == 1:
         from rkvstore.serving import run_server
 
@@ -115,6 +127,16 @@ def serve(log_level: str, **options: Any) -> None:
         run_server(settings)
         return
     _serve_workers(settings, log_level)
+
+
+def _check_tls(settings: Settings) -> None:
+    """Bad TLS settings stop the start with one line, before anything is set up."""
+    from rkvstore.serving import TlsSetupError, tls_context
+
+    try:
+        tls_context(settings)
+    except TlsSetupError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _serve_workers(settings: Settings, log_level: str) -> None:
@@ -158,6 +180,7 @@ def demo(log_level: str, **options: Any) -> None:
 
     os.umask(0o077)
     settings = _settings(**options)
+    _check_tls(settings)
     setup_logging(settings, log_level)
     run_server(settings, on_ready=set_up_demo)
 

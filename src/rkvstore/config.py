@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # addresses or networks); empty: nobody's, the connection's own address and
     # scheme are what RAM conditions see.
     trusted_proxies: str = ""
+    # TLS: a PEM certificate (chain) and its unencrypted PEM private key, both or
+    # neither; the requests then have the scheme https (acs:SecureTransport).
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     # Threads that run actions, in all; and at most this many for one tenant at once.
     request_workers: int = Field(64, ge=1)
     tenant_workers: int = Field(8, ge=1)
@@ -86,6 +90,11 @@ class Settings(BaseSettings):
     def _networks(cls, value: str) -> str:
         parse_networks(value)  # a malformed entry stops the start with its reason
         return value
+
+    @field_validator("tls_certfile", "tls_keyfile", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: object) -> object:
+        return None if value == "" else value  # RKVSTORE_TLS_KEYFILE= is not a file "."
 
     @field_validator("data_dir")
     @classmethod

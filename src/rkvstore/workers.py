@@ -87,10 +87,11 @@ class Parent:
         signal.signal(signal.SIGTERM, self._on_signal)
         for _ in range(self.settings.workers):
             self._spawn()
+        from rkvstore.serving import listening_url
+
         log.info(
-            "serving on http://%s:%d with %d workers (pids %s)",
-            self.settings.host,
-            self.settings.port,
+            "serving on %s with %d workers (pids %s)",
+            listening_url(self.settings),
             self.settings.workers,
             " ".join(str(pid) for pid in self.workers),
         )

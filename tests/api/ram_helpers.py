@@ -87,14 +87,21 @@ def ram_server(data_dir: Path) -> Iterator[LiveServer]:
 
 
 def ram_client(
-    endpoint: str, key_id: str, secret: str, *, signature_algorithm: str | None = None
+    endpoint: str,
+    key_id: str,
+    secret: str,
+    *,
+    signature_algorithm: str | None = None,
+    ca: str | None = None,
 ) -> RamClient:
+    """Plain HTTP; with ``ca`` (a CA bundle's path), HTTPS verified against it."""
     return RamClient(
         Config(
             access_key_id=key_id,
             access_key_secret=secret,
             endpoint=endpoint,
-            protocol="http",
+            protocol="https" if ca else "http",
+            ca=ca,
             region_id=REGION,
             signature_algorithm=signature_algorithm,
         )
@@ -110,6 +117,7 @@ class Principal:
     access_key_secret: str
     user_name: str | None = None  # None: a root key
     account_id: str | None = None
+    ca: str | None = None  # the server speaks HTTPS with a certificate of this CA
 
     def ram(self, *, signature_algorithm: str | None = None) -> RamClient:
         return ram_client(
@@ -117,10 +125,11 @@ class Principal:
             self.access_key_id,
             self.access_key_secret,
             signature_algorithm=signature_algorithm,
+            ca=self.ca,
         )
 
     def kv(self) -> KvClient:
-        return new_sdk_client(self.endpoint, self.access_key_id, self.access_key_secret)
+        return new_sdk_client(self.endpoint, self.access_key_id, self.access_key_secret, ca=self.ca)
 
     def as_server(self, server: LiveServer) -> LiveServer:
         """``server`` seen with this key (for ``provision`` and ``rpc_client``)."""
@@ -130,7 +139,8 @@ class Principal:
 
 
 def root_of(server: LiveServer) -> Principal:
-    return Principal(server.endpoint, server.access_key_id, server.access_key_secret)
+    ca = None if server.ca is None else str(server.ca)
+    return Principal(server.endpoint, server.access_key_id, server.access_key_secret, ca=ca)
 
 
 # --------------------------------------------------------------------------- errors
@@ -272,7 +282,9 @@ def make_user(
     for policy in system:
         attach_to_user(ram, name, policy, "System")
     key_id, secret = new_key(ram, name)
-    return Principal(root.endpoint, key_id, secret, name, account_id)
+    return replace(
+        root, access_key_id=key_id, access_key_secret=secret, user_name=name, account_id=account_id
+    )
 
 
 def discover_account_id(root: Principal) -> str:

@@ -58,14 +58,17 @@ def new_sdk_client(
     *,
     signature_algorithm: str | None = None,
     region_id: str = REGION,
+    ca: str | None = None,
 ) -> NewClient:
-    """The new SDK's client for ``host:port`` over plain HTTP (``"v2"``: V1 signing)."""
+    """The new SDK's client for ``host:port`` over plain HTTP (``"v2"``: V1 signing); with
+    ``ca`` (a CA bundle's path), over HTTPS, the server's certificate verified against it."""
     return NewClient(
         Config(
             access_key_id=access_key_id,
             access_key_secret=access_key_secret,
             endpoint=endpoint,
-            protocol="http",
+            protocol="https" if ca else "http",
+            ca=ca,
             region_id=region_id,
             signature_algorithm=signature_algorithm,
         )
