@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rkvstore.api.params import Param, ParamSpec
-from rkvstore.products.ram import handlers as ram
+from rkvstore.products.ram import policies as ram
 from rkvstore.services.registry import ActionSpec
 
 RAM_VERSION = "2015-05-01"
