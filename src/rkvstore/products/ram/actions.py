@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rkvstore.api.params import Param, ParamSpec
-from rkvstore.products.ram import policies as ram
+from rkvstore.products.ram import groups, policies, users
 from rkvstore.services.registry import ActionSpec
 
 RAM_VERSION = "2015-05-01"
@@ -45,7 +45,7 @@ def actions() -> list[ActionSpec]:
     return [
         _ram(
             "CreateUser",
-            ram.create_user,
+            users.create_user,
             "create",
             user,
             USER_NAME,
@@ -54,11 +54,11 @@ def actions() -> list[ActionSpec]:
             Param("MobilePhone"),
             Param("Comments"),
         ),
-        _ram("GetUser", ram.get_user, "read", user, USER_NAME),
-        _ram("ListUsers", ram.list_users, "list", "user/*", Param("Marker"), MAX_ITEMS),
+        _ram("GetUser", users.get_user, "read", user, USER_NAME),
+        _ram("ListUsers", users.list_users, "list", "user/*", Param("Marker"), MAX_ITEMS),
         _ram(
             "UpdateUser",
-            ram.update_user,
+            users.update_user,
             "update",
             user,
             USER_NAME,
@@ -68,10 +68,10 @@ def actions() -> list[ActionSpec]:
             Param("NewMobilePhone"),
             Param("NewComments"),
         ),
-        _ram("DeleteUser", ram.delete_user, "delete", user, USER_NAME),
+        _ram("DeleteUser", users.delete_user, "delete", user, USER_NAME),
         _ram(
             "CreateAccessKey",
-            ram.create_access_key,
+            users.create_access_key,
             "create",
             user,
             optional_user,
@@ -79,7 +79,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "ListAccessKeys",
-            ram.list_access_keys,
+            users.list_access_keys,
             "list",
             user,
             optional_user,
@@ -87,7 +87,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "UpdateAccessKey",
-            ram.update_access_key,
+            users.update_access_key,
             "update",
             user,
             optional_user,
@@ -97,7 +97,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "DeleteAccessKey",
-            ram.delete_access_key,
+            users.delete_access_key,
             "delete",
             user,
             optional_user,
@@ -106,17 +106,17 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "CreatePolicy",
-            ram.create_policy,
+            policies.create_policy,
             "create",
             policy,
             POLICY_NAME,
             POLICY_DOCUMENT,
             Param("Description", max_length=4096),
         ),
-        _ram("GetPolicy", ram.get_policy, "read", policy, POLICY_NAME, POLICY_TYPE),
+        _ram("GetPolicy", policies.get_policy, "read", policy, POLICY_NAME, POLICY_TYPE),
         _ram(
             "ListPolicies",
-            ram.list_policies,
+            policies.list_policies,
             "list",
             "policy/*",
             Param("PolicyType"),
@@ -125,7 +125,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "DeletePolicy",
-            ram.delete_policy,
+            policies.delete_policy,
             "delete",
             policy,
             POLICY_NAME,
@@ -133,7 +133,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "CreatePolicyVersion",
-            ram.create_policy_version,
+            policies.create_policy_version,
             "create",
             policy,
             POLICY_NAME,
@@ -143,7 +143,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "AttachPolicyToUser",
-            ram.attach_policy_to_user,
+            policies.attach_policy_to_user,
             "update",
             user,
             POLICY_TYPE,
@@ -153,7 +153,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "DetachPolicyFromUser",
-            ram.detach_policy_from_user,
+            policies.detach_policy_from_user,
             "update",
             user,
             POLICY_TYPE,
@@ -161,13 +161,13 @@ def actions() -> list[ActionSpec]:
             USER_NAME,
             also_on=(policy,),
         ),
-        _ram("ListPoliciesForUser", ram.list_policies_for_user, "list", user, USER_NAME),
-        _ram("ListPoliciesForGroup", ram.list_policies_for_group, "list", group, GROUP_NAME),
-        _ram("CreateGroup", ram.create_group, "create", group, GROUP_NAME, Param("Comments")),
-        _ram("AddUserToGroup", ram.add_user_to_group, "update", group, GROUP_NAME, USER_NAME),
+        _ram("ListPoliciesForUser", policies.list_policies_for_user, "list", user, USER_NAME),
+        _ram("ListPoliciesForGroup", policies.list_policies_for_group, "list", group, GROUP_NAME),
+        _ram("CreateGroup", groups.create_group, "create", group, GROUP_NAME, Param("Comments")),
+        _ram("AddUserToGroup", groups.add_user_to_group, "update", group, GROUP_NAME, USER_NAME),
         _ram(
             "RemoveUserFromGroup",
-            ram.remove_user_from_group,
+            groups.remove_user_from_group,
             "update",
             group,
             GROUP_NAME,
@@ -175,7 +175,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "AttachPolicyToGroup",
-            ram.attach_policy_to_group,
+            policies.attach_policy_to_group,
             "update",
             group,
             POLICY_TYPE,
@@ -185,7 +185,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "DetachPolicyFromGroup",
-            ram.detach_policy_from_group,
+            policies.detach_policy_from_group,
             "update",
             group,
             POLICY_TYPE,
@@ -193,5 +193,5 @@ def actions() -> list[ActionSpec]:
             GROUP_NAME,
             also_on=(policy,),
         ),
-        _ram("ListGroupsForUser", ram.list_groups_for_user, "list", user, USER_NAME),
+        _ram("ListGroupsForUser", groups.list_groups_for_user, "list", user, USER_NAME),
     ]
