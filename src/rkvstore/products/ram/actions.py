@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rkvstore.products.ram import handlers as ram
+from rkvstore.products.ram import groups, policies, users
 from rkvstore.services.params import Param, ParamSpec
 from rkvstore.services.registry import ActionSpec
 
@@ -46,7 +46,7 @@ def actions() -> list[ActionSpec]:
     return [
         _ram(
             "CreateUser",
-            ram.create_user,
+            users.create_user,
             "create",
             user,
             USER_NAME,
@@ -55,11 +55,11 @@ def actions() -> list[ActionSpec]:
             Param("MobilePhone"),
             Param("Comments"),
         ),
-        _ram("GetUser", ram.get_user, "read", user, USER_NAME),
-        _ram("ListUsers", ram.list_users, "list", "user/*", Param("Marker"), MAX_ITEMS),
+        _ram("GetUser", users.get_user, "read", user, USER_NAME),
+        _ram("ListUsers", users.list_users, "list", "user/*", Param("Marker"), MAX_ITEMS),
         _ram(
             "UpdateUser",
-            ram.update_user,
+            users.update_user,
             "update",
             user,
             USER_NAME,
@@ -69,10 +69,10 @@ def actions() -> list[ActionSpec]:
             Param("NewMobilePhone"),
             Param("NewComments"),
         ),
-        _ram("DeleteUser", ram.delete_user, "delete", user, USER_NAME),
+        _ram("DeleteUser", users.delete_user, "delete", user, USER_NAME),
         _ram(
             "CreateAccessKey",
-            ram.create_access_key,
+            users.create_access_key,
             "create",
             user,
             optional_user,
@@ -80,7 +80,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "ListAccessKeys",
-            ram.list_access_keys,
+            users.list_access_keys,
             "list",
             user,
             optional_user,
@@ -88,7 +88,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "UpdateAccessKey",
-            ram.update_access_key,
+            users.update_access_key,
             "update",
             user,
             optional_user,
@@ -98,7 +98,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "DeleteAccessKey",
-            ram.delete_access_key,
+            users.delete_access_key,
             "delete",
             user,
             optional_user,
@@ -107,17 +107,17 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "CreatePolicy",
-            ram.create_policy,
+            policies.create_policy,
             "create",
             policy,
             POLICY_NAME,
             POLICY_DOCUMENT,
             Param("Description", max_length=4096),
         ),
-        _ram("GetPolicy", ram.get_policy, "read", policy, POLICY_NAME, POLICY_TYPE),
+        _ram("GetPolicy", policies.get_policy, "read", policy, POLICY_NAME, POLICY_TYPE),
         _ram(
             "ListPolicies",
-            ram.list_policies,
+            policies.list_policies,
             "list",
             "policy/*",
             Param("PolicyType"),
@@ -126,7 +126,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "DeletePolicy",
-            ram.delete_policy,
+            policies.delete_policy,
             "delete",
             policy,
             POLICY_NAME,
@@ -134,7 +134,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "CreatePolicyVersion",
-            ram.create_policy_version,
+            policies.create_policy_version,
             "create",
             policy,
             POLICY_NAME,
@@ -144,7 +144,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "AttachPolicyToUser",
-            ram.attach_policy_to_user,
+            policies.attach_policy_to_user,
             "update",
             user,
             POLICY_TYPE,
@@ -154,7 +154,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "DetachPolicyFromUser",
-            ram.detach_policy_from_user,
+            policies.detach_policy_from_user,
             "update",
             user,
             POLICY_TYPE,
@@ -162,13 +162,13 @@ def actions() -> list[ActionSpec]:
             USER_NAME,
             also_on=(policy,),
         ),
-        _ram("ListPoliciesForUser", ram.list_policies_for_user, "list", user, USER_NAME),
-        _ram("ListPoliciesForGroup", ram.list_policies_for_group, "list", group, GROUP_NAME),
-        _ram("CreateGroup", ram.create_group, "create", group, GROUP_NAME, Param("Comments")),
-        _ram("AddUserToGroup", ram.add_user_to_group, "update", group, GROUP_NAME, USER_NAME),
+        _ram("ListPoliciesForUser", policies.list_policies_for_user, "list", user, USER_NAME),
+        _ram("ListPoliciesForGroup", policies.list_policies_for_group, "list", group, GROUP_NAME),
+        _ram("CreateGroup", groups.create_group, "create", group, GROUP_NAME, Param("Comments")),
+        _ram("AddUserToGroup", groups.add_user_to_group, "update", group, GROUP_NAME, USER_NAME),
         _ram(
             "RemoveUserFromGroup",
-            ram.remove_user_from_group,
+            groups.remove_user_from_group,
             "update",
             group,
             GROUP_NAME,
@@ -176,7 +176,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "AttachPolicyToGroup",
-            ram.attach_policy_to_group,
+            policies.attach_policy_to_group,
             "update",
             group,
             POLICY_TYPE,
@@ -186,7 +186,7 @@ def actions() -> list[ActionSpec]:
         ),
         _ram(
             "DetachPolicyFromGroup",
-            ram.detach_policy_from_group,
+            policies.detach_policy_from_group,
             "update",
             group,
             POLICY_TYPE,
@@ -194,5 +194,5 @@ def actions() -> list[ActionSpec]:
             GROUP_NAME,
             also_on=(policy,),
         ),
-        _ram("ListGroupsForUser", ram.list_groups_for_user, "list", user, USER_NAME),
+        _ram("ListGroupsForUser", groups.list_groups_for_user, "list", user, USER_NAME),
     ]
