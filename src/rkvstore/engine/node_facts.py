@@ -29,8 +29,16 @@ class NodeFacts:
     tls_port: int  # 0: no TLS listener (and so for Redis before 6, which has none)
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def info_field(info: Any, name: str) -> str:
+    """One field of an ``INFO`` reply (``""`` if it has none)."""
+    for line in text(info).splitlines():
+        if line.startswith(f"{name}:"):
+            return line.partition(":")[2].strip()
+    return ""
 
 
 def _is_loopback(address: str) -> bool:
@@ -44,9 +52,9 @@ def _config_value(reply: Any) -> str:
     """The value of a one-name CONFIG GET: ``[name, value]`` (RESP2), ``{name: value}``,
     or nothing for a name this Redis does not know (``tls-port`` before 6.0)."""
     if isinstance(reply, dict):
-        return _text(next(iter(reply.values()), ""))
+        return text(next(iter(reply.values()), ""))
     if isinstance(reply, list | tuple) and len(reply) >= 2:
-        return _text(reply[1])
+        return text(reply[1])
     return ""
 
 
@@ -55,10 +63,7 @@ def parse_facts(replies: Sequence[Any]) -> NodeFacts:
     info, bind, tls = replies
     if isinstance(info, Exception):
         raise ValueError(f"INFO server refused: {_short(info)}")
-    version = ""
-    for line in _text(info).splitlines():
-        if line.startswith("redis_version:"):
-            version = line.partition(":")[2].strip()
+    version = info_field(info, "redis_version")
     if not version:
         raise ValueError("INFO server gave no redis_version")
     if isinstance(bind, Exception):

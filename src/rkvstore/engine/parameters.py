@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from rkvstore.engine import bounded
 from rkvstore.engine.acl import Node, NodeFailure, _short, _timeout_of, exchange_batches
+from rkvstore.engine.node_facts import info_field, text
 
 log = logging.getLogger("rkvstore.engine")
 
@@ -27,23 +27,6 @@ class NodeParameters:
     values: dict[str, str]
     config_file: str  # "" when the node runs without one
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    error: str | None
-    maybe_applied: bool
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _config_file(info: Any) -> str:
-    for line in _text(info).splitlines():
-        if line.startswith("config_file:"):
-            return line.partition(":")[2].strip()
-    return ""
 
 
 def read(nodes: Sequence[Node], names: Sequence[str]) -> dict[str, NodeParameters]:
@@ -67,8 +50,8 @@ def read(nodes: Sequence[Node], names: Sequence[str]) -> dict[str, NodeParameter
             else:
                 pairs = list(zip(reply[::2], reply[1::2], strict=True))
             for key, value in pairs:
-                values[_text(key)] = _text(value)
-        out[node.label] = NodeParameters(values, _config_file(replies[0]))
+                values[text(key)] = text(value)
+        out[node.label] = NodeParameters(values, info_field(replies[0], "config_file"))
     return out
 
 
@@ -77,18 +60,17 @@ def _set_batch(values: dict[str, str], rewrite: bool) -> list[list[str]]:
     return batch + ([["CONFIG", "REWRITE"]] if rewrite else [])
 
 
-def _run(nodes: Sequence[Node], batches: dict[str, list[list[str]]]) -> dict[str, _Outcome]:
+def _run(nodes: Sequence[Node], batches: dict[str, list[list[str]]]) -> dict[str, str | None]:
+    """Each node's error (``None``: every command took)."""
     answers = exchange_batches([(node, batches[node.label]) for node in nodes])
-    out: dict[str, _Outcome] = {}
+    out: dict[str, str | None] = {}
     for node in nodes:
         replies = answers[node.label]
         if isinstance(replies, str):
-            out[node.label] = _Outcome(replies, maybe_applied=True)
+            out[node.label] = replies
             continue
         failed = next((r for r in replies if isinstance(r, Exception)), None)
-        # Each CONFIG SET either took or did not; one that failed after another
-        # took leaves the node changed: it is put back all the same.
-        out[node.label] = _Outcome(None if failed is None else _short(failed), maybe_applied=True)
+        out[node.label] = None if failed is None else _short(failed)
     return out
 
 
@@ -106,13 +88,13 @@ def set_all_or_nothing(
     """
     batch = _set_batch(values, rewrite)
     results = _run(nodes, {node.label: batch for node in nodes})
-    failed = {label: r.error for label, r in results.items() if r.error is not None}
+    failed = {label: error or "failed" for label, error in results.items() if error is not None}
     if not failed:
         return
-    put_back(
-        [n for n in nodes if results[n.label].maybe_applied], before, list(values), rewrite=rewrite
-    )
-    raise NodeFailure({k: v or "failed" for k, v in failed.items()})
+    # Any node may have changed: one that failed or went silent may have taken a
+    # CONFIG SET before, so every node is put back, not only those that answered.
+    put_back(nodes, before, list(values), rewrite=rewrite)
+    raise NodeFailure(failed)
 
 
 def put_back(
@@ -122,6 +104,6 @@ def put_back(
     batches = {n.label: _set_batch({k: before[n.label][k] for k in names}, rewrite) for n in nodes}
     with bounded.exchange(_timeout_of(nodes), fresh=True):
         outcomes = _run(nodes, batches)
-    for label, outcome in outcomes.items():
-        if outcome.error:
-            log.error("putting parameters back on node %s failed (%s)", label, outcome.error)
+    for label, error in outcomes.items():
+        if error:
+            log.error("putting parameters back on node %s failed (%s)", label, error)

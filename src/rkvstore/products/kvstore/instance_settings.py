@@ -160,15 +160,15 @@ def _read_one(deps: Deps, instance: InstanceRow, row: NodeRow) -> dict[str, str]
     return seen.values
 
 
-def attribute_config(deps: Deps, instance: InstanceRow) -> str:
-    """DescribeInstanceAttribute's ``Config``: the master's allow-listed parameters.
+def attribute_config(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> str:
+    """DescribeInstanceAttribute's ``Config``: the master's allow-listed parameters
+    (``rows``: the instance's nodes, as just read).
 
     ``"{}"`` while the instance is not Normal, before 6.0, or when the master
     does not answer within the node timeout (the Describe still answers).
     """
     if instance.status != NORMAL or is_legacy(instance):
         return "{}"
-    rows = _rows(deps, instance)
     if not rows:
         return "{}"
     values = _read_one(deps, instance, _master(rows))

@@ -133,7 +133,12 @@ def node_facts(ctx: CallContext, instance: InstanceRow) -> list[NodeFacts]:
     """What every node says now, masters first; ``ServiceUnavailable`` if one cannot say."""
     if instance.status == CREATING:
         raise ApiError(errors.INCORRECT_INSTANCE_STATE)
-    with _reading_nodes(ctx, instance) as nodes:
+    # One deadline for the whole read: a registered deployment's look at its
+    # topology (instance_addresses) as well as the nodes' answers.
+    with (
+        bounded.exchange(ctx.deps.settings.node_timeout_seconds),
+        _reading_nodes(ctx, instance) as nodes,
+    ):
         answers = read_facts(nodes)
     failed = {label: a for label, a in answers.items() if isinstance(a, str)}
     if failed:

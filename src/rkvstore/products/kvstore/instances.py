@@ -382,11 +382,6 @@ def _common_fields(deps: Deps, instance: InstanceRow, node_count: int) -> dict[s
     }
 
 
-def _node_counts(deps: Deps, instances: list[InstanceRow]) -> dict[str, int]:
-    with deps.engine.connect() as conn:
-        return listing.node_counts(conn, [i.instance_id for i in instances])
-
-
 def describe_instances(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """Filtered, counted and paged by the database, a RAM user's permissions included."""
     deps = ctx.deps
@@ -448,15 +443,16 @@ def _visible_page(
 
 def describe_instance_attribute(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     instance = load_instance(ctx, params["InstanceId"])
-    counts = _node_counts(ctx.deps, [instance])
+    with ctx.deps.single.connect() as conn:  # the count and Config's master from one read
+        rows = repo.list_nodes(conn, instance.instance_id)
     return {
         "Instances": {
             "DBInstanceAttribute": [
                 {
-                    **_instance_fields(ctx.deps, instance, counts[instance.instance_id]),
+                    **_instance_fields(ctx.deps, instance, len(rows)),
                     "Engine": "Redis",
                     "InstanceReleaseProtection": instance.release_protection,
-                    "Config": attribute_config(ctx.deps, instance),
+                    "Config": attribute_config(ctx.deps, instance, rows),
                 }
             ]
         }
