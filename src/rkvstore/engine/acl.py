@@ -27,14 +27,23 @@ log = logging.getLogger("rkvstore.engine")
 
 @dataclass(frozen=True)
 class DesiredUser:
-    """What one ACL user must be on every node. Only the password's SHA-256 is known."""
+    """What one ACL user must be on every node. Only the passwords' SHA-256 are known:
+    the current one, and during a secret's grace period the previous one too."""
 
     name: str
     password_sha256: str
     rules: tuple[str, ...]
+    previous_sha256: str | None = None
+
+    def password_hashes(self) -> tuple[str, ...]:
+        """Every password the user must hold, current first."""
+        if self.previous_sha256 is None or self.previous_sha256 == self.password_sha256:
+            return (self.password_sha256,)
+        return (self.password_sha256, self.previous_sha256)
 
     def setuser_command(self) -> list[str]:
-        return ["ACL", "SETUSER", self.name, "reset", "on", f"#{self.password_sha256}", *self.rules]
+        hashes = [f"#{sha}" for sha in self.password_hashes()]
+        return ["ACL", "SETUSER", self.name, "reset", "on", *hashes, *self.rules]
 
 
 @dataclass(frozen=True)

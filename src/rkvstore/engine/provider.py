@@ -18,7 +18,8 @@ log = logging.getLogger("rkvstore.local")
 
 
 def acl_file_line(user: DesiredUser) -> str:
-    return " ".join(["user", user.name, "on", f"#{user.password_sha256}", *user.rules])
+    hashes = [f"#{sha}" for sha in user.password_hashes()]
+    return " ".join(["user", user.name, "on", *hashes, *user.rules])
 
 
 class LocalProvider:

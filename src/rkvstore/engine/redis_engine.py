@@ -35,9 +35,13 @@ class NodeAddress:
 
 
 def desired_user(
-    name: str, password_sha256: str, privilege: str, engine_version: str
+    name: str,
+    password_sha256: str,
+    privilege: str,
+    engine_version: str,
+    previous_sha256: str | None = None,
 ) -> DesiredUser:
-    return DesiredUser(name, password_sha256, _rules(privilege, engine_version))
+    return DesiredUser(name, password_sha256, _rules(privilege, engine_version), previous_sha256)
 
 
 @functools.lru_cache(maxsize=64)
@@ -48,8 +52,11 @@ def _rules(privilege: str, engine_version: str) -> tuple[str, ...]:
 
 def rendering(line: str, user: DesiredUser) -> str | None:
     """How a node shows ``user``'s rules and flags: its ``ACL LIST`` line without
-    the name and the password, or ``None`` if the password is not exactly the user's.
+    the name and the passwords, or ``None`` if the passwords are not exactly the
+    user's (the current one, and the previous one while it is kept; in any order).
 
+    A password added by hand, or a previous one missing, makes the line out of
+    line, so the reconciler puts back exactly the passwords the database lists.
     Redis renders rules its own way (and each release a little differently),
     but the same rules always the same way: what a node showed once after
     ``ACL SETUSER … reset on #<hash> <rules>`` is what "in line" looks like for
@@ -61,10 +68,15 @@ def rendering(line: str, user: DesiredUser) -> str | None:
     # Padded, so that every token is " token ": a password is the one token
     # that starts with "#" (rules start with ~ % & + - or a parenthesis).
     rest = " " + line[len(prefix) :] + " "
-    password = " #" + user.password_sha256 + " "
-    if rest.count(" #") != 1 or password not in rest or " nopass " in rest:
+    hashes = user.password_hashes()
+    if rest.count(" #") != len(hashes) or " nopass " in rest:
         return None
-    return rest.replace(password, " ", 1).strip()
+    for sha in hashes:
+        password = " #" + sha + " "
+        if password not in rest:
+            return None
+        rest = rest.replace(password, " ", 1)
+    return rest.strip()
 
 
 def management_user(password: Secret) -> DesiredUser:

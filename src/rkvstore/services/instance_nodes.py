@@ -218,6 +218,8 @@ def desired_users(deps: Deps, instance: InstanceRow) -> list[DesiredUser]:
         accounts = repo.list_accounts(conn, instance.instance_id)
     mgmt = deps.box.open(instance.mgmt_password_encrypted)
     return [management_user(mgmt)] + [
-        desired_user(a.name, a.password_sha256, a.privilege, instance.engine_version)
+        desired_user(
+            a.name, a.password_sha256, a.privilege, instance.engine_version, a.previous_sha256
+        )
         for a in accounts
     ]

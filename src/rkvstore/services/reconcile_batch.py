@@ -31,8 +31,8 @@ class Loaded:
 
     instances: dict[str, InstanceRow] = field(default_factory=dict)
     nodes: dict[str, list[NodeRow]] = field(default_factory=dict)
-    # (name, password_sha256, privilege) of each account, by name
-    accounts: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    # (name, password_sha256, privilege, previous_sha256) of each account, by name
+    accounts: dict[str, list[tuple[str, str, str, str | None]]] = field(default_factory=dict)
     pending: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -56,10 +56,11 @@ def load(conn: Connection, instance_ids: Sequence[str]) -> Loaded:
             accounts.c.name,
             accounts.c.password_sha256,
             accounts.c.privilege,
+            accounts.c.previous_sha256,
         ).where(accounts.c.instance_id.in_(ids))
     )
-    for iid, name, sha, privilege in account_rows:
-        out.accounts.setdefault(iid, []).append((name, sha, privilege))
+    for iid, name, sha, privilege, previous in account_rows:
+        out.accounts.setdefault(iid, []).append((name, sha, privilege, previous))
     for found in out.accounts.values():
         found.sort()  # by name in code points, the same on every collation
     pending_rows = conn.execute(
@@ -116,8 +117,8 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
                 rows = _include_new_nodes(deps, instance, rows)
                 nodes, listed = deps.redis.nodes(node_addresses(rows), mgmt), None
         desired = [management_user(mgmt)] + [
-            desired_user(name, sha, privilege, instance.engine_version)
-            for name, sha, privilege in loaded.accounts.get(instance_id, [])
+            desired_user(name, sha, privilege, instance.engine_version, previous)
+            for name, sha, privilege, previous in loaded.accounts.get(instance_id, [])
         ]
         # A user a failed CreateAccount may have left on a node, never recorded.
         leftover = sorted(set(loaded.pending.get(instance_id, [])) - {u.name for u in desired})

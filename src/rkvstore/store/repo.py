@@ -73,6 +73,8 @@ class AccountRow:
     account_type: str
     description: str
     created_at: datetime
+    previous_sha256: str | None = None  # kept valid beside the current one (a secret's grace)
+    managed_by: str | None = None  # the KMS secret managing the account, if any
 
     @classmethod
     def of(cls, row: Row[Any]) -> AccountRow:
@@ -91,7 +93,7 @@ _SET_PASSWORD = (  # (an UPDATE's parameters may not be named after its columns)
         accounts.c.instance_id == bindparam("which_instance"),
         accounts.c.name == bindparam("which_account"),
     )
-    .values(password_sha256=bindparam("new_sha256"))
+    .values(password_sha256=bindparam("new_sha256"), previous_sha256=None)
 )
 _LIST_NODES = (
     select(nodes)
@@ -377,6 +379,33 @@ def set_account_password(
         _SET_PASSWORD,
         {"which_instance": instance_id, "which_account": name, "new_sha256": password_sha256},
     )
+
+
+def set_account_passwords(
+    conn: Connection,
+    instance_id: str,
+    name: str,
+    current_sha256: str,
+    previous_sha256: str | None,
+) -> None:
+    """Both passwords the nodes must hold (a secret's rotation); no previous: only one."""
+    conn.execute(
+        update(accounts)
+        .where(accounts.c.instance_id == instance_id, accounts.c.name == name)
+        .values(password_sha256=current_sha256, previous_sha256=previous_sha256)
+    )
+
+
+def set_account_managed_by(
+    conn: Connection, instance_id: str, names: Sequence[str], secret_id: str | None
+) -> None:
+    """Mark ``names`` as managed by the secret ``secret_id`` (None: by none)."""
+    if names:
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.instance_id == instance_id, accounts.c.name.in_(list(names)))
+            .values(managed_by=secret_id)
+        )
 
 
 def update_account(conn: Connection, instance_id: str, name: str, **values: Any) -> None:

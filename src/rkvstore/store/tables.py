@@ -165,6 +165,10 @@ accounts = Table(
     Column("account_type", String(16), nullable=False),  # Normal | Super
     Column("description", String(256), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The password a secret's rotation keeps valid for its grace period (migration 0012).
+    Column("previous_sha256", String(64), nullable=True),
+    # The KMS secret managing the account: R-kvstore's actions may not change it.
+    Column("managed_by", String(64), nullable=True),
 )
 
 # Users a CreateAccount put on the nodes before its account was recorded. A

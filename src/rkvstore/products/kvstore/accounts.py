@@ -54,6 +54,12 @@ def _load_account(ctx: CallContext, instance: InstanceRow, name: str) -> Account
     return account
 
 
+def _refuse_managed(account: AccountRow) -> None:
+    """An account under a KMS secret changes only through the secret (kms.md §5)."""
+    if account.managed_by is not None:
+        raise ApiError(kvstore_errors.ACCOUNT_MANAGED_BY_SECRET)
+
+
 def _reload(ctx: CallContext, instance: InstanceRow) -> InstanceRow:
     """The instance as it is now that the slot is ours (it may have been deleted or rotated)."""
     fresh = load_instance(ctx, instance.instance_id)
@@ -107,8 +113,9 @@ def _set_user(
     password_sha256: str,
     privilege: str,
     node_rows: list[NodeRow] | None = None,
+    previous_sha256: str | None = None,
 ) -> None:
-    user = desired_user(name, password_sha256, privilege, instance.engine_version)
+    user = desired_user(name, password_sha256, privilege, instance.engine_version, previous_sha256)
     _apply(ctx, instance, UserChange(name, user), node_rows)
 
 
@@ -277,6 +284,7 @@ def _change_password(
         account = view.account
         if account is None:
             raise ApiError(kvstore_errors.ACCOUNT_NAME_NOT_FOUND)
+        _refuse_managed(account)
         if old is not None and not hmac.compare_digest(
             old.sha256_hex().encode(), account.password_sha256.encode()
         ):
@@ -352,7 +360,10 @@ def grant_account_privilege(ctx: CallContext, params: dict[str, Any]) -> dict[st
     with task_slot(ctx.deps, instance.instance_id, "GrantAccountPrivilege", name) as task:
         instance = _reload(ctx, instance)
         account = _load_account(ctx, instance, name)
-        _set_user(ctx, instance, name, account.password_sha256, privilege)
+        _refuse_managed(account)
+        _set_user(
+            ctx, instance, name, account.password_sha256, privilege, None, account.previous_sha256
+        )
         with recording(ctx.deps, task) as conn:
             repo.update_account(conn, instance.instance_id, name, privilege=privilege)
     return {}
@@ -365,7 +376,7 @@ def delete_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     require_normal(instance)
     with task_slot(ctx.deps, instance.instance_id, "DeleteAccount", name) as task:
         instance = _reload(ctx, instance)
-        _load_account(ctx, instance, name)
+        _refuse_managed(_load_account(ctx, instance, name))
         _apply(ctx, instance, UserChange(name, None))
         with recording(ctx.deps, task) as conn:
             repo.delete_account(conn, instance.instance_id, name)

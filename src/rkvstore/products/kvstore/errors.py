@@ -38,6 +38,11 @@ ACCOUNT_PRIVILEGE_FORMAT = _e(
 ENGINE_VERSION_FORMAT = _e(
     "InvalidEngineVersion.Format", 400, "Current EngineVersion does not support operations."
 )
+ACCOUNT_MANAGED_BY_SECRET = _e(  # kms.md §5: a secret's account changes only through the secret
+    "OperationDenied.AccountManagedBySecret",
+    403,
+    "The account is managed by a KMS secret: rotate or delete the secret instead.",
+)
 ACCOUNT_LIMIT_EXCEEDED = _e("AccountLimitExceeded", 403, "Exceeding the allowed amount of account.")
 DRY_RUN_OPERATION = _e(
     "DryRunOperation", 400, "Request validation has been passed with DryRun flag set."
