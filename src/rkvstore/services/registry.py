@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rkvstore.errors import ApiError, ErrorSpec
 from rkvstore.services.context import CallContext
 from rkvstore.services.params import ParamSpec
 
@@ -55,10 +56,27 @@ class _AnyMissing(dict[str, str]):
 
 
 class Registry:
-    def __init__(self, specs: Iterable[ActionSpec] = ()) -> None:
+    def __init__(
+        self,
+        specs: Iterable[ActionSpec] = (),
+        *,
+        translations: Mapping[str, Mapping[str, ErrorSpec]] | None = None,
+    ) -> None:
         self._by_key: dict[tuple[str, str], ActionSpec] = {}
+        # version -> {kernel code -> the product's own entry}: a product whose
+        # clients know other codes for the same failures (KMS) answers with those.
+        self._translations = dict(translations or {})
         for spec in specs:
             self.add(spec)
+
+    def translate(self, version: str, err: ApiError) -> ApiError:
+        """``err`` as the product of ``version`` answers it."""
+        spec = self._translations.get(version, {}).get(err.code)
+        if spec is None:
+            return err
+        translated = ApiError(spec, headers=err.headers, detail=err.detail)
+        translated.__cause__ = err
+        return translated
 
     def add(self, spec: ActionSpec) -> None:
         key = (spec.version, spec.name)

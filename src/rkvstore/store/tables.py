@@ -392,6 +392,8 @@ kms_secret_versions = Table(
     Column("stage", String(16), nullable=True),  # ACSCurrent | ACSPrevious | Pending | None
     Column("account_name", String(128), nullable=False),
     Column("password_sealed", Text, nullable=True),
-    Column("grace_until", Float, nullable=True),  # an ACSPrevious that ends before the next rotation
+    Column(
+        "grace_until", Float, nullable=True
+    ),  # an ACSPrevious that ends before the next rotation
     Column("created_at", Float, nullable=False),
 )

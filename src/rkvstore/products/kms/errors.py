@@ -24,12 +24,12 @@ NO_PERMISSION = _e(
 )
 NOT_FOUND = _e("Forbidden.ResourceNotFound", 404, "The resource is not found.")
 EXISTS = _e("Rejected.ResourceExist", 409, "The resource already exists.")
-IN_DELETE_WINDOW = _e("Rejected.ResourceInDeleteWindow", 409, "The secret is planned to be deleted.")
+IN_DELETE_WINDOW = _e(
+    "Rejected.ResourceInDeleteWindow", 409, "The secret is planned to be deleted."
+)
 THROTTLING = _e("Rejected.Throttling", 429, "The QPS upper limit is exceeded.")
 INTERNAL_FAILURE = _e("InternalFailure", 500, "An internal error occurred.")
-UNAVAILABLE = _e(
-    "ServiceUnavailableTemporary", 503, "The service is temporarily unavailable."
-)
+UNAVAILABLE = _e("ServiceUnavailableTemporary", 503, "The service is temporarily unavailable.")
 DRY_RUN = _e(
     "DryRunOperationError",
     400,

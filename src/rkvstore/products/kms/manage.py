@@ -87,9 +87,7 @@ def get_secret_value(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]
 def _secret_data(account: str, password: str) -> str:
     import json
 
-    return json.dumps(
-        {"AccountName": account, "AccountPassword": password}, separators=(",", ":")
-    )
+    return json.dumps({"AccountName": account, "AccountPassword": password}, separators=(",", ":"))
 
 
 def _pick(staged: list[VersionRow], stage: str | None, version_id: str | None) -> VersionRow | None:
@@ -127,9 +125,7 @@ def list_secrets(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     page, size = params["PageNumber"], params["PageSize"]
     wanted = rules.filters(params["Filters"])
     with ctx.deps.single.connect() as conn:
-        total, rows = kms_store.page_secrets(
-            conn, ctx.account_id, wanted, (page - 1) * size, size
-        )
+        total, rows = kms_store.page_secrets(conn, ctx.account_id, wanted, (page - 1) * size, size)
     items = []
     for secret in rows:
         item: dict[str, Any] = {

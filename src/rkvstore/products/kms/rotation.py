@@ -52,7 +52,9 @@ class Stages:
     def read(cls, conn: Connection, secret_id: str) -> Stages:
         staged = kms_store.staged_versions(conn, secret_id)
         by_stage = {v.stage: v for v in reversed(staged)}  # the newest of each wins
-        return cls(by_stage[rules.CURRENT], by_stage.get(rules.PREVIOUS), by_stage.get(rules.PENDING))
+        return cls(
+            by_stage[rules.CURRENT], by_stage.get(rules.PREVIOUS), by_stage.get(rules.PENDING)
+        )
 
 
 def set_user(
@@ -289,7 +291,9 @@ def end_grace(deps: Deps, secret_id: str, now: float) -> bool:
     if instance is None or instance.status != "Normal":
         return False
     account = secret_account(secret)
-    with task_slot(deps, instance.instance_id, "RotateSecret", _task_account(secret, account)) as task:
+    with task_slot(
+        deps, instance.instance_id, "RotateSecret", _task_account(secret, account)
+    ) as task:
         with deps.single.connect() as conn:
             stages = Stages.read(conn, secret_id)
             row = repo.get_account(conn, instance.instance_id, account)
@@ -300,7 +304,9 @@ def end_grace(deps: Deps, secret_id: str, now: float) -> bool:
             return False
         set_user(deps, instance, row.name, row.password_sha256, None, row.privilege)
         with recording(deps, task) as conn:
-            repo.set_account_passwords(conn, instance.instance_id, row.name, row.password_sha256, None)
+            repo.set_account_passwords(
+                conn, instance.instance_id, row.name, row.password_sha256, None
+            )
             kms_store.set_stage(conn, secret_id, previous.version_id, None)
             kms_store.update_secret(conn, secret_id, updated_at=now)
         return True

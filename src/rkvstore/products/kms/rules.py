@@ -20,7 +20,7 @@ from rkvstore.products.kms import errors as kms_errors
 from rkvstore.products.kvstore import account_rules
 
 DOUBLE_USERS: Final = "DoubleUsers"
-DUAL_PASSWORD: Final = "DualPassword"
+DUAL_PASSWORD: Final = "DualPassword"  # noqa: S105 - a mode's name
 CLONE_SUFFIX: Final = "_clone"
 CURRENT: Final = "ACSCurrent"
 PREVIOUS: Final = "ACSPrevious"
@@ -85,7 +85,7 @@ def seconds_text(seconds: int) -> str:
 
 
 def check_secret_type(secret_type: str | None) -> None:
-    if secret_type == "Redis":
+    if secret_type == "Redis":  # noqa: S105 - a type's name
         return
     if secret_type is None or secret_type in OTHER_SECRET_TYPES:
         raise ApiError(kms_errors.TYPE_NOT_SUPPORTED)
@@ -238,7 +238,15 @@ def extended_config(text: str, region: str) -> RedisConfig:
         if found.get("CloneAccountName") != name + CLONE_SUFFIX or privilege is None:
             raise invalid()
         return RedisConfig(
-            sub_type, instance_id, region_id, name, name + CLONE_SUFFIX, privilege, False, None, custom
+            sub_type,
+            instance_id,
+            region_id,
+            name,
+            name + CLONE_SUFFIX,
+            privilege,
+            False,
+            None,
+            custom,
         )
     use_existing = found.get("UseExistingAccount", False)
     if not isinstance(use_existing, bool):

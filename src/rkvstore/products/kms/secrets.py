@@ -73,11 +73,19 @@ def create_secret(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         password = Secret(rules.new_password())
         now = time.time()
         sealed = vault.seal(deps.box, data_key, password)
-        versions = [_version(secret_id, version_id, 2, rules.CURRENT, config.account_name, sealed, now)]
+        versions = [
+            _version(secret_id, version_id, 2, rules.CURRENT, config.account_name, sealed, now)
+        ]
         if config.clone_account_name:
             versions.append(
                 _version(
-                    secret_id, new_version_id(), 1, rules.PREVIOUS, config.clone_account_name, sealed, now
+                    secret_id,
+                    new_version_id(),
+                    1,
+                    rules.PREVIOUS,
+                    config.clone_account_name,
+                    sealed,
+                    now,
                 )
             )
         digest = password.sha256_hex()
@@ -87,7 +95,9 @@ def create_secret(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             if previous is not None:  # the account's old password keeps its grace, unreadable
                 grace_until = None if config.grace_period is None else now + config.grace_period
                 versions.append(
-                    _version(secret_id, new_version_id(), 1, rules.PREVIOUS, adopted.name, None, now)
+                    _version(
+                        secret_id, new_version_id(), 1, rules.PREVIOUS, adopted.name, None, now
+                    )
                     | {"grace_until": grace_until}
                 )
             user = desired_user(
@@ -110,7 +120,9 @@ def create_secret(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             apply_changes(deps, instance, changes)
         with recording(deps, task) as conn:
             if adopted is not None:
-                repo.set_account_passwords(conn, instance.instance_id, adopted.name, digest, previous)
+                repo.set_account_passwords(
+                    conn, instance.instance_id, adopted.name, digest, previous
+                )
             else:
                 for account in config.account_names:
                     repo.insert_account(
@@ -202,7 +214,9 @@ def _check_name_free(ctx: CallContext, name: str) -> None:
         raise ApiError(kms_errors.LIMIT_EXCEEDED)
 
 
-def _check_accounts(ctx: CallContext, instance: InstanceRow, config: RedisConfig) -> AccountRow | None:
+def _check_accounts(
+    ctx: CallContext, instance: InstanceRow, config: RedisConfig
+) -> AccountRow | None:
     """New accounts: none exists and they fit. Adoption: the account, not held by a secret."""
     deps = ctx.deps
     with deps.single.connect() as conn:

@@ -191,9 +191,7 @@ def page_secrets(
         if key == "SecretName":
             where.append(or_(*(secrets.c.name.contains(v, autoescape=True) for v in values)))
         elif key == "Description":
-            where.append(
-                or_(*(secrets.c.description.contains(v, autoescape=True) for v in values))
-            )
+            where.append(or_(*(secrets.c.description.contains(v, autoescape=True) for v in values)))
         elif key == "SecretType":
             if "Redis" not in values:
                 where.append(secrets.c.secret_id.is_(None))
@@ -201,12 +199,7 @@ def page_secrets(
             # Tags are a small JSON list: matched on the exact quoted value.
             field = '"' + key + '":'
             where.append(
-                or_(
-                    *(
-                        secrets.c.tags.contains(field + _quoted(v), autoescape=True)
-                        for v in values
-                    )
-                )
+                or_(*(secrets.c.tags.contains(field + _quoted(v), autoescape=True) for v in values))
             )
         else:  # DKMSInstanceId, Creator: rkvstore records neither
             where.append(secrets.c.secret_id.is_(None))

@@ -1,0 +1,172 @@
+"""The official KMS SDK pointed at rkvstore, and what a secret's credentials reach."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from alibabacloud_kms20160120 import models as kms_models
+from alibabacloud_kms20160120.client import Client as KmsClient
+from alibabacloud_tea_openapi.models import Config
+from cryptography.fernet import Fernet
+from sqlalchemy import Engine, select
+
+from rkvstore.store.db import make_engine
+from rkvstore.store.tables import nodes
+from tests.api.instances import (
+    MASTER_SLAVE,
+    STAND_ALONE,
+    can_login,
+    delete_instance,
+    rpc_client,
+    start_creating,
+    wait_normal,
+)
+from tests.api.sdk_clients import REGION
+from tests.conftest import ARTIFACT_DIRS, LiveServer, start_server
+
+CLUSTER: Final = "CLUSTER"
+DOUBLE_USERS: Final = "DoubleUsers"
+DUAL_PASSWORD: Final = "DualPassword"
+
+
+def kms_client(
+    server: LiveServer,
+    *,
+    v1: bool = False,
+    key: tuple[str, str] | None = None,
+) -> KmsClient:
+    key_id, key_secret = key or (server.access_key_id, server.access_key_secret)
+    return KmsClient(
+        Config(
+            access_key_id=key_id,
+            access_key_secret=key_secret,
+            endpoint=server.endpoint,
+            protocol="http",
+            region_id=REGION,
+            signature_algorithm="v2" if v1 else None,
+        )
+    )
+
+
+def new_name(prefix: str = "app") -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+def create_secret(
+    client: KmsClient,
+    name: str,
+    instance_id: str,
+    account: str,
+    mode: str,
+    *,
+    version_id: str = "v1",
+    privilege: str | None = "RoleReadWrite",
+    **extra: Any,
+) -> Any:
+    config: dict[str, Any] = {
+        "SecretSubType": mode,
+        "InstanceId": instance_id,
+        "RegionId": REGION,
+        "AccountName": account,
+    }
+    if privilege is not None:
+        config["AccountPrivilege"] = privilege
+    if mode == DOUBLE_USERS:
+        config["CloneAccountName"] = account + "_clone"
+    config.update(extra.pop("config", {}))
+    request = kms_models.CreateSecretRequest(
+        secret_name=name,
+        secret_type="Redis",
+        secret_data="$Auto",
+        version_id=version_id,
+        extended_config=config,
+        **extra,
+    )
+    return client.create_secret(request).body
+
+
+@dataclass(frozen=True)
+class Credentials:
+    account: str
+    password: str
+    version_id: str
+
+
+def read_value(client: KmsClient, name: str, stage: str = "ACSCurrent") -> Credentials:
+    body = client.get_secret_value(
+        kms_models.GetSecretValueRequest(secret_name=name, version_stage=stage)
+    ).body
+    data = json.loads(body.secret_data)
+    assert set(data) == {"AccountName", "AccountPassword"}
+    return Credentials(data["AccountName"], data["AccountPassword"], body.version_id)
+
+
+def rotate(client: KmsClient, name: str, version_id: str) -> None:
+    client.rotate_secret(kms_models.RotateSecretRequest(secret_name=name, version_id=version_id))
+
+
+def logs_in_everywhere(ports: list[int], creds: Credentials) -> bool:
+    return all(can_login(p, creds.account, creds.password) for p in ports)
+
+
+def refused_everywhere(ports: list[int], creds: Credentials) -> bool:
+    return not any(can_login(p, creds.account, creds.password) for p in ports)
+
+
+@dataclass
+class KmsDeployment:
+    server: LiveServer
+    engine: Engine
+    master_key: str
+    instances: dict[str, str]  # STAND_ALONE / MASTER_SLAVE / CLUSTER -> instance ID
+
+    def ports(self, instance_id: str) -> list[int]:
+        with self.engine.connect() as conn:
+            found = conn.execute(select(nodes.c.port).where(nodes.c.instance_id == instance_id))
+            return sorted(int(p) for p in found.scalars())
+
+
+@contextmanager
+def kms_deployment(
+    path: Path, kinds: tuple[str, ...], extra_env: dict[str, str] | None = None
+) -> Iterator[KmsDeployment]:
+    """A server on SQLite (rotation intervals down to 1 s) with an instance of each kind."""
+    key = Fernet.generate_key().decode()
+    ARTIFACT_DIRS.append(path)
+    env = {
+        "RKVSTORE_MASTER_KEY": key,
+        "RKVSTORE_RATE_LIMIT_PER_SECOND": "0",
+        "RKVSTORE_KMS_MIN_ROTATION_INTERVAL": "1s",
+        "RKVSTORE_KMS_SCHEDULER_INTERVAL_SECONDS": "0.2",
+        **(extra_env or {}),
+    }
+    server = start_server(path, extra_env=env)
+    engine = make_engine(f"sqlite:///{path / 'rkvstore.db'}")
+    made: dict[str, str] = {}
+    try:
+        with rpc_client(server) as client:
+            try:
+                for kind in kinds:
+                    if kind == CLUSTER:
+                        params = {"NodeType": MASTER_SLAVE, "ShardCount": 2}
+                        made[kind] = client.call("CreateInstance", params)["InstanceId"]
+                    else:
+                        made[kind] = start_creating(client, kind)[0]
+                for instance_id in made.values():
+                    wait_normal(client, instance_id)
+                yield KmsDeployment(server, engine, key, made)
+            finally:
+                for instance_id in made.values():
+                    delete_instance(client, instance_id)
+    finally:
+        engine.dispose()
+        server.stop()
+
+
+__all__ = ["MASTER_SLAVE", "STAND_ALONE"]

@@ -1,0 +1,76 @@
+"""KMS Redis secrets through the official KMS SDK (V3 and V1 signatures), on real nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alibabacloud_kms20160120.client import Client as KmsClient
+
+from tests.kms.kms_helpers import (
+    CLUSTER,
+    DOUBLE_USERS,
+    DUAL_PASSWORD,
+    MASTER_SLAVE,
+    STAND_ALONE,
+    KmsDeployment,
+    create_secret,
+    kms_client,
+    kms_deployment,
+    logs_in_everywhere,
+    new_name,
+    read_value,
+    refused_everywhere,
+    rotate,
+)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsDeployment]:
+    path = tmp_path_factory.mktemp("kms")
+    with kms_deployment(path, (STAND_ALONE, MASTER_SLAVE, CLUSTER)) as made:
+        yield made
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind", "v1"),
+    [
+        (DOUBLE_USERS, MASTER_SLAVE, False),
+        (DUAL_PASSWORD, MASTER_SLAVE, True),
+        (DOUBLE_USERS, CLUSTER, True),
+        (DUAL_PASSWORD, CLUSTER, False),
+    ],
+)
+def test_a_secret_rotates_twice_and_its_previous_works_until_the_next(
+    deployment: KmsDeployment, mode: str, kind: str, v1: bool
+) -> None:
+    client: KmsClient = kms_client(deployment.server, v1=v1)
+    instance_id = deployment.instances[kind]
+    ports = deployment.ports(instance_id)
+    name = new_name()
+    account = new_name("acct")
+    body = create_secret(client, name, instance_id, account, mode)
+    assert (body.secret_name, body.version_id, body.automatic_rotation) == (name, "v1", "Disabled")
+    first = read_value(client, name)
+    assert (first.account, first.version_id) == (account, "v1")
+    assert logs_in_everywhere(ports, first)
+
+    rotate(client, name, "v2")
+    second = read_value(client, name)
+    assert second.version_id == "v2" and second.password != first.password
+    assert logs_in_everywhere(ports, second)
+    previous = read_value(client, name, "ACSPrevious")
+    assert (previous.version_id, previous.password) == ("v1", first.password)
+    assert logs_in_everywhere(ports, first)  # the previous still works
+
+    rotate(client, name, "v3")
+    third = read_value(client, name)
+    assert third.version_id == "v3"
+    assert logs_in_everywhere(ports, third)
+    assert read_value(client, name, "ACSPrevious").version_id == "v2"
+    assert logs_in_everywhere(ports, second)
+    assert refused_everywhere(ports, first)  # the one before is refused on every node
+    if mode == DOUBLE_USERS:
+        assert {first.account, second.account, third.account} == {account, account + "_clone"}
+    else:
+        assert {first.account, second.account, third.account} == {account}
