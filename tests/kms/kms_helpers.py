@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import redis
 from alibabacloud_kms20160120 import models as kms_models
 from alibabacloud_kms20160120.client import Client as KmsClient
 from alibabacloud_tea_openapi.models import Config
 from cryptography.fernet import Fernet
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from sqlalchemy import Engine, select
 
 from rkvstore.store.db import make_engine
@@ -167,6 +171,99 @@ def kms_deployment(
     finally:
         engine.dispose()
         server.stop()
+
+
+# --------------------------------------------------------------------------- an application
+
+
+def _refused(exc: BaseException) -> bool:
+    """An answer that says the credentials were refused (the cluster client wraps it)."""
+    text = f"{exc} {exc.__cause__ or ''}"
+    return "WRONGPASS" in text or "invalid username-password" in text
+
+
+class App:
+    """An application's loop: every command on a fresh connection (the harshest case: it
+    logs in each time), credentials from GetSecretValue, re-read once on an auth failure."""
+
+    def __init__(self, client: KmsClient, name: str, ports: list[int], cluster: bool) -> None:
+        self.client, self.name, self.ports, self.cluster = client, name, ports, cluster
+        self.creds = read_value(client, name)
+        self.commands = 0
+        self.rereads = 0
+        self.failures: list[str] = []  # commands that failed after a re-read
+        self.crashed: BaseException | None = None
+        self.stop = threading.Event()
+        self.master = ports[0]
+        for port in ports:  # which node takes writes
+            with redis.Redis(
+                port=port, username=self.creds.account, password=self.creds.password
+            ) as r:
+                if r.info("replication")["role"] == "master":
+                    self.master = port
+
+    def _once(self, port: int, key: str) -> None:
+        creds = self.creds
+        if self.cluster:
+            client: Any = RedisCluster(
+                host="127.0.0.1",
+                port=port,
+                username=creds.account,
+                password=creds.password,
+                socket_timeout=5,
+            )
+        else:
+            client = redis.Redis(
+                port=port, username=creds.account, password=creds.password, socket_timeout=5
+            )
+        try:
+            if self.cluster or port == self.master:
+                client.set(key, "v")
+                assert client.get(key) == b"v"
+            else:
+                client.get(key)  # a replica: read-only
+        finally:
+            client.close()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # the test reports it
+            self.crashed = exc
+
+    def _run(self) -> None:
+        for i in range(100_000):  # bounded; stopped by the test
+            if self.stop.is_set():
+                return
+            port = self.ports[i % len(self.ports)]
+            key = f"app:{i % 16}"
+            try:
+                self._once(port, key)
+            except (redis.AuthenticationError, redis.ResponseError, RedisClusterException) as exc:
+                if not _refused(exc):
+                    raise
+                self.rereads += 1
+                self.creds = read_value(self.client, self.name)
+                try:
+                    self._once(port, key)
+                except redis.RedisError as again:
+                    self.failures.append(type(again).__name__)
+            self.commands += 1
+
+
+@contextmanager
+def running(app: App) -> Iterator[App]:
+    """``app`` in a thread for the block; it must end without a failure after a re-read."""
+    thread = threading.Thread(target=app.run, daemon=True)
+    thread.start()
+    try:
+        yield app
+    finally:
+        app.stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert app.crashed is None, f"{app.crashed!r}: {app.crashed}"
+    assert app.failures == []
 
 
 __all__ = ["MASTER_SLAVE", "STAND_ALONE"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from tests.kms.kms_helpers import (
     DUAL_PASSWORD,
     MASTER_SLAVE,
     STAND_ALONE,
+    App,
     KmsDeployment,
     create_secret,
     kms_client,
@@ -22,6 +24,7 @@ from tests.kms.kms_helpers import (
     read_value,
     refused_everywhere,
     rotate,
+    running,
 )
 
 
@@ -74,3 +77,30 @@ def test_a_secret_rotates_twice_and_its_previous_works_until_the_next(
         assert {first.account, second.account, third.account} == {account, account + "_clone"}
     else:
         assert {first.account, second.account, third.account} == {account}
+
+
+# --------------------------------------------------------------------------- an application
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "kind"), [(DUAL_PASSWORD, MASTER_SLAVE), (DOUBLE_USERS, CLUSTER)])
+def test_an_application_loop_runs_through_twenty_rotations_without_a_failure(
+    deployment: KmsDeployment, mode: str, kind: str
+) -> None:
+    client = kms_client(deployment.server)
+    instance_id = deployment.instances[kind]
+    ports = deployment.ports(instance_id)
+    if kind == CLUSTER:
+        ports = ports[:1]  # the cluster client finds every shard from one node
+    name = new_name()
+    create_secret(client, name, instance_id, new_name("loop"), mode)
+    with running(App(client, name, ports, kind == CLUSTER)) as app:
+        for n in range(20):
+            before = app.commands
+            rotate(client, name, f"r{n}")
+            deadline = time.monotonic() + 10
+            while app.commands < before + 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert app.commands >= 60
+    assert app.rereads >= 1  # its credentials did go stale, and it recovered
+    assert read_value(client, name).version_id == "r19"
