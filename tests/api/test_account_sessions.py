@@ -1,10 +1,11 @@
 """Account sessions (issue 15): revoke what a leaked password opened.
 
 One server serves the module, with two local instances made at once: a
-MASTER_SLAVE (two nodes) and a two-shard cluster with a replica each (four
-nodes). A "session" here is a bare redis-py ``Connection`` (no pool: a pool
-would reconnect behind the test's back) opened and authenticated on one node;
-its next command after a kill reads the server's close as a ``ConnectionError``.
+MASTER_SLAVE on Redis 6.2 (two nodes) and a two-shard cluster with a replica
+each on Redis 7.0 (four nodes); one test registers a deployment of its own.
+A "session" here is a bare redis-py ``Connection`` (no pool: a pool would
+reconnect behind the test's back) opened and authenticated on one node; its
+next command after a kill reads the server's close as a ``ConnectionError``.
 Calls go through the new SDK's generic ``call_api`` (how an application sends
 an extension parameter) and through ``rkvstore call``.
 """
@@ -55,6 +56,7 @@ from tests.api.ram_helpers import (
 from tests.api.sdk_clients import new_sdk_client, rpc_params
 from tests.conftest import ARTIFACT_DIRS, LiveServer, start_server
 from tests.integration.test_cluster import node_files
+from tests.integration.test_resilience import own_deployment, wait_for
 
 CLI_TIMEOUT: Final = 60
 NODE_TIMEOUT: Final = "1"
@@ -91,7 +93,8 @@ def instances(server: LiveServer) -> Iterator[dict[str, Made]]:
     with rpc_client(server) as client:
         try:
             password = new_password("Def_1")
-            iid, _ = start_creating(client, MASTER_SLAVE, password=password)
+            # Redis 6.2 (EngineVersion 6.0) here, 7.0 for the cluster: both engines.
+            iid, _ = start_creating(client, MASTER_SLAVE, password=password, engine_version="6.0")
             made["master_slave"] = Made(iid, password, {})
             password = new_password("Def_1")
             body = client.call(
@@ -453,3 +456,62 @@ def test_a_ram_user_without_the_action_is_denied(
             "kvstore:KillAccountSessions",
         )
         assert all(works(c) for c in open_ones.values())
+
+
+# --------------------------------------------------------------------------- registered
+
+
+def replica_links(port: int, admin: str, admin_password: str) -> dict[str, str]:
+    """The master's replication links: client id -> the user it logged in as."""
+    with connect(port, admin, admin_password) as client:
+        listed = client.execute_command("CLIENT", "LIST", "TYPE", "replica")
+    lines = listed if isinstance(listed, list) else str(listed).splitlines()
+    out = {}
+    for line in lines:
+        fields = dict(p.partition("=")[::2] for p in str(line).split(" ") if p)
+        out[fields["id"]] = fields["user"]
+    return out
+
+
+def test_on_a_registered_deployment_the_accounts_replication_link_stays(
+    server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A RoleRepl account may be a replica's login: its replication link is no session."""
+    root = tmp_path_factory.mktemp("own-redis")
+    ARTIFACT_DIRS.append(root)
+    with own_deployment(root) as own:
+        body = sdk_call(
+            server,
+            "RegisterInstance",
+            Endpoint=f"127.0.0.1:{own.master.port}",
+            AdminUserName="admin",
+            AdminPassword=own.admin_password,
+        )
+        made = Made(str(body["InstanceId"]), "", {"master": own.master.port})
+        made.nodes["replica"] = own.replica.port
+        try:
+            name, password = new_account(server, made, "RoleRepl")
+            with own.admin(own.replica) as replica:
+                replica.config_set("masteruser", name)
+                replica.config_set("masterauth", password)
+                replica.execute_command("CLIENT", "KILL", "TYPE", "master")  # link again, as it
+
+            def linked_as_account() -> bool:
+                links = replica_links(own.master.port, "admin", own.admin_password)
+                with own.admin(own.replica) as replica:
+                    up = replica.info("replication")["master_link_status"] == "up"
+                return up and list(links.values()) == [name]
+
+            wait_for("the replica linked as the account", linked_as_account, 15)
+            link = replica_links(own.master.port, "admin", own.admin_password)
+            with sessions_on(made.nodes, name, password) as leaked:
+                answer = sdk_call(
+                    server, "KillAccountSessions", InstanceId=made.instance_id, AccountName=name
+                )
+                assert answer["KilledCount"] == 2
+                assert not any(works(c) for c in leaked.values())
+            assert replica_links(own.master.port, "admin", own.admin_password) == link
+            with own.admin(own.replica) as replica:
+                assert replica.info("replication")["master_link_status"] == "up"
+        finally:
+            sdk_call(server, "DeleteInstance", InstanceId=made.instance_id)
