@@ -207,16 +207,14 @@ def sessions_on(ports: dict[str, int], user: str, password: str) -> Iterator[dic
         yield opened
 
 
+def clients(port: int, user: str, password: str, kind: str | None = None) -> list[dict[str, str]]:
+    """``CLIENT LIST`` (of one type) of a node, as ``user``."""
+    with connect(port, user, password) as client:
+        return list(client.client_list(_type=kind))
+
+
 def client_ids(port: int, default_password: str, user: str) -> set[str]:
-    with connect(port, "default", default_password) as client:
-        listed = client.execute_command("CLIENT", "LIST")
-    lines = listed if isinstance(listed, list) else str(listed).splitlines()
-    out = set()
-    for line in lines:
-        fields = dict(p.partition("=")[::2] for p in str(line).split(" ") if p)
-        if fields.get("user") == user:
-            out.add(fields["id"])
-    return out
+    return {c["id"] for c in clients(port, "default", default_password) if c["user"] == user}
 
 
 def replication_ok(made: Made) -> None:
@@ -463,14 +461,7 @@ def test_a_ram_user_without_the_action_is_denied(
 
 def replica_links(port: int, admin: str, admin_password: str) -> dict[str, str]:
     """The master's replication links: client id -> the user it logged in as."""
-    with connect(port, admin, admin_password) as client:
-        listed = client.execute_command("CLIENT", "LIST", "TYPE", "replica")
-    lines = listed if isinstance(listed, list) else str(listed).splitlines()
-    out = {}
-    for line in lines:
-        fields = dict(p.partition("=")[::2] for p in str(line).split(" ") if p)
-        out[fields["id"]] = fields["user"]
-    return out
+    return {c["id"]: c["user"] for c in clients(port, admin, admin_password, "replica")}
 
 
 def test_on_a_registered_deployment_the_accounts_replication_link_stays(

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import redis
 
-from rkvstore.engine.acl import Node, _short, exchange_batches
+from rkvstore.engine.acl import Node, _short, batch_failure, exchange_batches
 from rkvstore.engine.node_facts import text
 
 # Never "master" or "replica": those are replication links.
@@ -70,12 +70,9 @@ def list_sessions(nodes: Sequence[Node], user: str) -> dict[str, list[Session] |
     out: dict[str, list[Session] | str] = {}
     for node in nodes:
         replies = answers[node.label]
-        if isinstance(replies, str):
-            out[node.label] = replies
-            continue
-        failed = next((r for r in replies if isinstance(r, Exception)), None)
-        if failed is not None:
-            out[node.label] = _short(failed)
+        failed = batch_failure(replies)
+        if failed is not None or isinstance(replies, str):
+            out[node.label] = failed or "failed"
             continue
         out[node.label] = [s for reply in replies for s in parse_client_list(reply, user)]
     return out

@@ -74,6 +74,17 @@ def _by_label(rows: list[NodeRow]) -> dict[str, NodeRow]:
     return {f"{r.host}:{r.port}": r for r in rows}
 
 
+def _silent(ctx: CallContext, instance: InstanceRow, label: str, what: str, why: str) -> None:
+    log.warning(
+        "request %s: node %s of %s did not %s: %s",
+        ctx.request_id,
+        label,
+        instance.instance_id,
+        what,
+        why,
+    )
+
+
 def close_sessions(
     ctx: CallContext, instance: InstanceRow, name: str
 ) -> tuple[dict[str, Any], list[str]]:
@@ -93,14 +104,7 @@ def close_sessions(
         entry = _node_entry(node.label, by_label)
         result = outcome[node.label]
         if isinstance(result, str):
-            log.warning(
-                "request %s: sessions of %s on %s node %s not closed: %s",
-                ctx.request_id,
-                name,
-                instance.instance_id,
-                node.label,
-                result,
-            )
+            _silent(ctx, instance, node.label, "close the sessions", result)
             failed.append(entry["NodeId"])
             continue
         total += result
@@ -184,13 +188,7 @@ def describe_account_sessions(ctx: CallContext, params: dict[str, Any]) -> dict[
         entry = _node_entry(node.label, by_label)
         found = seen[node.label]
         if isinstance(found, str):
-            log.warning(
-                "request %s: node %s of %s did not list its sessions: %s",
-                ctx.request_id,
-                node.label,
-                instance.instance_id,
-                found,
-            )
+            _silent(ctx, instance, node.label, "list the sessions", found)
             found = []
         sessions = [
             {"ClientAddress": s.address, "Age": s.age, "Idle": s.idle, "Name": s.name}
