@@ -12,18 +12,21 @@ an extension parameter) and through ``rkvstore call``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
 import pytest
 import redis
 from alibabacloud_tea_openapi import utils_models as open_api_models
@@ -32,6 +35,7 @@ from darabonba.runtime import RuntimeOptions
 from redis.connection import Connection
 
 from rkvstore.domain.accounts import MANAGEMENT_USER
+from rkvstore.faults import STALL_VARIABLE
 from rkvstore.secret import Secret
 from tests.api.instances import (
     HOST,
@@ -40,6 +44,7 @@ from tests.api.instances import (
     assert_wrongpass,
     can_login,
     connect,
+    create_instance,
     delete_instance,
     new_password,
     rpc_client,
@@ -506,3 +511,82 @@ def test_on_a_registered_deployment_the_accounts_replication_link_stays(
                 assert replica.info("replication")["master_link_status"] == "up"
         finally:
             sdk_call(server, "DeleteInstance", InstanceId=made.instance_id)
+
+
+# --------------------------------------------------------------------------- a revoke that fails
+
+
+def _stopped(pid: int) -> bool:
+    """The process is in state T (stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.slow
+def test_a_revoke_that_meets_a_silent_node_says_so_and_the_password_stands(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The server stops itself once the new password is recorded (a stall point); the
+    replica is stopped meanwhile, so only the kill meets it."""
+    path = tmp_path_factory.mktemp("sessions-stall")
+    ARTIFACT_DIRS.append(path)
+    env = {
+        STALL_VARIABLE: "db-committed",
+        "RKVSTORE_RECONCILE_INTERVAL_SECONDS": "60",
+        "RKVSTORE_NODE_TIMEOUT_SECONDS": NODE_TIMEOUT,
+    }
+    live = start_server(path, extra_env=env)
+    replica_pid: int | None = None
+    try:
+        with rpc_client(live) as client:
+            iid, _ = create_instance(client, MASTER_SLAVE, password=new_password("Def_1"))
+            made = Made(iid, "", {f.node_id: f.port for f in node_files(live, iid)})
+            replica_id = sorted(made.nodes)[-1]
+            replica_pid = {f.node_id: f for f in node_files(live, iid)}[replica_id].running_pid()
+            name, old = new_account(live, made)
+            new = new_password()
+            answers: list[httpx.Response] = []
+
+            def reset() -> None:
+                params = {
+                    "InstanceId": iid,
+                    "AccountName": name,
+                    "AccountPassword": Secret(new),
+                    "RevokeSessions": True,
+                }
+                answers.append(client.request("ResetAccountPassword", params))
+
+            with sessions_on(made.nodes, name, old) as leaked:
+                resetting = threading.Thread(target=reset)
+                resetting.start()
+                wait_for("the server stopped once recorded", lambda: _stopped(live.process.pid), 20)
+                os.kill(replica_pid, signal.SIGSTOP)
+                os.kill(live.process.pid, signal.SIGCONT)
+                resetting.join(timeout=30)
+                os.kill(replica_pid, signal.SIGCONT)
+                assert len(answers) == 1
+                body = answers[0].json()
+                assert (answers[0].status_code, body["Code"]) == (
+                    503,
+                    "SessionsNotClosed.PasswordChanged",
+                )
+                assert body["Message"] == (
+                    "The password was changed on every node, but the account's sessions could "
+                    f"not be closed on node(s) {replica_id}, which did not answer. Call "
+                    "KillAccountSessions."
+                )
+                master_id = sorted(made.nodes)[0]
+                assert not works(leaked[master_id])
+                # What the message says to do; the replica answers again.
+                client.call("KillAccountSessions", {"InstanceId": iid, "AccountName": name})
+                assert not works(leaked[replica_id])
+            for port in made.nodes.values():
+                assert_wrongpass(port, name, old)
+                assert can_login(port, name, new)
+            delete_instance(client, iid)
+    finally:
+        for pid in (replica_pid, live.process.pid):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        live.stop()
