@@ -213,6 +213,13 @@ def test_redis5_is_managed_through_requirepass(data_dir: Path, deployment: Deplo
             ("GrantAccountPrivilege", {"AccountName": "demo", "AccountPrivilege": "RoleReadOnly"}),
             ("DeleteAccount", {"AccountName": "demo"}),
             ("RotateManagementPassword", {}),
+            # Sessions are told apart by ACL user (issue 15); refused before any change.
+            ("KillAccountSessions", {"AccountName": instance_id}),
+            ("DescribeAccountSessions", {"AccountName": instance_id}),
+            (
+                "ResetAccountPassword",
+                {"AccountName": instance_id, "AccountPassword": other, "RevokeSessions": "true"},
+            ),
         ]:
             err = api_error(client, action, {"InstanceId": instance_id, **params})
             assert (err.status, err.code, err.message) == ENGINE, action

@@ -241,6 +241,15 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:120]}"
 
 
+def batch_failure(replies: list[Any] | str) -> str | None:
+    """Why a node's batch (an ``exchange_batches`` answer) did not wholly succeed: no
+    answer, or its first error reply; ``None``: every command took."""
+    if isinstance(replies, str):
+        return replies
+    failed = next((r for r in replies if isinstance(r, Exception)), None)
+    return None if failed is None else _short(failed)
+
+
 def exchange_batches(
     batches: Sequence[tuple[Node, Sequence[Sequence[str]]]],
 ) -> dict[str, list[Any] | str]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rkvstore.engine import bounded
-from rkvstore.engine.acl import Node, NodeFailure, _short, _timeout_of, exchange_batches
+from rkvstore.engine.acl import Node, NodeFailure, _timeout_of, batch_failure, exchange_batches
 from rkvstore.engine.node_facts import info_field, text
 
 log = logging.getLogger("rkvstore.engine")
@@ -36,12 +36,9 @@ def read(nodes: Sequence[Node], names: Sequence[str]) -> dict[str, NodeParameter
     out: dict[str, NodeParameters] = {}
     for node in nodes:
         replies = answers[node.label]
-        if isinstance(replies, str):
-            out[node.label] = NodeParameters({}, "", replies)
-            continue
-        failed = next((r for r in replies if isinstance(r, Exception)), None)
-        if failed is not None:
-            out[node.label] = NodeParameters({}, "", _short(failed))
+        failed = batch_failure(replies)
+        if failed is not None or isinstance(replies, str):
+            out[node.label] = NodeParameters({}, "", failed or "failed")
             continue
         values: dict[str, str] = {}
         for reply in replies[1:]:
@@ -65,12 +62,7 @@ def _run(nodes: Sequence[Node], batches: dict[str, list[list[str]]]) -> dict[str
     answers = exchange_batches([(node, batches[node.label]) for node in nodes])
     out: dict[str, str | None] = {}
     for node in nodes:
-        replies = answers[node.label]
-        if isinstance(replies, str):
-            out[node.label] = replies
-            continue
-        failed = next((r for r in replies if isinstance(r, Exception)), None)
-        out[node.label] = None if failed is None else _short(failed)
+        out[node.label] = batch_failure(answers[node.label])
     return out
 
 

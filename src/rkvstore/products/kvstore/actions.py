@@ -10,6 +10,7 @@ from rkvstore.products.kvstore import (
     instances,
     regions,
     registered,
+    sessions,
 )
 from rkvstore.services.params import Param, ParamSpec
 from rkvstore.services.registry import ActionSpec
@@ -21,6 +22,8 @@ INSTANCE_ID = Param("InstanceId", required=True)
 ACCOUNT_NAME = Param("AccountName", required=True)
 PAGE_NUMBER = Param("PageNumber", "int", default=1, min_value=1, max_value=10**9)
 PAGE_SIZE = Param("PageSize", "int", default=30, min_value=1, max_value=100)
+# An extension (issue 15): the official SDKs send it through their generic call.
+REVOKE_SESSIONS = Param("RevokeSessions", "bool", default=False)
 
 
 def _spec(name: str, handler: object, level: str, resource: str, *params: Param) -> ActionSpec:
@@ -147,17 +150,18 @@ def actions() -> list[ActionSpec]:
         ),
         _spec(
             "ResetAccountPassword",
-            accounts.reset_account_password,
+            sessions.revoking(accounts.reset_account_password),
             "update",
             ONE_INSTANCE,
             INSTANCE_ID,
             ACCOUNT_NAME,
             Param("AccountPassword", "secret", required=True),
             Param("SourceBiz"),
+            REVOKE_SESSIONS,
         ),
         _spec(
             "ModifyAccountPassword",
-            accounts.modify_account_password,
+            sessions.revoking(accounts.modify_account_password),
             "update",
             ONE_INSTANCE,
             INSTANCE_ID,
@@ -165,6 +169,7 @@ def actions() -> list[ActionSpec]:
             Param("OldAccountPassword", "secret", required=True),
             Param("NewAccountPassword", "secret", required=True),
             Param("SourceBiz"),
+            REVOKE_SESSIONS,
         ),
         _spec(
             "ModifyAccountDescription",
@@ -197,6 +202,32 @@ def actions() -> list[ActionSpec]:
         ),
         *instance_setting_actions(),
         *instance_surface_actions(),
+        *session_actions(),
+    ]
+
+
+# --------------------------------------------------------------- account sessions (issue 15)
+
+
+def session_actions() -> list[ActionSpec]:
+    """Extensions: who is logged in as an account, and putting them out."""
+    return [
+        _spec(
+            "KillAccountSessions",
+            sessions.kill_account_sessions,
+            "update",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            ACCOUNT_NAME,
+        ),
+        _spec(
+            "DescribeAccountSessions",
+            sessions.describe_account_sessions,
+            "read",
+            ONE_INSTANCE,
+            INSTANCE_ID,
+            ACCOUNT_NAME,
+        ),
     ]
 
 

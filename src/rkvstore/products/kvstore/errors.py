@@ -141,3 +141,18 @@ TDE_NOT_SUPPORTED = _e(
     403,
     "rkvstore does not encrypt data at rest: TDE cannot be enabled.",
 )
+
+# --- account sessions (issue 15). A node that did not answer is never skipped in
+# silence: the call fails, naming it, and calling again is safe (closing is idempotent).
+SESSIONS_NOT_CLOSED = _e(
+    "SessionsNotClosed",
+    503,
+    "The account's sessions could not be closed on node(s) {nodes}, which did not answer; "
+    "those on the other nodes were closed. Call KillAccountSessions again.",
+)
+PASSWORD_CHANGED_SESSIONS_NOT_CLOSED = _e(
+    "SessionsNotClosed.PasswordChanged",
+    503,
+    "The password was changed on every node, but the account's sessions could not be closed "
+    "on node(s) {nodes}, which did not answer. Call KillAccountSessions.",
+)
