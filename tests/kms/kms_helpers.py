@@ -32,7 +32,7 @@ from tests.api.instances import (
     wait_normal,
 )
 from tests.api.sdk_clients import REGION
-from tests.conftest import ARTIFACT_DIRS, LiveServer, start_server
+from tests.conftest import ARTIFACT_DIRS, LiveServer, remember_secret, start_server
 
 CLUSTER: Final = "CLUSTER"
 DOUBLE_USERS: Final = "DoubleUsers"
@@ -84,13 +84,9 @@ def create_secret(
     if mode == DOUBLE_USERS:
         config["CloneAccountName"] = account + "_clone"
     config.update(extra.pop("config", {}))
+    fields: dict[str, Any] = {"secret_type": "Redis", "secret_data": "$Auto", **extra}
     request = kms_models.CreateSecretRequest(
-        secret_name=name,
-        secret_type="Redis",
-        secret_data="$Auto",
-        version_id=version_id,
-        extended_config=config,
-        **extra,
+        secret_name=name, version_id=version_id, extended_config=config, **fields
     )
     return client.create_secret(request).body
 
@@ -108,6 +104,7 @@ def read_value(client: KmsClient, name: str, stage: str = "ACSCurrent") -> Crede
     ).body
     data = json.loads(body.secret_data)
     assert set(data) == {"AccountName", "AccountPassword"}
+    remember_secret(data["AccountPassword"])  # the run's last test looks for it everywhere
     return Credentials(data["AccountName"], data["AccountPassword"], body.version_id)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from alibabacloud_kms20160120.client import Client as KmsClient
@@ -13,12 +12,10 @@ from tests.kms.kms_helpers import (
     DOUBLE_USERS,
     DUAL_PASSWORD,
     MASTER_SLAVE,
-    STAND_ALONE,
     App,
     KmsDeployment,
     create_secret,
     kms_client,
-    kms_deployment,
     logs_in_everywhere,
     new_name,
     read_value,
@@ -26,13 +23,6 @@ from tests.kms.kms_helpers import (
     rotate,
     running,
 )
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsDeployment]:
-    path = tmp_path_factory.mktemp("kms")
-    with kms_deployment(path, (STAND_ALONE, MASTER_SLAVE, CLUSTER)) as made:
-        yield made
 
 
 @pytest.mark.parametrize(
