@@ -9,7 +9,7 @@ import pytest
 from alibabacloud_kms20160120 import models as kms_models
 from alibabacloud_r_kvstore20150101 import models as kv_models
 
-from tests.api.instances import can_login, new_password
+from tests.api.instances import can_login, new_password, rpc_client
 from tests.api.ram_helpers import (
     discover_account_id,
     document,
@@ -21,11 +21,13 @@ from tests.api.ram_helpers import (
     statement,
 )
 from tests.api.sdk_clients import new_sdk_client
-from tests.conftest import remember_secret
-from tests.integration.test_resilience import wait_for
+from tests.api.test_accounts_sdk import expect_error as expect_kv_error
+from tests.conftest import ARTIFACT_DIRS, remember_secret
+from tests.integration.test_resilience import own_deployment, wait_for
 from tests.kms.kms_helpers import (
     DOUBLE_USERS,
     DUAL_PASSWORD,
+    MASTER_SLAVE,
     STAND_ALONE,
     KmsDeployment,
     create_secret,
@@ -138,8 +140,6 @@ def test_a_managed_account_is_changed_only_through_its_secret(deployment: KmsDep
     request = kv_models.ResetAccountPasswordRequest(
         instance_id=_instance(deployment), account_name=account, account_password=new_password()
     )
-    from tests.api.test_accounts_sdk import expect_error as expect_kv_error
-
     expect_kv_error(lambda: kv.reset_account_password(request), MANAGED)
 
 
@@ -347,3 +347,61 @@ def test_rotate_again_with_the_same_version_is_a_no_op(deployment: KmsDeployment
     before = read_value(client, name)
     rotate(client, name, "v2")  # a retry: nothing rotates
     assert read_value(client, name) == before
+
+
+def test_a_default_account_under_a_secret_keeps_its_password_from_new_password(
+    deployment: KmsDeployment,
+) -> None:
+    """ModifyInstanceAttribute's NewPassword resets the default accounts: not one a secret holds."""
+    instance_id = deployment.instances[MASTER_SLAVE]
+    name = new_name()
+    _create(
+        deployment,
+        name=name,
+        instance_id=instance_id,
+        account="default",
+        privilege=None,
+        config={"UseExistingAccount": True, "GracePeriod": "0s"},
+    )()
+    client = kms_client(deployment.server)
+    creds = read_value(client, name)
+    kv = new_sdk_client(*_keys(deployment))
+    request = kv_models.ModifyInstanceAttributeRequest(
+        instance_id=instance_id, new_password=remember_secret(new_password())
+    )
+    expect_kv_error(lambda: kv.modify_instance_attribute(request), MANAGED)
+    assert logs_in_everywhere(deployment.ports(instance_id), creds)
+    client.delete_secret(
+        kms_models.DeleteSecretRequest(secret_name=name, force_delete_without_recovery="true")
+    )
+
+
+def test_a_registered_deployment_rotates_on_every_node(
+    deployment: KmsDeployment, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A master and a replica the test runs itself, registered: both modes rotate on both."""
+    root = tmp_path_factory.mktemp("kms-own")
+    ARTIFACT_DIRS.append(root)
+    with own_deployment(root) as own, rpc_client(deployment.server) as rpc:
+        instance_id = rpc.call(
+            "RegisterInstance",
+            {
+                "Endpoint": f"127.0.0.1:{own.master.port}",
+                "AdminUserName": "admin",
+                "AdminPassword": own.admin_password,
+            },
+        )["InstanceId"]
+        try:
+            ports = [node.port for node in own.nodes]
+            client = kms_client(deployment.server)
+            for mode in (DOUBLE_USERS, DUAL_PASSWORD):
+                name = new_name()
+                _create(deployment, name=name, instance_id=instance_id, mode=mode)()
+                first = read_value(client, name)
+                rotate(client, name, "v2")
+                rotate(client, name, "v3")
+                assert logs_in_everywhere(ports, read_value(client, name))
+                assert logs_in_everywhere(ports, read_value(client, name, "ACSPrevious"))
+                assert refused_everywhere(ports, first)
+        finally:
+            rpc.call("DeleteInstance", {"InstanceId": instance_id})
