@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from rkvstore.errors import ApiError, ErrorSpec
 from rkvstore.services.context import CallContext
-from rkvstore.services.params import ParamSpec
+from rkvstore.services.params import Param, ParamSpec
 
 AccessLevel = Literal["list", "read", "create", "update", "delete"]
 Handler = Callable[[CallContext, dict[str, Any]], dict[str, Any]]
@@ -48,6 +48,36 @@ class ActionSpec:
             f"acs:{self.service}:{region}:{account_id}:{resource.format_map(values)}"
             for resource in (self.resource, *self.also_on)
         ]
+
+
+class SpecMaker:
+    """One product's way of declaring its actions: its version and RAM service fixed."""
+
+    def __init__(self, version: str, service: str, *, regional_arns: bool = True) -> None:
+        self.version, self.service, self.regional_arns = version, service, regional_arns
+
+    def __call__(
+        self,
+        name: str,
+        handler: Handler,
+        level: AccessLevel,
+        resource: str,
+        *params: Param,
+        self_param: str | None = None,
+        also_on: tuple[str, ...] = (),
+    ) -> ActionSpec:
+        return ActionSpec(
+            name=name,
+            version=self.version,
+            params=ParamSpec(params),
+            handler=handler,
+            access_level=level,
+            resource=resource,
+            service=self.service,
+            regional_arns=self.regional_arns,
+            self_param=self_param,
+            also_on=also_on,
+        )
 
 
 class _AnyMissing(dict[str, str]):

@@ -7,8 +7,8 @@ from typing import Final
 from rkvstore.errors import ErrorSpec
 from rkvstore.products.kms import errors as kms_errors
 from rkvstore.products.kms import manage, secrets
-from rkvstore.services.params import Param, ParamSpec
-from rkvstore.services.registry import ActionSpec
+from rkvstore.services.params import Param
+from rkvstore.services.registry import ActionSpec, SpecMaker
 
 VERSION: Final = "2016-01-20"
 ONE_SECRET = "secret/{SecretName}"  # noqa: S105 - a resource path
@@ -22,16 +22,7 @@ FETCH_TAGS = Param("FetchTags", "bool", default=False)
 TRANSLATED: Final[dict[str, ErrorSpec]] = kms_errors.TRANSLATED
 
 
-def _spec(name: str, handler: object, level: str, resource: str, *params: Param) -> ActionSpec:
-    return ActionSpec(
-        name=name,
-        version=VERSION,
-        params=ParamSpec(params),
-        handler=handler,  # type: ignore[arg-type]
-        access_level=level,  # type: ignore[arg-type]
-        resource=resource,
-        service="kms",
-    )
+_spec = SpecMaker(VERSION, "kms")
 
 
 def actions() -> list[ActionSpec]:
