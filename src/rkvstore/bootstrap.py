@@ -16,7 +16,7 @@ from rkvstore.crypto import load_secret_box, write_private_file
 from rkvstore.engine.provider import LocalProvider
 from rkvstore.engine.redis_engine import RedisEngine
 from rkvstore.iam.credentials import NewTenant, count_tenants, create_tenant
-from rkvstore.products import build_registry
+from rkvstore.products import background_workers, build_registry
 from rkvstore.secret import Secret
 from rkvstore.services.context import Deps
 from rkvstore.services.reconcile import Reconciler
@@ -58,6 +58,7 @@ def build_deps(settings: Settings) -> Deps:
         reconciler=None,  # type: ignore[arg-type]  # needs deps; set just below
     )
     deps.reconciler = Reconciler(deps, settings.reconcile_interval_seconds)
+    deps.background = background_workers(deps)
     return deps
 
 
@@ -96,6 +97,8 @@ def start_background(deps: Deps) -> None:
     deps.local.manager.on_restart = deps.reconciler.mark_dirty
     deps.local.start()
     deps.reconciler.start()
+    for worker in deps.background:
+        worker.start()
 
 
 def stop_background(deps: Deps, build_timeout: float = 60.0) -> None:
@@ -117,6 +120,8 @@ def stop_supervision(
     """Undo ``start_background``: builds finished, reconciler and node supervisor stopped;
     the nodes too unless ``stop_nodes`` is False (default: ``stop_nodes_on_exit``)."""
     finish_builds(deps, build_timeout)
+    for worker in deps.background:
+        worker.stop()
     deps.reconciler.stop()
     deps.local.stop(
         stop_nodes=deps.settings.stop_nodes_on_exit if stop_nodes is None else stop_nodes

@@ -12,6 +12,18 @@ from rkvstore.engine.addresses import DEFAULT_REGISTER_NETWORKS, parse_networks
 
 API_VERSION = "2015-01-01"
 
+_INTERVAL_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_interval(text: str) -> int | None:
+    """``7d``, ``168h``, ``604800s`` -> seconds, as KMS writes intervals; else None."""
+    if len(text) < 2 or len(text) > 12 or text[-1] not in _INTERVAL_UNITS:
+        return None
+    digits = text[:-1]
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    return int(digits) * _INTERVAL_UNITS[text[-1]]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RKVSTORE_", extra="ignore")
@@ -85,6 +97,15 @@ class Settings(BaseSettings):
     register_networks: str = DEFAULT_REGISTER_NETWORKS
     stop_nodes_on_exit: bool = True
 
+    # KMS secrets (docs/kms.md): per tenant, pending deletions included; the
+    # shortest RotationInterval accepted (KMS: 6h; tests rotate every few
+    # seconds); rotations of one secret per hour; how often the scheduler looks
+    # for due rotations, ends of grace and deletions (one indexed statement).
+    kms_max_secrets: int = Field(1000, ge=0)
+    kms_min_rotation_interval: str = "6h"
+    kms_max_rotations_per_hour: int = Field(50, ge=1)
+    kms_scheduler_interval_seconds: float = Field(1.0, gt=0)
+
     @field_validator("register_networks", "trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
@@ -95,6 +116,17 @@ class Settings(BaseSettings):
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
         return None if value == "" else value  # RKVSTORE_TLS_KEYFILE= is not a file "."
+
+    @field_validator("kms_min_rotation_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if parse_interval(value) is None:
+            raise ValueError("an interval such as 6h, 30m or 21600s")
+        return value
+
+    @property
+    def kms_min_rotation_seconds(self) -> int:
+        return parse_interval(self.kms_min_rotation_interval) or 0
 
     @field_validator("data_dir")
     @classmethod

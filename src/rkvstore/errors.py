@@ -43,6 +43,8 @@ class _Catalogue:
 
     def add(self, code: str, http_status: int, message: str) -> ErrorSpec:
         spec = ErrorSpec(code, http_status, message)
+        if code in self.by_code:  # one code, one meaning: a product reuses the entry
+            raise ValueError(f"error code {code} catalogued twice")
         self.by_code[code] = spec
         return spec
 

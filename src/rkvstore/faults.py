@@ -14,7 +14,16 @@ import signal
 
 VARIABLE = "RKVSTORE_TEST_CRASH_POINT"
 STALL_VARIABLE = "RKVSTORE_TEST_STALL_POINT"
-POINTS = frozenset({"task-acquired", "fanout-first-node", "nodes-changed", "db-committed"})
+POINTS = frozenset(
+    {
+        "task-acquired",
+        "fanout-first-node",
+        "nodes-changed",
+        "db-committed",
+        "kms-pending-written",
+        "kms-nodes-changed",
+    }
+)
 
 
 def crash_point(name: str) -> None:

@@ -52,5 +52,6 @@ SECRET_PARAMETERS: Final = frozenset(
         "AccessKeySecret",
         "AdminPassword",
         "SecurityToken",
+        "SecretData",  # KMS (docs/kms.md §7)
     }
 )

@@ -471,7 +471,12 @@ def test_no_matching_allow_is_an_implicit_deny() -> None:
 
 
 def test_system_policies() -> None:
-    assert set(SYSTEM_POLICIES) == {"AliyunKvstoreFullAccess", "AliyunKvstoreReadOnlyAccess"}
+    assert set(SYSTEM_POLICIES) == {
+        "AliyunKvstoreFullAccess",
+        "AliyunKvstoreReadOnlyAccess",
+        "AliyunKMSSecretAdminAccess",
+        "AliyunKMSSecretUserAccess",
+    }
     description, full = SYSTEM_POLICIES["AliyunKvstoreFullAccess"]
     assert description and json.loads(full) == {
         "Version": "1",

@@ -17,4 +17,16 @@ def test_a_name_is_declared_once() -> None:
 
 
 def test_the_products_declare_theirs() -> None:
-    assert sorted(SYSTEM_POLICIES) == ["AliyunKvstoreFullAccess", "AliyunKvstoreReadOnlyAccess"]
+    assert sorted(SYSTEM_POLICIES) == [
+        "AliyunKMSSecretAdminAccess",
+        "AliyunKMSSecretUserAccess",
+        "AliyunKvstoreFullAccess",
+        "AliyunKvstoreReadOnlyAccess",
+    ]
+
+
+def test_a_code_is_catalogued_once() -> None:
+    from rkvstore.errors import CATALOGUE
+
+    with pytest.raises(ValueError, match="error code InvalidParameter catalogued twice"):
+        CATALOGUE.add("InvalidParameter", 400, "another text")

@@ -59,6 +59,7 @@ class _Trace:
     action: str = "-"
     principal: str = "-"
     code: str = "-"
+    version: str = ""  # once known: the product whose codes the answer uses
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ class Dispatcher:
         else:
             log.exception("request %s failed unexpectedly", trace.request_id)
             err = ApiError(errors.INTERNAL_ERROR)
+        err = self.registry.translate(trace.version, err)
         trace.code = err.code
         return render.error(trace.request_id, err)
 
@@ -228,6 +230,7 @@ class Dispatcher:
             raise ApiError(errors.MISSING_PARAMETER, name="Version")
         if not self.registry.knows_version(version):
             raise ApiError(errors.INVALID_VERSION)
+        trace.version = version
         if not action:
             raise ApiError(errors.MISSING_PARAMETER, name="Action")
         spec = self.registry.lookup(version, action)

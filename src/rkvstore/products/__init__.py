@@ -11,23 +11,34 @@ from __future__ import annotations
 
 from rkvstore.errors import CATALOGUE
 from rkvstore.iam.system_policies import SYSTEM_POLICIES
+from rkvstore.products.kms import actions as kms
+from rkvstore.products.kms import policies as _kms_policies  # noqa: F401  (catalogued)
 from rkvstore.products.kvstore import actions as kvstore
 from rkvstore.products.kvstore import errors as _kvstore_errors  # noqa: F401  (codes catalogued)
 from rkvstore.products.kvstore import policies as _kvstore_policies  # noqa: F401  (catalogued)
 from rkvstore.products.ram import actions as ram
 from rkvstore.products.ram import errors as _ram_errors  # noqa: F401  (codes catalogued)
+from rkvstore.services.context import Background, Deps
 from rkvstore.services.registry import ActionSpec, Registry
 
-PRODUCTS = (ram, kvstore)
+PRODUCTS = (ram, kvstore, kms)
 
 
 def all_actions() -> list[ActionSpec]:
     return [spec for product in PRODUCTS for spec in product.actions()]
 
 
+def background_workers(deps: Deps) -> list[Background]:
+    """The products' own loops, run beside the reconciler."""
+    from rkvstore.products.kms.scheduler import Scheduler
+
+    return [Scheduler(deps)]
+
+
 def build_registry() -> Registry:
-    """Every action of every product, each declared once."""
-    return Registry(all_actions())
+    """Every action of every product, each declared once; with the answers a
+    product gives its own way (KMS's codes for the kernel's errors)."""
+    return Registry(all_actions(), translations={kms.VERSION: kms.TRANSLATED})
 
 
 __all__ = ["CATALOGUE", "SYSTEM_POLICIES", "build_registry"]

@@ -6,7 +6,7 @@ import contextvars
 import functools
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine
 
@@ -28,6 +28,11 @@ current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
 )
 
 
+class Background(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 @dataclass
 class Deps:
     """The long-lived parts, built once by ``bootstrap``."""
@@ -42,6 +47,9 @@ class Deps:
     # Instance builds in flight: joined at shutdown before the nodes are stopped.
     builds: list[threading.Thread] = field(default_factory=list)
     access_keys: AccessKeyCache = field(default_factory=AccessKeyCache)
+    # The products' own background loops (KMS's rotation scheduler): started and
+    # stopped with the reconciler.
+    background: list[Background] = field(default_factory=list)
 
     @functools.cached_property
     def single(self) -> Engine:

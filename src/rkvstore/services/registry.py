@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rkvstore.errors import ApiError, ErrorSpec
 from rkvstore.services.context import CallContext
-from rkvstore.services.params import ParamSpec
+from rkvstore.services.params import Param, ParamSpec
 
 AccessLevel = Literal["list", "read", "create", "update", "delete"]
 Handler = Callable[[CallContext, dict[str, Any]], dict[str, Any]]
@@ -49,16 +50,63 @@ class ActionSpec:
         ]
 
 
+class SpecMaker:
+    """One product's way of declaring its actions: its version and RAM service fixed."""
+
+    def __init__(self, version: str, service: str, *, regional_arns: bool = True) -> None:
+        self.version, self.service, self.regional_arns = version, service, regional_arns
+
+    def __call__(
+        self,
+        name: str,
+        handler: Handler,
+        level: AccessLevel,
+        resource: str,
+        *params: Param,
+        self_param: str | None = None,
+        also_on: tuple[str, ...] = (),
+    ) -> ActionSpec:
+        return ActionSpec(
+            name=name,
+            version=self.version,
+            params=ParamSpec(params),
+            handler=handler,
+            access_level=level,
+            resource=resource,
+            service=self.service,
+            regional_arns=self.regional_arns,
+            self_param=self_param,
+            also_on=also_on,
+        )
+
+
 class _AnyMissing(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "*"
 
 
 class Registry:
-    def __init__(self, specs: Iterable[ActionSpec] = ()) -> None:
+    def __init__(
+        self,
+        specs: Iterable[ActionSpec] = (),
+        *,
+        translations: Mapping[str, Mapping[str, ErrorSpec]] | None = None,
+    ) -> None:
         self._by_key: dict[tuple[str, str], ActionSpec] = {}
+        # version -> {kernel code -> the product's own entry}: a product whose
+        # clients know other codes for the same failures (KMS) answers with those.
+        self._translations = dict(translations or {})
         for spec in specs:
             self.add(spec)
+
+    def translate(self, version: str, err: ApiError) -> ApiError:
+        """``err`` as the product of ``version`` answers it."""
+        spec = self._translations.get(version, {}).get(err.code)
+        if spec is None:
+            return err
+        translated = ApiError(spec, headers=err.headers, detail=err.detail)
+        translated.__cause__ = err
+        return translated
 
     def add(self, spec: ActionSpec) -> None:
         key = (spec.version, spec.name)

@@ -338,3 +338,62 @@ ram_attachments = Table(
     # ListPolicies counts the attachments of a page of policies (migration 0010).
     Index("ix_ram_attachments_account_id_policy", "account_id", "policy_type", "policy_name"),
 )
+
+# --------------------------------------------------------------------------- KMS secrets (issue 12)
+
+# A Redis secret (docs/kms.md): one or two accounts of an instance whose
+# passwords rkvstore generates, rotates and hands out. Times are epoch seconds.
+kms_secrets = Table(
+    "kms_secrets",
+    metadata,
+    Column("secret_id", String(32), primary_key=True),
+    Column(
+        "account_id",
+        String(16),
+        ForeignKey("tenants.account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(192), nullable=False),
+    Column("sub_type", String(16), nullable=False),  # DoubleUsers | DualPassword
+    # No foreign key: a secret outlives its instance (AutomaticRotation: Invalid).
+    Column("instance_id", String(32), nullable=False),
+    Column("extended_config", Text, nullable=False),  # as answered (JSON)
+    Column("description", String(1024), nullable=False),
+    Column("tags", Text, nullable=False),  # JSON [{"TagKey":..,"TagValue":..}]
+    # The secret's data key (Fernet), sealed by the master key: envelope encryption.
+    Column("data_key", Text, nullable=False),
+    Column("rotation_enabled", Boolean, nullable=False),
+    Column("rotation_interval", Integer, nullable=True),  # seconds
+    Column("grace_period", Integer, nullable=True),  # seconds; None: until the next rotation
+    Column("next_rotation_at", Float, nullable=True),
+    Column("last_rotation_at", Float, nullable=True),
+    Column("planned_delete_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("account_id", "name", name="uq_kms_secrets_account_id_name"),
+    Index("ix_kms_secrets_next_rotation_at", "next_rotation_at"),
+)
+
+# A secret's versions. A version with a stage holds the password that stage
+# names (sealed with the secret's data key); a version without one has lost its
+# password, which is gone from Redis and from here. ``Pending``: a rotation
+# written down before any node was touched (finished after a crash).
+kms_secret_versions = Table(
+    "kms_secret_versions",
+    metadata,
+    Column(
+        "secret_id",
+        String(32),
+        ForeignKey("kms_secrets.secret_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version_id", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False),  # order of creation within the secret
+    Column("stage", String(16), nullable=True),  # ACSCurrent | ACSPrevious | Pending | None
+    Column("account_name", String(128), nullable=False),
+    Column("password_sealed", Text, nullable=True),
+    Column(
+        "grace_until", Float, nullable=True
+    ),  # an ACSPrevious that ends before the next rotation
+    Column("created_at", Float, nullable=False),
+)

@@ -67,7 +67,7 @@ def _reload(ctx: CallContext, instance: InstanceRow) -> InstanceRow:
     return fresh
 
 
-def _refuse_existing_user(ctx: CallContext, instance: InstanceRow, name: str) -> None:
+def refuse_existing_user(ctx: CallContext, instance: InstanceRow, name: str) -> None:
     """On a registered deployment, a user rkvstore did not create is not ours to take over."""
     if name == instance.admin_user:
         raise ApiError(kvstore_errors.ACCOUNT_NAME_FORBID)
@@ -153,7 +153,7 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         digest = password.sha256_hex()
         with bounded.exchange(ctx.deps.settings.node_timeout_seconds):  # all its node work
             if instance.provider == REGISTERED:
-                _refuse_existing_user(ctx, instance, name)
+                refuse_existing_user(ctx, instance, name)
             # Recorded before any node gets the user: should the change fail with a
             # node in doubt, the reconciler takes the user off every node.
             with recording(ctx.deps, task) as conn:

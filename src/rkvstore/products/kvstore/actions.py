@@ -12,8 +12,8 @@ from rkvstore.products.kvstore import (
     registered,
     sessions,
 )
-from rkvstore.services.params import Param, ParamSpec
-from rkvstore.services.registry import ActionSpec
+from rkvstore.services.params import Param
+from rkvstore.services.registry import ActionSpec, SpecMaker
 
 ALL_INSTANCES = "instance/*"
 ONE_INSTANCE = "instance/{InstanceId}"
@@ -26,16 +26,7 @@ PAGE_SIZE = Param("PageSize", "int", default=30, min_value=1, max_value=100)
 REVOKE_SESSIONS = Param("RevokeSessions", "bool", default=False)
 
 
-def _spec(name: str, handler: object, level: str, resource: str, *params: Param) -> ActionSpec:
-    return ActionSpec(
-        name=name,
-        version=API_VERSION,
-        params=ParamSpec(params),
-        handler=handler,  # type: ignore[arg-type]
-        access_level=level,  # type: ignore[arg-type]
-        resource=resource,
-        service="kvstore",
-    )
+_spec = SpecMaker(API_VERSION, "kvstore")
 
 
 def actions() -> list[ActionSpec]:

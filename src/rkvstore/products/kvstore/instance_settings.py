@@ -102,6 +102,8 @@ def _set_default_password(ctx: CallContext, instance: InstanceRow, digest: str) 
     accounts = [a for a in found if a is not None]
     if not accounts:
         raise ApiError(kvstore_errors.ACCOUNT_NAME_NOT_FOUND)
+    if any(a.managed_by is not None for a in accounts):  # a KMS secret rotates it
+        raise ApiError(kvstore_errors.ACCOUNT_MANAGED_BY_SECRET)
     changes = [
         UserChange(a.name, desired_user(a.name, digest, a.privilege, instance.engine_version))
         for a in accounts

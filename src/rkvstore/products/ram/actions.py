@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from rkvstore.products.ram import groups, policies, users
-from rkvstore.services.params import Param, ParamSpec
-from rkvstore.services.registry import ActionSpec
+from rkvstore.services.params import Param
+from rkvstore.services.registry import ActionSpec, SpecMaker
 
 RAM_VERSION = "2015-05-01"
 MAX_ITEMS = Param("MaxItems", "int", default=100, min_value=1, max_value=1000)
@@ -15,27 +15,7 @@ POLICY_TYPE = Param("PolicyType", required=True)
 POLICY_DOCUMENT = Param("PolicyDocument", required=True)
 
 
-def _ram(
-    name: str,
-    handler: object,
-    level: str,
-    resource: str,
-    *params: Param,
-    self_param: str | None = None,
-    also_on: tuple[str, ...] = (),
-) -> ActionSpec:
-    return ActionSpec(
-        name=name,
-        version=RAM_VERSION,
-        params=ParamSpec(params),
-        handler=handler,  # type: ignore[arg-type]
-        access_level=level,  # type: ignore[arg-type]
-        resource=resource,
-        service="ram",
-        regional_arns=False,  # users, groups and policies are global
-        self_param=self_param,
-        also_on=also_on,
-    )
+_ram = SpecMaker(RAM_VERSION, "ram", regional_arns=False)  # users, groups, policies: global
 
 
 def actions() -> list[ActionSpec]:

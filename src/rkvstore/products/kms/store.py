@@ -1,0 +1,252 @@
+"""KMS's queries: secrets and their versions (tables ``kms_secrets``, ``kms_secret_versions``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+
+from rkvstore.store.tables import kms_secret_versions as versions
+from rkvstore.store.tables import kms_secrets as secrets
+
+
+@dataclass(frozen=True)
+class SecretRow:
+    secret_id: str
+    account_id: str
+    name: str
+    sub_type: str
+    instance_id: str
+    extended_config: str
+    description: str
+    tags: str
+    data_key: str
+    rotation_enabled: bool
+    rotation_interval: int | None
+    grace_period: int | None
+    next_rotation_at: float | None
+    last_rotation_at: float | None
+    planned_delete_at: float | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, row: Any) -> SecretRow:
+        return cls(**row._mapping)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    secret_id: str
+    version_id: str
+    seq: int
+    stage: str | None
+    account_name: str
+    password_sealed: str | None
+    grace_until: float | None
+    created_at: float
+
+    @classmethod
+    def of(cls, row: Any) -> VersionRow:
+        return cls(**row._mapping)
+
+
+def get_secret(conn: Connection, account_id: str, name: str) -> SecretRow | None:
+    row = conn.execute(
+        select(secrets).where(secrets.c.account_id == account_id, secrets.c.name == name)
+    ).first()
+    return None if row is None else SecretRow.of(row)
+
+
+def get_secret_by_id(conn: Connection, secret_id: str) -> SecretRow | None:
+    row = conn.execute(select(secrets).where(secrets.c.secret_id == secret_id)).first()
+    return None if row is None else SecretRow.of(row)
+
+
+def count_secrets(conn: Connection, account_id: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(secrets).where(secrets.c.account_id == account_id)
+        ).scalar_one()
+    )
+
+
+def insert_secret(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(secrets).values(**values))
+
+
+def update_secret(conn: Connection, secret_id: str, **values: Any) -> None:
+    conn.execute(update(secrets).where(secrets.c.secret_id == secret_id).values(**values))
+
+
+def delete_secret(conn: Connection, secret_id: str) -> None:
+    conn.execute(delete(versions).where(versions.c.secret_id == secret_id))
+    conn.execute(delete(secrets).where(secrets.c.secret_id == secret_id))
+
+
+def list_versions(conn: Connection, secret_id: str) -> list[VersionRow]:
+    """Newest first."""
+    rows = conn.execute(
+        select(versions).where(versions.c.secret_id == secret_id).order_by(versions.c.seq.desc())
+    )
+    return [VersionRow.of(r) for r in rows]
+
+
+def staged_versions(conn: Connection, secret_id: str) -> list[VersionRow]:
+    """The versions that hold a stage (ACSCurrent, ACSPrevious, Pending): newest first."""
+    rows = conn.execute(
+        select(versions)
+        .where(versions.c.secret_id == secret_id, versions.c.stage.is_not(None))
+        .order_by(versions.c.seq.desc())
+    )
+    return [VersionRow.of(r) for r in rows]
+
+
+def version_exists(conn: Connection, secret_id: str, version_id: str) -> bool:
+    return bool(
+        conn.execute(
+            select(
+                exists().where(
+                    versions.c.secret_id == secret_id, versions.c.version_id == version_id
+                )
+            )
+        ).scalar()
+    )
+
+
+def next_seq(conn: Connection, secret_id: str) -> int:
+    top = conn.execute(
+        select(func.max(versions.c.seq)).where(versions.c.secret_id == secret_id)
+    ).scalar()
+    return int(top or 0) + 1
+
+
+def insert_version(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(versions).values(**values))
+
+
+def set_stage(
+    conn: Connection,
+    secret_id: str,
+    version_id: str,
+    stage: str | None,
+    *,
+    grace_until: float | None = None,
+) -> None:
+    """A version's stage; one that loses every stage loses its password with it."""
+    values: dict[str, Any] = {"stage": stage, "grace_until": grace_until}
+    if stage is None:
+        values["password_sealed"] = None
+    conn.execute(
+        update(versions)
+        .where(versions.c.secret_id == secret_id, versions.c.version_id == version_id)
+        .values(**values)
+    )
+
+
+def drop_version(conn: Connection, secret_id: str, version_id: str) -> None:
+    conn.execute(
+        delete(versions).where(
+            versions.c.secret_id == secret_id, versions.c.version_id == version_id
+        )
+    )
+
+
+def rotations_since(conn: Connection, secret_id: str, since: float) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(versions)
+            .where(versions.c.secret_id == secret_id, versions.c.created_at >= since)
+        ).scalar_one()
+    )
+
+
+def managed_names(conn: Connection, instance_id: str) -> set[str]:
+    """Accounts of ``instance_id`` held by a secret (CreateSecret refuses them)."""
+    rows = conn.execute(
+        select(versions.c.account_name)
+        .join(secrets, secrets.c.secret_id == versions.c.secret_id)
+        .where(secrets.c.instance_id == instance_id)
+        .distinct()
+    )
+    return {str(r.account_name) for r in rows}
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def page_secrets(
+    conn: Connection,
+    account_id: str,
+    wanted: dict[str, list[str]],
+    offset: int,
+    limit: int,
+) -> tuple[int, list[SecretRow]]:
+    """Filtered, counted and paged in SQL (ListSecrets)."""
+    where = [secrets.c.account_id == account_id]
+    for key, values in wanted.items():
+        if key == "SecretName":
+            where.append(or_(*(secrets.c.name.contains(v, autoescape=True) for v in values)))
+        elif key == "Description":
+            where.append(or_(*(secrets.c.description.contains(v, autoescape=True) for v in values)))
+        elif key == "SecretType":
+            if "Redis" not in values:
+                where.append(secrets.c.secret_id.is_(None))
+        elif key in ("TagKey", "TagValue"):
+            # Tags are a small JSON list: matched on the exact quoted value.
+            field = '"' + key + '":'
+            where.append(
+                or_(*(secrets.c.tags.contains(field + _quoted(v), autoescape=True) for v in values))
+            )
+        else:  # DKMSInstanceId, Creator: rkvstore records neither
+            where.append(secrets.c.secret_id.is_(None))
+    condition = and_(*where)
+    total = int(
+        conn.execute(select(func.count()).select_from(secrets).where(condition)).scalar_one()
+    )
+    rows = conn.execute(
+        select(secrets)
+        .where(condition)
+        .order_by(secrets.c.created_at, secrets.c.name)
+        .offset(offset)
+        .limit(limit)
+    )
+    return total, [SecretRow.of(r) for r in rows]
+
+
+def _quoted(value: str) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+# --------------------------------------------------------------------------- the scheduler's
+
+
+def due_secret_ids(conn: Connection, now: float, stale_before: float, limit: int) -> list[str]:
+    """Secrets with something to do: a rotation due, a grace ended, a deletion due,
+    or a rotation a dead process left written down but unfinished."""
+    rotation = select(secrets.c.secret_id).where(
+        secrets.c.rotation_enabled.is_(True),
+        secrets.c.planned_delete_at.is_(None),
+        secrets.c.next_rotation_at <= now,
+    )
+    deletion = select(secrets.c.secret_id).where(secrets.c.planned_delete_at <= now)
+    grace = select(versions.c.secret_id).where(versions.c.grace_until <= now)
+    stale = select(versions.c.secret_id).where(
+        versions.c.stage == "Pending", versions.c.created_at <= stale_before
+    )
+    ids: list[str] = []
+    for query in (deletion, grace, stale, rotation):
+        for (secret_id,) in conn.execute(query.limit(limit)):
+            if secret_id not in ids:
+                ids.append(secret_id)
+    return ids[:limit]
+
+
+def secrets_of_instance(conn: Connection, instance_ids: Sequence[str]) -> list[SecretRow]:
+    rows = conn.execute(select(secrets).where(secrets.c.instance_id.in_(list(instance_ids))))
+    return [SecretRow.of(r) for r in rows]
