@@ -25,14 +25,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from alibabacloud_kms20160120 import models as kms_models
-from alibabacloud_kms20160120.client import Client as KmsClient
-from alibabacloud_tea_openapi.models import Config
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+# The KMS SDK is imported where it is used, so that cache_client_app.py can reuse
+# SecretBackedRedis in a virtualenv that has aliyun-secret-manager-client instead.
+if TYPE_CHECKING:
+    from alibabacloud_kms20160120.client import Client as KmsClient
 
 log = logging.getLogger("redis_secret_app")
 
@@ -49,6 +51,9 @@ class SecretReadError(Exception):
 
 
 def kms_client_from_env(environ: Mapping[str, str] = os.environ) -> KmsClient:
+    from alibabacloud_kms20160120.client import Client as KmsClient
+    from alibabacloud_tea_openapi.models import Config
+
     return KmsClient(
         Config(
             access_key_id=environ["ALIBABA_CLOUD_ACCESS_KEY_ID"],
@@ -63,6 +68,8 @@ def kms_client_from_env(environ: Mapping[str, str] = os.environ) -> KmsClient:
 def secret_reader(client: KmsClient, secret_name: str) -> Callable[[], RedisCredentials]:
     """A function that reads the secret's ACSCurrent value: always valid on every node
     from the moment it is returned until at least the next rotation (docs/kms.md §4)."""
+
+    from alibabacloud_kms20160120 import models as kms_models
 
     def read() -> RedisCredentials:
         request = kms_models.GetSecretValueRequest(
@@ -210,8 +217,10 @@ def run_loop(
     return stats
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_from_env(read_secret: Callable[[], RedisCredentials], description: str) -> None:
+    """The command line shared by app.py and cache_client_app.py: Redis from REDIS_HOST and
+    REDIS_PORT, the loop's pace from the options."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--iterations", type=int, default=600)
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between iterations")
     parser.add_argument(
@@ -221,14 +230,13 @@ def main() -> None:
         help="drop the connections every N iterations (0: never), to show a re-read",
     )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    read = secret_reader(kms_client_from_env(), os.environ["SECRET_NAME"])
     store = SecretBackedRedis(
-        read, os.environ.get("REDIS_HOST", "127.0.0.1"), int(os.environ.get("REDIS_PORT", "6379"))
+        read_secret,
+        os.environ.get("REDIS_HOST", "127.0.0.1"),
+        int(os.environ.get("REDIS_PORT", "6379")),
     )
-    log.info(
-        "logged in as %s (version %s)", store.credentials.account, store.credentials.version_id
-    )
+    held = store.credentials
+    log.info("logged in as %s (version %s)", held.account, held.version_id)
     try:
         stats = run_loop(
             store,
@@ -242,6 +250,14 @@ def main() -> None:
         store.close()
     log.info(
         "%d iterations, %d failed, %d re-reads", stats.iterations, stats.failures, store.rereads
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_from_env(
+        secret_reader(kms_client_from_env(), os.environ["SECRET_NAME"]),
+        __doc__.splitlines()[0],
     )
 
 
