@@ -109,7 +109,7 @@ class SecretBackedRedis:
         port: int,
         *,
         timeout: float = 2.0,
-        settle_attempts: int = 5,
+        settle_attempts: int = 10,
         settle_pause: float = 0.1,
     ) -> None:
         self._read_secret = read_secret

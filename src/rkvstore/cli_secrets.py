@@ -148,8 +148,10 @@ def secrets_group(client_options: Callable[[Any], Any]) -> click.Group:
 
     @secrets.command("get")
     @click.argument("name")
-    @click.option("--stage", type=click.Choice(STAGES), default="ACSCurrent", show_default=True)
-    @click.option("--version-id", help="A version that still holds a stage.")
+    @click.option("--stage", type=click.Choice(STAGES), help="[ACSCurrent]")
+    @click.option(
+        "--version-id", help="A version that still holds a stage (alone, or the --stage's)."
+    )
     @click.option(
         "--json",
         "as_json",
@@ -159,12 +161,14 @@ def secrets_group(client_options: Callable[[Any], Any]) -> click.Group:
     @client_options
     def get(
         name: str,
-        stage: str,
+        stage: str | None,
         version_id: str | None,
         as_json: bool,
         **client: Any,
     ) -> None:
         """Print the account and password of secret NAME (on stdout only)."""
+        if stage is None and version_id is None:
+            stage = "ACSCurrent"
         body = kms_call(
             client,
             "GetSecretValue",

@@ -55,7 +55,6 @@ def get_creds(deployment: KmsDeployment, name: str, *args: str) -> dict[str, obj
     return ok_json(secrets_cli(deployment, "get", name, "--json", *args))
 
 
-@pytest.mark.slow
 def test_create_get_rotate_list_and_the_password_logs_in(
     deployment: KmsDeployment, port: int
 ) -> None:
@@ -90,6 +89,8 @@ def test_create_get_rotate_list_and_the_password_logs_in(
     previous = get_creds(deployment, name, "--stage", "ACSPrevious")
     assert (previous["VersionId"], previous["AccountPassword"]) == ("v1", first)
     assert can_login(port, account, first)  # no grace given: until the next rotation
+    by_id = get_creds(deployment, name, "--version-id", "v1")
+    assert (by_id["AccountPassword"], by_id["VersionStages"]) == (first, ["ACSPrevious"])
 
     table = secrets_cli(deployment, "list", "--page-size", "100")
     assert table.returncode == 0, table.stderr
@@ -100,7 +101,6 @@ def test_create_get_rotate_list_and_the_password_logs_in(
     assert name in [s["SecretName"] for s in listed["SecretList"]["Secret"]]  # type: ignore[index]
 
 
-@pytest.mark.slow
 def test_double_users_with_rotation_options(deployment: KmsDeployment, port: int) -> None:
     name, account = new_name(), new_name("acct")
     created = ok_json(
