@@ -25,6 +25,7 @@ GENERATED_VERSION = re.compile(r"^[0-9a-f]{32}$")
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsDeployment]:
+    """A server of this module's own: its accounts stay out of the shared instances' 18."""
     with kms_deployment(tmp_path_factory.mktemp("kmscli"), (STAND_ALONE,)) as made:
         yield made
 

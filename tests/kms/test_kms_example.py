@@ -53,6 +53,7 @@ def wait_for(condition: Callable[[], bool]) -> bool:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KmsDeployment]:
+    """A server of this module's own: its accounts stay out of the shared instances' 18."""
     with kms_deployment(tmp_path_factory.mktemp("kmsapp"), (STAND_ALONE,)) as made:
         yield made
 
