@@ -15,6 +15,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from rkvstore.cli_secrets import secrets_group
 from rkvstore.config import API_VERSION, Settings
 from rkvstore.secret import SECRET_PARAMETERS, Secret
 
@@ -536,6 +537,9 @@ def instances_rotate(instance_id: str, **client: Any) -> None:
         except RpcError as exc:
             raise click.ClickException(f"{exc.code}: {exc.message}") from None
     click.echo(f"management password of {instance_id} rotated")
+
+
+main.add_command(secrets_group(_client_options))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,12 +46,14 @@ def kms_client(
     key: tuple[str, str] | None = None,
 ) -> KmsClient:
     key_id, key_secret = key or (server.access_key_id, server.access_key_secret)
+    ca = None if server.ca is None else str(server.ca)
     return KmsClient(
         Config(
             access_key_id=key_id,
             access_key_secret=key_secret,
             endpoint=server.endpoint,
-            protocol="http",
+            protocol="https" if ca else "http",
+            ca=ca,
             region_id=REGION,
             signature_algorithm="v2" if v1 else None,
         )

@@ -218,7 +218,13 @@ def complete(
     pending: VersionRow,
     now: float,
 ) -> None:
-    """Every node gets ``pending``'s password, then the stages move in one transaction."""
+    """Every node gets ``pending``'s password, then the stages move in one transaction.
+
+    DualPassword keeps the current password as the previous one while the
+    stages move, even without a grace (``GracePeriod`` 0s): until the record
+    says otherwise, GetSecretValue hands out the current one, which must work.
+    Without a grace it is removed right after the record.
+    """
     with deps.single.connect() as conn:
         stages = Stages.read(conn, secret.secret_id)
         account = repo.get_account(conn, instance.instance_id, pending.account_name)
@@ -228,7 +234,7 @@ def complete(
     password = vault.open_sealed(deps.box, secret.data_key, pending.password_sealed)
     current = stages.current
     dual = secret.sub_type == rules.DUAL_PASSWORD
-    keep_previous = dual and secret.grace_period != 0
+    keep_previous = dual
     previous_sha256 = None
     if keep_previous:
         assert current.password_sealed is not None
@@ -246,7 +252,7 @@ def complete(
         raise
     crash_point("kms-nodes-changed")
     grace_until = None
-    if keep_previous and secret.grace_period is not None:
+    if dual and secret.grace_period is not None:
         grace_until = now + secret.grace_period
     with recording(deps, task) as conn:
         repo.set_account_passwords(
@@ -271,6 +277,9 @@ def complete(
             else None,
             updated_at=now,
         )
+    if dual and secret.grace_period == 0:
+        # Should this fail, the grace (ended now) is ended by the scheduler.
+        drop_previous(deps, task, instance, account.name, secret.secret_id, now)
 
 
 def drop_pending_after_failure(deps: Deps, secret_id: str, version_id: str) -> None:
@@ -294,22 +303,27 @@ def end_grace(deps: Deps, secret_id: str, now: float) -> bool:
     with task_slot(
         deps, instance.instance_id, "RotateSecret", _task_account(secret, account)
     ) as task:
-        with deps.single.connect() as conn:
-            stages = Stages.read(conn, secret_id)
-            row = repo.get_account(conn, instance.instance_id, account)
-        previous = stages.previous
-        if previous is None or previous.grace_until is None or previous.grace_until > now:
-            return False
-        if row is None:
-            return False
-        set_user(deps, instance, row.name, row.password_sha256, None, row.privilege)
-        with recording(deps, task) as conn:
-            repo.set_account_passwords(
-                conn, instance.instance_id, row.name, row.password_sha256, None
-            )
-            kms_store.set_stage(conn, secret_id, previous.version_id, None)
-            kms_store.update_secret(conn, secret_id, updated_at=now)
-        return True
+        return drop_previous(deps, task, instance, account, secret_id, now)
+
+
+def drop_previous(
+    deps: Deps, task: Task, instance: InstanceRow, account: str, secret_id: str, now: float
+) -> bool:
+    """The previous password, its grace over, off every node; then its stage (slot held)."""
+    with deps.single.connect() as conn:
+        stages = Stages.read(conn, secret_id)
+        row = repo.get_account(conn, instance.instance_id, account)
+    previous = stages.previous
+    if previous is None or previous.grace_until is None or previous.grace_until > now:
+        return False
+    if row is None:
+        return False
+    set_user(deps, instance, row.name, row.password_sha256, None, row.privilege)
+    with recording(deps, task) as conn:
+        repo.set_account_passwords(conn, instance.instance_id, row.name, row.password_sha256, None)
+        kms_store.set_stage(conn, secret_id, previous.version_id, None)
+        kms_store.update_secret(conn, secret_id, updated_at=now)
+    return True
 
 
 def release(deps: Deps, secret_id: str, now: float) -> bool:
