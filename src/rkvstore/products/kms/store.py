@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,8 +219,6 @@ def page_secrets(
 
 
 def _quoted(value: str) -> str:
-    import json
-
     return json.dumps(value)
 
 
