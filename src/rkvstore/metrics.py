@@ -86,6 +86,15 @@ KMS_ROTATIONS = Counter(
     registry=OWN,
 )
 
+# Every value of the fixed labels starts at 0: a rate exists before the first event.
+for _counter, _values in (
+    (TASK_SLOT_WAITS, ("taken", "task_exists")),
+    (NODE_ROLLBACKS, ("ok", "failed")),
+    (KMS_ROTATIONS, ("done", "failed")),
+):
+    for _value in _values:
+        _counter.labels(_value)
+
 _known_actions: frozenset[str] = frozenset()
 
 
