@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -72,6 +73,10 @@ def test_demo_snippet_resets_the_demo_account(tmp_path_factory: pytest.TempPathF
         # The SDK is not rkvstore's dependency: the demo prints what to install, and
         # that installs every module the snippet imports.
         assert f"pip install '{SDK_REQUIREMENT}'" in text.splitlines()
+        # ... the very requirement the test suite installs the SDK with.
+        project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+        assert SDK_REQUIREMENT in project["project"]["optional-dependencies"]["test"]
+        assert Requirement(SDK_REQUIREMENT).name not in str(project["project"]["dependencies"])
         provided = installs(Requirement(SDK_REQUIREMENT).name)
         for line in snippet:
             if line.startswith("from "):

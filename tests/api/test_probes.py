@@ -13,7 +13,6 @@ import httpx
 import pytest
 from alibabacloud_r_kvstore20150101 import models as kv_models
 from alibabacloud_tea_openapi.exceptions import ClientException
-from prometheus_client.parser import text_string_to_metric_families
 
 from rkvstore.api.dispatch import logged
 from rkvstore.errors import CATALOGUE
@@ -21,14 +20,13 @@ from rkvstore.metrics import OTHER, SUCCESS
 from rkvstore.products import all_actions
 from tests.api.sdk_clients import new_sdk_client
 from tests.conftest import ARTIFACT_DIRS, LiveServer, free_port, remember_secret, start_server
+from tests.scrape import scrape, value
 
 NOT_FOUND = ("InvalidInstanceId.NotFound", "The specified instance is not found.")
 MISSING_SIGNATURE = "The request signature does not conform to Aliyun standards."
 # One access-log line: key=value fields, a value bare or a JSON string.
 FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]+)')
 ACCESS_KEYS = ["request_id", "action", "principal", "status", "code", "duration_ms"]
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture(scope="module")
@@ -42,22 +40,6 @@ def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServ
         yield server, f"http://127.0.0.1:{port}/metrics"
     finally:
         server.stop()
-
-
-def scrape(url: str) -> Samples:
-    """Every sample, parsed by prometheus_client's own parser."""
-    response = httpx.get(url, timeout=10)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_parse_and_count_the_sdk_calls(metered: tuple[LiveServer, str]) -> None:

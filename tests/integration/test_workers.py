@@ -26,7 +26,6 @@ from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.secret import Secret
 from rkvstore.store import repo
 from rkvstore.store.db import make_engine
-from tests.api.test_probes import scrape, value
 from tests.conftest import LiveServer, free_port, remember_secret, start_server
 from tests.integration.test_resilience import (
     api,
@@ -42,6 +41,7 @@ from tests.integration.test_resilience import (
     wait_for,
     wait_serving,
 )
+from tests.scrape import scrape, value
 
 WORKERS = {"RKVSTORE_WORKERS": "2", "RKVSTORE_RATE_LIMIT_PER_SECOND": "0"}
 SUPERVISES = re.compile(r" pid=(\d+) worker \d+ supervises the local nodes")
