@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -147,12 +148,17 @@ def scrape_registry(deps: Deps, gauges: Sequence[ScrapeGauge]) -> CollectorRegis
     return registry
 
 
-class _Handler(_SilentHandler):
+class _Handler(WSGIRequestHandler):
     timeout = SCRAPE_TIMEOUT_SECONDS
 
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged (a scraper every few seconds would fill the log)."""
 
-class _OnSocket(ThreadingWSGIServer):
-    """prometheus_client's server on a socket bound already (shared by the workers)."""
+
+class _OnSocket(socketserver.ThreadingMixIn, WSGIServer):
+    """A threaded WSGI server on a socket bound already (shared by the workers)."""
+
+    daemon_threads = True
 
     def __init__(self, sock: socket.socket) -> None:
         host, port = sock.getsockname()[:2]
