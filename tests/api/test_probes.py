@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +167,23 @@ def test_logged_quotes_anything_but_plain_tokens() -> None:
     assert logged("a b") == '"a b"'
     assert logged('a"\\\n\u2028') == '"a\\"\\\\\\n\\u2028"'
     assert logged("") == '""'
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_one_line(
+    metered: tuple[LiveServer, str], tmp_path: Path
+) -> None:
+    _, url = metered
+    taken = url.split(":")[2].split("/")[0]  # the running server's metrics port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RKVSTORE_")}
+    command = [sys.executable, "-m", "rkvstore.cli", "serve", "--port", str(free_port())]
+    done = subprocess.run(
+        [*command, "--metrics-port", taken, "--data-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"Error: cannot listen on 127.0.0.1:{taken}: Address already in use"
+    )
