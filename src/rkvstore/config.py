@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # event loop (uvloop: libuv; asyncio: the standard library's).
     http_parser: Literal["httptools", "h11"] = "httptools"
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # GET /metrics (Prometheus) on a listener of its own at this port (on
+    # metrics_host, default: host); unset: no metrics listener.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str | None = None
     # Request worker processes on the one port; one of them supervises the local
     # nodes and runs the reconciler.
     workers: int = Field(1, ge=1, le=64)
@@ -112,7 +116,7 @@ class Settings(BaseSettings):
         parse_networks(value)  # a malformed entry stops the start with its reason
         return value
 
-    @field_validator("tls_certfile", "tls_keyfile", mode="before")
+    @field_validator("tls_certfile", "tls_keyfile", "metrics_port", mode="before")
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
         return None if value == "" else value  # RKVSTORE_TLS_KEYFILE= is not a file "."

@@ -33,6 +33,7 @@ from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.localfiles import read_pidfile
 from rkvstore.secret import Secret
 from tests.conftest import ARTIFACT_DIRS, LiveServer, free_port, remember_secret, start_server
+from tests.scrape import scrape, value
 
 T = TypeVar("T")
 
@@ -451,7 +452,10 @@ def test_serve_restarts_keep_instances_and_accounts(data_dir: Path) -> None:
 def test_hung_node_gives_service_unavailable_and_is_brought_back(
     data_dir: Path, stopped: str
 ) -> None:
-    with serving(data_dir, HANGING) as server, api(server) as client:
+    metrics_port = free_port()
+    env = {**HANGING, "RKVSTORE_METRICS_PORT": str(metrics_port)}
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    with serving(data_dir, env) as server, api(server) as client:
         instance_id = create_instance(client, "MASTER_SLAVE", new_password())
         old_pw = new_password()
         client.call(
@@ -462,6 +466,7 @@ def test_hung_node_gives_service_unavailable_and_is_brought_back(
         hung = nodes[stopped]
         pid = hung.running_pid()
         new_pw = new_password()
+        before = scrape(metrics)
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -484,6 +489,18 @@ def test_hung_node_gives_service_unavailable_and_is_brought_back(
                     assert not auth_ok(node.port, "demo", new_pw)
             time.sleep(1.5)  # a reconciler pass or so meets the hung node too
             assert account_status(client, instance_id, "demo") == "Unavailable"
+            # Counted: the failed change, the node it was undone on; the hung node
+            # out of reach once a pass has met it.
+            during = scrape(metrics)
+            failures = "rkvstore_node_change_failures_total"
+            assert value(during, failures) == value(before, failures) + 1
+            undone = value(during, "rkvstore_node_rollbacks_total", result="ok")
+            assert undone >= value(before, "rkvstore_node_rollbacks_total", result="ok") + 1
+            wait_for(
+                "the hung node counted out of reach",
+                lambda: value(scrape(metrics), "rkvstore_unreachable_nodes") >= 1,
+                10,
+            )
             log_mark = len(log_text(server))
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -512,6 +529,10 @@ def test_hung_node_gives_service_unavailable_and_is_brought_back(
         assert f"repaired drift on node 127.0.0.1:{hung.port}: users demo" in repairs, (
             "the late command never ran on the resumed node, or was not repaired"
         )
+        after = scrape(metrics)
+        repaired = "rkvstore_reconcile_repairs_total"
+        assert value(after, repaired) >= value(before, repaired) + 1
+        assert value(after, "rkvstore_unreachable_nodes") == 0
 
         newer_pw = new_password()
         reset(client, instance_id, "demo", newer_pw)

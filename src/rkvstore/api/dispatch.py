@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -26,6 +27,7 @@ from rkvstore.api.throttle import RateLimiter
 from rkvstore.errors import ApiError
 from rkvstore.iam.authorize import authorize
 from rkvstore.iam.credentials import ACTIVE, AccessKey
+from rkvstore.metrics import record_request
 from rkvstore.services.context import CallContext, Deps, current_request_id
 from rkvstore.services.params import parse_params
 from rkvstore.services.registry import ActionSpec, Registry
@@ -83,16 +85,30 @@ def principal_label(key: AccessKey) -> str:
     return f"{kind}:{key.account_id}/{key.principal_name}"
 
 
+# A value written bare in the access log; any other is written as a JSON string.
+_BARE = re.compile(r"[A-Za-z0-9._:/@+-]{1,128}")
+
+
+def logged(value: str) -> str:
+    """``value`` as the access log writes it: bare when plainly safe, else quoted with
+    quotes, backslashes, control and non-ASCII characters escaped, so that no value
+    (an Action or a user name, which come with the request) can add a field or a line."""
+    return value if _BARE.fullmatch(value) else json.dumps(value)
+
+
 def log_access(trace: _Trace, status: int) -> None:
+    """The request's one access-log line, and its metrics."""
+    seconds = time.perf_counter() - trace.started
     access_log.info(
         "request_id=%s action=%s principal=%s status=%d code=%s duration_ms=%.1f",
-        trace.request_id,
-        trace.action,
-        trace.principal,
+        logged(trace.request_id),
+        logged(trace.action),
+        logged(trace.principal),
         status,
-        trace.code,
-        (time.perf_counter() - trace.started) * 1000,
+        logged(trace.code),
+        seconds * 1000,
     )
+    record_request(trace.action, trace.code, seconds)
 
 
 def new_trace() -> _Trace:

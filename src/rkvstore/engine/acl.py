@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from rkvstore import metrics
 from rkvstore.engine import bounded
 from rkvstore.faults import crash_point
 
@@ -377,6 +378,7 @@ class FanOut:
                     label,
                     outcome.error,
                 )
+        metrics.count_node_failure(o.error for o in undo_results.values())
         raise NodeFailure({k: v or "failed" for k, v in failed.items()})
 
     def apply(self, nodes: Sequence[Node], changes: Sequence[UserChange]) -> dict[str, NodeResult]:
@@ -408,3 +410,4 @@ class FanOut:
                     label,
                     outcome.error,
                 )
+        metrics.count_node_failure(o.error for o in rolled.values())

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
+from rkvstore import metrics
 from rkvstore.engine import bounded
 from rkvstore.engine.acl import NodeFailure
 from rkvstore.faults import crash_point
@@ -148,9 +149,9 @@ class LegacyNodes:
         if not failed:
             return
         touched = [a for a, r in results.items() if r.maybe_applied]
-        for (host, port), outcome in self._each(
-            touched, lambda a: self._change(a, [new, *logins], logins[0])
-        ).items():
+        undone = self._each(touched, lambda a: self._change(a, [new, *logins], logins[0]))
+        metrics.count_node_failure(o.error for o in undone.values())
+        for (host, port), outcome in undone.items():
             if outcome.error:
                 log.error(
                     "putting the password back on node %s:%d failed (%s); the reconciler will",

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from rkvstore import metrics
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.domain.privileges import acl_rules, management_rules
 from rkvstore.engine import bounded
@@ -269,6 +270,7 @@ class RedisEngine:
 
     def _repaired(self, report: ReconcileReport, label: str, names: list[str]) -> None:
         report.repaired[label] = names
+        metrics.RECONCILE_REPAIRS.inc(len(names))
         with self._lock:  # passes over several instances run at once
             self.repairs_total += len(names)
             total = self.repairs_total

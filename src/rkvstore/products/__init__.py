@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from rkvstore.errors import CATALOGUE
 from rkvstore.iam.system_policies import SYSTEM_POLICIES
+from rkvstore.metrics import ScrapeGauge
 from rkvstore.products.kms import actions as kms
 from rkvstore.products.kms import policies as _kms_policies  # noqa: F401  (catalogued)
 from rkvstore.products.kvstore import actions as kvstore
@@ -33,6 +34,19 @@ def background_workers(deps: Deps) -> list[Background]:
     from rkvstore.products.kms.scheduler import Scheduler
 
     return [Scheduler(deps)]
+
+
+def scrape_gauges() -> list[ScrapeGauge]:
+    """The products' gauges read from the database at each scrape of /metrics."""
+    from rkvstore.products.kms.store import count_due_rotations
+
+    return [
+        ScrapeGauge(
+            "rkvstore_kms_secrets_due",
+            "KMS secrets whose rotation is due and not done yet.",
+            count_due_rotations,
+        )
+    ]
 
 
 def build_registry() -> Registry:

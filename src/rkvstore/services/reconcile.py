@@ -109,6 +109,7 @@ class Reconciler:
         self._claims = itertools.count()
         self._claimer = uuid.uuid4().hex[:12]
         self._database_down = False  # logged once per outage, not once per look
+        self._last_look: float | None = None  # time.monotonic() of the loop's last look
 
     # ------------------------------------------------------------------ state for Describe*
 
@@ -477,7 +478,13 @@ class Reconciler:
                 total += self._verify_batch(token, chunk)
         return total
 
+    def seconds_since_look(self) -> float | None:
+        """How long ago the loop last looked (done or failed); None where it does not run."""
+        last = self._last_look
+        return None if last is None else time.monotonic() - last
+
     def start(self) -> None:
+        self._last_look = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
         self._thread.start()
 
@@ -486,6 +493,7 @@ class Reconciler:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._last_look = None
         self.flags.stop()
         # Queued passes are dropped (their claims run out); running ones (bounded
         # by the node timeout) finish before the engine and the database they use
@@ -511,6 +519,7 @@ class Reconciler:
                     )
             except Exception:
                 log.exception("reconciler look failed; will retry")
+            self._last_look = time.monotonic()  # a stalled look never gets here (/readyz)
             with self._lock:  # kept until a look comes after it (a wait may end early)
                 wait = 0.0 if busy else min(self.interval, max(0.0, self._soonest - time.time()))
             self._wake.wait(wait)
