@@ -14,7 +14,8 @@ one with auditing off.
 
 Printed per database: each side's p50 and p99, the ratio on ÷ off of the p50
 (median and min-max over the repetitions, each repetition's ratio from its own
-two blocks), and the SQL per reset each side made (statements, transactions,
+two blocks), the same ratio of the server's CPU per reset (steadier than
+latency on a shared machine), and the SQL per reset each side made (statements, transactions,
 pool checkouts, counted inside the server by bench/_probe): auditing adds one
 INSERT to the reset's own record transaction and no transaction. Nothing is
 asserted.
@@ -81,17 +82,21 @@ def run_database(kind: str, n: int, repeat: int, env: dict[str, str]) -> None:
             client = stack.enter_context(server.client())
             sides[side] = (server, client, _prepared(server, client))
         ratios: list[float] = []
+        cpu_ratios: list[float] = []
         every: dict[str, list[float]] = {side: [] for side in SIDES}
         sql = {side: Sql() for side in SIDES}
         for rep in range(repeat):
             block: dict[str, list[float]] = {}
+            cpu: dict[str, float] = {}
             for side in rotations(list(SIDES), rep):
                 server, client, iid = sides[side]
-                sql0 = server.sql()
+                sql0, cpu0 = server.sql(), server.cpu()
                 block[side] = _resets(client, iid, n, 1000 + rep * n)
+                cpu[side] = server.cpu() - cpu0
                 sql[side] += server.sql() - sql0
                 every[side] += block[side]
             ratios.append(median(block["on"]) / median(block["off"]))
+            cpu_ratios.append(cpu["on"] / cpu["off"])
         total = n * repeat
         for side in SIDES:
             print(
@@ -99,7 +104,11 @@ def run_database(kind: str, n: int, repeat: int, env: dict[str, str]) -> None:
                 f"p99 {percentile(every[side], 0.99) * 1000:6.2f} ms | SQL per reset: "
                 f"{sql[side].per(total)}"
             )
-        print(f"{kind:10s} ratio p50 on ÷ off {spread(ratios, 3)}", flush=True)
+        print(
+            f"{kind:10s} ratio p50 on ÷ off {spread(ratios, 3)}; "
+            f"server CPU per reset on ÷ off {spread(cpu_ratios, 3)}",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -31,6 +31,9 @@ from rkvstore.store.tables import audit_events
 
 log = logging.getLogger("rkvstore.audit")
 
+# One statement, compiled once and cached: each event only binds its values.
+_INSERT = insert(audit_events)
+
 ROOT_ACCOUNT = "root-account"
 RAM_USER = "ram-user"
 
@@ -106,7 +109,7 @@ def write_in(conn: Connection) -> None:
     event = current_event.get()
     if event is None or event.written:
         return
-    conn.execute(insert(audit_events).values(**event.values))
+    conn.execute(_INSERT, event.values)
     event.written = True
 
 
@@ -130,7 +133,7 @@ def settle(engine: Engine, event: PendingEvent, code: str | None, message: str |
             ).rowcount
             if changed:
                 return
-        conn.execute(insert(audit_events).values(**values))
+        conn.execute(_INSERT, values)
     event.written = True
 
 
