@@ -113,6 +113,14 @@ def write_in(conn: Connection) -> None:
     event.written = True
 
 
+def rolled_back() -> None:
+    """The transaction that wrote the running call's event rolled back, and the call
+    goes on to try again (a race retried): the next record carries the event."""
+    event = current_event.get()
+    if event is not None:
+        event.written = False
+
+
 def settle(engine: Engine, event: PendingEvent, code: str | None, message: str | None) -> None:
     """Write ``event`` with the call's result once the answer is decided.
 

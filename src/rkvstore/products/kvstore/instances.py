@@ -136,6 +136,7 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         except IntegrityError:
             # A port the database records was taken between the look and the insert
             # (a registration, another process): plan again, around it.
+            audit.rolled_back()
             deps.local.release_ports([int(r["port"]) for r in node_rows])
             log.info(
                 "request %s: a planned port was taken meanwhile; planning again", ctx.request_id

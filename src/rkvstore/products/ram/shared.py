@@ -98,7 +98,7 @@ def change(ctx: CallContext, change: Callable[[Connection], T], conflict: ErrorS
         with ctx.deps.engine.begin() as conn:
             return _audited(change(conn), conn)
     except IntegrityError:
-        pass
+        audit.rolled_back()
     with _unique(conflict), ctx.deps.engine.begin() as conn:
         return _audited(change(conn), conn)
 
