@@ -259,7 +259,7 @@ def test_refusals(
 
 
 def test_another_tenant_sees_none(trail: Trail, four: tuple[str, list[dict[str, Any]]]) -> None:
-    resource, _ = four
+    resource, events = four
     other = create_tenant(trail.server)
     client = trail_client(trail.server, (other.access_key_id, other.access_key_secret))
     assert lookup(client, ("ResourceName", resource)).events == []
@@ -270,6 +270,14 @@ def test_another_tenant_sees_none(trail: Trail, four: tuple[str, list[dict[str, 
     with pytest.raises(ClientException) as info:
         lookup(denied)
     assert (info.value.code, info.value.data["Message"]) == FORBIDDEN
+    # With ActionTrail's read-only system policy it reads its own tenant's trail.
+    reader = make_user(
+        root_of(trail.server), trail.account_id, system=["AliyunActionTrailReadOnlyAccess"]
+    )
+    reading = trail_client(trail.server, (reader.access_key_id, reader.access_key_secret))
+    assert [e["eventId"] for e in lookup(reading, ("ResourceName", resource)).events] == [
+        e["eventId"] for e in events
+    ]
 
 
 def test_a_rolled_back_reset_is_recorded_as_failed(trail: Trail) -> None:

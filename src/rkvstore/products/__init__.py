@@ -12,6 +12,7 @@ from __future__ import annotations
 from rkvstore.errors import CATALOGUE
 from rkvstore.iam.system_policies import SYSTEM_POLICIES
 from rkvstore.products.actiontrail import actions as actiontrail
+from rkvstore.products.actiontrail import policies as _trail_policies  # noqa: F401  (catalogued)
 from rkvstore.products.kms import actions as kms
 from rkvstore.products.kms import policies as _kms_policies  # noqa: F401  (catalogued)
 from rkvstore.products.kvstore import actions as kvstore
