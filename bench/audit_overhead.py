@@ -117,9 +117,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="repetitions, at least 3 [5]")
     common_arguments(parser, "sqlite")
     args = parser.parse_args()
-    n = max(10, min(args.requests, 10_000))
-    repeat = max(3, min(args.repeat, 50))
-    kinds = database_kinds(args.databases)
+    n, repeat = max(10, min(args.requests, 10_000)), max(3, min(args.repeat, 50))
     env = server_env(args.server_env)
     started = print_start(
         f"ResetAccountPassword with the audit trail on vs off (RKVSTORE_AUDIT): {repeat} "
@@ -127,11 +125,11 @@ def main() -> None:
         f"keep-alive connection, STAND_ALONE); throttling off; reconciler passes hourly"
         + (f"; server settings {env}" if env else "")
     )
-    for kind in kinds:
-        if kind == "postgresql" and not pg_reachable():
-            print("postgresql: not reachable on 127.0.0.1:5432 (RKVSTORE_BENCH_PG_URL); skipped")
-            continue
-        run_database(kind, n, repeat, env)
+    for kind in database_kinds(args.databases):
+        if kind != "postgresql" or pg_reachable():
+            run_database(kind, n, repeat, env)
+        else:
+            print("postgresql: not reachable (RKVSTORE_BENCH_PG_URL); skipped")
     print_end(started)
 
 
