@@ -575,6 +575,43 @@ def instances_rotate(instance_id: str, **client: Any) -> None:
     click.echo(f"management password of {instance_id} rotated")
 
 
+@main.command()
+@click.option("--start", help="From this UTC time, YYYY-MM-DDThh:mm:ssZ (default: 7 days ago).")
+@click.option("--end", help="Up to this UTC time, YYYY-MM-DDThh:mm:ssZ (default: now).")
+@click.option("--event-name", help="Only this action (e.g. ResetAccountPassword).")
+@click.option("--user", help="Only this principal (a RAM user's name, or root).")
+@click.option("--resource", help="Only this resource (r-…, r-…/account, a secret, a user).")
+@click.option("--resource-type", help="Only this type (e.g. ACS::Redis::Account).")
+@click.option("--service", help="Only this service (R-kvstore, Ram, Kms, Actiontrail).")
+@click.option("--access-key", help="Only calls signed with this AccessKeyId.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON event a line (for a SIEM).")
+@_client_options
+def audit(
+    start: str | None,
+    end: str | None,
+    limit: int,
+    as_json: bool,
+    endpoint: str,
+    access_key_id: str,
+    access_key_secret: Secret,
+    **filters: str | None,
+) -> None:
+    """Who did what, when: your tenant's audit events (LookupEvents), newest first."""
+    from rkvstore import audit_cli
+    from rkvstore.client import RpcClient, RpcError
+
+    params = audit_cli.lookup_params(start, end, filters)
+    with RpcClient(endpoint, access_key_id, access_key_secret, version=audit_cli.VERSION) as c:
+        try:
+            found = list(audit_cli.events(c, params, limit))
+        except RpcError as exc:
+            raise click.ClickException(f"LookupEvents: {exc.code}: {exc.message}") from None
+    lines = [audit_cli.json_line(e) for e in found] if as_json else audit_cli.table(found)
+    for line in lines:
+        click.echo(line)
+
+
 main.add_command(secrets_group(_client_options))
 
 

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     kms_max_rotations_per_hour: int = Field(50, ge=1)
     kms_scheduler_interval_seconds: float = Field(1.0, gt=0)
 
+    # The audit trail (issue 14): one event per call that reached authorization;
+    # events older than the retention are deleted in the background.
+    audit: bool = True
+    audit_retention_days: float = Field(90, gt=0)
+
     @field_validator("register_networks", "trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:

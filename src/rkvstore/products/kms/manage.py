@@ -25,6 +25,7 @@ from rkvstore.products.kms.answers import (
 )
 from rkvstore.products.kms.rotation import release, rotate
 from rkvstore.products.kms.store import SecretRow, VersionRow
+from rkvstore.services import audit
 from rkvstore.services.context import CallContext
 from rkvstore.store import repo
 
@@ -216,6 +217,7 @@ def update_secret_rotation_policy(ctx: CallContext, params: dict[str, Any]) -> d
         values["grace_period"] = rules.grace_period(params["GracePeriod"])
     with ctx.deps.engine.begin() as conn:
         kms_store.update_secret(conn, secret.secret_id, **values)
+        audit.write_in(conn)
     return {"SecretName": secret.name}
 
 
@@ -231,6 +233,7 @@ def delete_secret(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     planned = now if force else now + days * DAY
     with ctx.deps.engine.begin() as conn:
         kms_store.update_secret(conn, secret.secret_id, planned_delete_at=planned, updated_at=now)
+        audit.write_in(conn)
     if force:
         release(ctx.deps, secret.secret_id, now)
     return {"SecretName": secret.name, "PlannedDeleteTime": utc(planned)}
@@ -243,4 +246,5 @@ def restore_secret(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             kms_store.update_secret(
                 conn, secret.secret_id, planned_delete_at=None, updated_at=time.time()
             )
+            audit.write_in(conn)
     return {"SecretName": secret.name}
