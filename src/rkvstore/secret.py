@@ -51,6 +51,7 @@ SECRET_PARAMETERS: Final = frozenset(
         "Password",
         "AccessKeySecret",
         "AdminPassword",
+        "TlsClientKey",
         "SecurityToken",
         "SecretData",  # KMS (docs/kms.md §7)
     }

@@ -63,7 +63,8 @@ NOT_ALLOWED = (
 REGISTERED = (
     400,
     "InvalidEndpoint.Registered",
-    "A node of the specified Redis endpoint is already managed.",
+    "A node of the specified Redis endpoint is already managed by rkvstore: delete the "
+    "instance that manages it (DeleteInstance) before registering it again.",
 )
 SERVICE_UNAVAILABLE = (
     503,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from rkvstore.domain.privileges import acl_rules, management_rules
 from rkvstore.engine import bounded
 from rkvstore.engine.acl import DesiredUser, FanOut, Node, NodeResult, UserChange
 from rkvstore.engine.legacy import LegacyNodes
+from rkvstore.engine.node_tls import NodeTls
 from rkvstore.secret import Secret
 
 log = logging.getLogger("rkvstore.engine")
@@ -118,6 +119,21 @@ class RedisEngine:
         self._rendered: set[tuple[tuple[str, ...], str]] = set()
         self.repairs_total = 0
         self.legacy = LegacyNodes(self.fanout._pool, node_timeout)
+        # Each instance's TLS settings by their sealed token: one NodeTls (and one
+        # SSL context) per instance, so that its pooled clients are kept.
+        self._tls: dict[str, NodeTls] = {}
+
+    def tls_settings(self, token: str, open_token: Callable[[str], Secret]) -> NodeTls:
+        """The settings sealed in ``token`` (opened with ``open_token`` the first time)."""
+        with self._lock:
+            found = self._tls.get(token)
+        if found is not None:
+            return found
+        settings = NodeTls.from_sealed_form(open_token(token).reveal())
+        with self._lock:
+            if len(self._tls) > _RENDERED_MAX:
+                self._tls.clear()
+            return self._tls.setdefault(token, settings)
 
     def close(self) -> None:
         self.fanout.shutdown()
@@ -128,13 +144,24 @@ class RedisEngine:
 
     # ------------------------------------------------------------------ connections
 
-    def node(self, address: NodeAddress, password: Secret, user: str = MANAGEMENT_USER) -> Node:
+    def node(
+        self,
+        address: NodeAddress,
+        password: Secret,
+        user: str = MANAGEMENT_USER,
+        tls: NodeTls | None = None,
+    ) -> Node:
+        """The pooled client of ``address`` logged in as ``user`` (over TLS with ``tls``);
+        a new one when the password or the TLS settings changed."""
         key = (address.host, address.port, user)
         with self._lock:
             client = self._clients.get(key)
+            kwargs = None if client is None else client.connection_pool.connection_kwargs
             if (
                 client is None
-                or client.connection_pool.connection_kwargs.get("password") != password.reveal()
+                or kwargs is None
+                or kwargs.get("password") != password.reveal()
+                or kwargs.get("tls") is not tls
             ):
                 if client is not None:  # the password changed (a rotation): drop the old sockets
                     client.close()
@@ -144,12 +171,15 @@ class RedisEngine:
                     username=user,
                     password=password.reveal(),
                     timeout=self.node_timeout,
+                    tls=tls,
                 )
                 self._clients[key] = client
         return Node(address.label, client)
 
-    def nodes(self, addresses: Sequence[NodeAddress], password: Secret) -> list[Node]:
-        return [self.node(a, password) for a in addresses]
+    def nodes(
+        self, addresses: Sequence[NodeAddress], password: Secret, tls: NodeTls | None = None
+    ) -> list[Node]:
+        return [self.node(a, password, tls=tls) for a in addresses]
 
     # ------------------------------------------------------------------ changes
 

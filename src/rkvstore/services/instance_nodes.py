@@ -11,6 +11,7 @@ from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import DesiredUser, Node, UserChange
 from rkvstore.engine.addresses import allowed, parse_networks
 from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
+from rkvstore.engine.node_tls import NodeTls
 from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
@@ -24,6 +25,9 @@ CREATING, NORMAL, UNAVAILABLE = "Creating", "Normal", "Unavailable"
 STAND_ALONE, MASTER_SLAVE = "STAND_ALONE", "MASTER_SLAVE"
 LOCAL, REGISTERED = "local", "registered"
 STANDARD, CLUSTER = "standard", "cluster"
+# Where the nodes keep accounts (AccountsPersistence): an ACL file or redis.conf,
+# or memory only (a node started with options alone; the reconciler watches it).
+FILE, MEMORY = "File", "Memory"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -80,8 +84,17 @@ def instance_nodes(
     on the list: a change must not pretend it reached it.
     """
     return deps.redis.nodes(
-        instance_addresses(deps, instance, rows), deps.box.open(instance.mgmt_password_encrypted)
+        instance_addresses(deps, instance, rows),
+        deps.box.open(instance.mgmt_password_encrypted),
+        instance_tls(deps, instance),
     )
+
+
+def instance_tls(deps: Deps, instance: InstanceRow) -> NodeTls | None:
+    """How to reach the instance's nodes over TLS; ``None``: plain TCP."""
+    if instance.tls_encrypted is None:
+        return None
+    return deps.redis.tls_settings(instance.tls_encrypted, deps.box.open)
 
 
 def instance_addresses(
@@ -101,11 +114,16 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
     mgmt = deps.box.open(instance.mgmt_password_encrypted)
     # Before 6.0 there are no users: rkvstore logs in with requirepass alone.
     login = None if is_legacy(instance) else MANAGEMENT_USER
+    tls = instance_tls(deps, instance)
     topology = None
     for row in rows:
         # As the management user: the engine's pooled, logged-in connection to the
         # node (a look per change and per verify opens none of its own).
-        seed = None if login is None else deps.redis.node(NodeAddress(row.host, row.port), mgmt)
+        seed = (
+            None
+            if login is None
+            else deps.redis.node(NodeAddress(row.host, row.port), mgmt, tls=tls)
+        )
         try:
             topology = discover(
                 row.host,
@@ -114,6 +132,7 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
                 mgmt,
                 timeout=deps.settings.node_timeout_seconds,
                 seed=None if seed is None else seed.client,
+                tls=tls,
             )
             break
         except DiscoveryError:
@@ -144,7 +163,7 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
         if instance.admin_password_encrypted is None:
             return rows
         admin = deps.box.open(instance.admin_password_encrypted)
-        refused = put_management_user_each(deps, new, admin, instance.admin_user, mgmt)
+        refused = put_management_user_each(deps, new, admin, instance.admin_user, mgmt, tls)
         new = [n for n in new if n not in refused]
         if not new:
             return rows
@@ -162,10 +181,14 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
 
 
 def admin_nodes(
-    deps: Deps, addresses: list[NodeAddress], admin: Secret, admin_user: str | None
+    deps: Deps,
+    addresses: list[NodeAddress],
+    admin: Secret,
+    admin_user: str | None,
+    tls: NodeTls | None = None,
 ) -> list[Node]:
     """A registered deployment's nodes, logged in to as the operator's admin."""
-    return [deps.redis.node(a, admin, user=admin_user or "default") for a in addresses]
+    return [deps.redis.node(a, admin, user=admin_user or "default", tls=tls) for a in addresses]
 
 
 def put_management_user(deps: Deps, nodes: list[Node], mgmt: Secret) -> None:
@@ -175,7 +198,12 @@ def put_management_user(deps: Deps, nodes: list[Node], mgmt: Secret) -> None:
 
 
 def put_management_user_each(
-    deps: Deps, nodes: list[FoundNode], admin: Secret, admin_user: str | None, mgmt: Secret
+    deps: Deps,
+    nodes: list[FoundNode],
+    admin: Secret,
+    admin_user: str | None,
+    mgmt: Secret,
+    tls: NodeTls | None = None,
 ) -> list[FoundNode]:
     """rkvstore's management user on each of ``nodes`` that takes it; those that did not."""
     if not nodes:
@@ -183,7 +211,7 @@ def put_management_user_each(
     user = management_user(mgmt)
     addresses = [NodeAddress(n.host, n.port) for n in nodes]
     results = deps.redis.fanout.run(
-        admin_nodes(deps, addresses, admin, admin_user), [user.setuser_command()]
+        admin_nodes(deps, addresses, admin, admin_user, tls), [user.setuser_command()]
     )
     refused = [n for n, a in zip(nodes, addresses, strict=True) if results[a.label].error]
     for node in refused:
@@ -194,6 +222,28 @@ def put_management_user_each(
             results[NodeAddress(node.host, node.port).label].error,
         )
     return refused
+
+
+def restore_management_user(
+    deps: Deps, instance: InstanceRow, rows: list[NodeRow], tls: NodeTls | None
+) -> bool:
+    """Put rkvstore's user back, through the stored admin login, on nodes that refused
+    its login: a node that keeps accounts in memory only and restarted, or one whose
+    users someone reloaded. Whether any took it (then read the nodes again)."""
+    if is_legacy(instance) or instance.admin_password_encrypted is None or not rows:
+        return False
+    found = [FoundNode(r.host, r.port, r.role, r.shard) for r in rows]
+    admin = deps.box.open(instance.admin_password_encrypted)
+    mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    refused = put_management_user_each(deps, found, admin, instance.admin_user, mgmt, tls)
+    back = [f"{n.host}:{n.port}" for n in found if n not in refused]
+    if back:
+        log.warning(
+            "instance %s: management user put back on %s (the node lost it: restarted?)",
+            instance.instance_id,
+            ", ".join(back),
+        )
+    return bool(back)
 
 
 def node_rows_for(instance_id: str, found: list[FoundNode]) -> list[dict[str, object]]:

@@ -113,6 +113,11 @@ def _declared() -> list[ActionSpec]:
             Param("AdminPassword", "secret", required=True),
             Param("InstanceName", max_length=128),
             Param("DryRun", "bool", default=False),
+            # TLS to the nodes (issue 13): PEM text; the key is a secret.
+            Param("TlsCaCertificate", max_length=32 * 1024),
+            Param("TlsClientCertificate", max_length=32 * 1024),
+            Param("TlsClientKey", "secret", max_length=16 * 1024),
+            Param("TlsServerName", max_length=253),
         ),
         _spec(
             "RotateManagementPassword",

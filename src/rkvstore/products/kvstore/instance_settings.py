@@ -32,6 +32,7 @@ from rkvstore.services.instance_nodes import (
     LOCAL,
     NORMAL,
     instance_nodes,
+    instance_tls,
     is_legacy,
     load_instance,
     node_addresses,
@@ -139,7 +140,11 @@ def _rows(deps: Deps, instance: InstanceRow) -> list[NodeRow]:
 
 def _recorded_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[Node]:
     """The nodes as recorded (no discovery: a read must stay one bounded exchange)."""
-    return deps.redis.nodes(node_addresses(rows), deps.box.open(instance.mgmt_password_encrypted))
+    return deps.redis.nodes(
+        node_addresses(rows),
+        deps.box.open(instance.mgmt_password_encrypted),
+        instance_tls(deps, instance),
+    )
 
 
 def _master(rows: list[NodeRow]) -> NodeRow:
