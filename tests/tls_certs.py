@@ -39,14 +39,14 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_tls_files(directory: Path) -> TlsFiles:
+def make_tls_files(directory: Path, ca_name: str = "rkvstore test CA") -> TlsFiles:
     """A CA; a server certificate for ``redis.test`` and 127.0.0.1; a client certificate."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder()
-        .subject_name(_name("rkvstore test CA"))
-        .issuer_name(_name("rkvstore test CA"))
+        .subject_name(_name(ca_name))
+        .issuer_name(_name(ca_name))
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -55,7 +55,9 @@ def make_tls_files(directory: Path) -> TlsFiles:
         .sign(ca_key, hashes.SHA256())
     )
 
-    def issue(common: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName]) -> tuple:
+    def issue(
+        common: str, usage: list[x509.ObjectIdentifier], san: list[x509.GeneralName]
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
@@ -65,18 +67,19 @@ def make_tls_files(directory: Path) -> TlsFiles:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if san:
             builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
         return builder.sign(ca_key, hashes.SHA256()), key
 
+    # The server's certificate is a client's too: a replica presents it to its master.
     server, server_key = issue(
         SERVER_NAME,
-        ExtendedKeyUsageOID.SERVER_AUTH,
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
         [x509.DNSName(SERVER_NAME), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
-    client, client_key = issue("rkvstore", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    client, client_key = issue("rkvstore", [ExtendedKeyUsageOID.CLIENT_AUTH], [])
     directory.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(
         directory / "ca.pem",

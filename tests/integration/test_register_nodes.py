@@ -108,17 +108,14 @@ def bare_redis(
 
 def tls_client(node: BareRedis, user: str | None, password: str | None) -> redis.Redis:
     assert node.tls is not None
-    return redis.Redis(
-        host="127.0.0.1",
-        port=node.port,
-        username=user,
-        password=password,
-        socket_timeout=2,
+    return connect(
+        node.port,
+        user,
+        password,
         ssl=True,
         ssl_ca_certs=str(node.tls.ca),
         ssl_certfile=str(node.tls.client_cert),
         ssl_keyfile=str(node.tls.client_key),
-        decode_responses=True,
     )
 
 
@@ -216,6 +213,7 @@ def test_every_registration_failure_says_what_to_do(
     admin = remember_secret("Adm!" + secrets.token_hex(12))
     files = make_tls_files(tmp_path / "tls")
     closed = free_port()  # nothing listens there
+    bus = ["--cluster-port", str(free_port())]  # not port + 10000, which may not exist
     with contextlib.ExitStack() as stack:
         bare = stack.enter_context(bare_redis(bare_root, "bare", ["--requirepass", admin], admin))
         orphan = stack.enter_context(
@@ -228,7 +226,10 @@ def test_every_registration_failure_says_what_to_do(
         )
         lone_cluster = stack.enter_context(
             bare_redis(
-                bare_root, "cluster", ["--requirepass", admin, "--cluster-enabled", "yes"], admin
+                bare_root,
+                "cluster",
+                ["--requirepass", admin, "--cluster-enabled", "yes", *bus],
+                admin,
             )
         )
         tls_only = stack.enter_context(

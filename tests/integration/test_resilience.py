@@ -68,7 +68,10 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, step: flo
     raise AssertionError(f"{what}: not within {timeout} s (last error: {last!r})")
 
 
-def connect(port: int, user: str | None = None, password: str | None = None) -> redis.Redis:
+def connect(
+    port: int, user: str | None = None, password: str | None = None, **extra: Any
+) -> redis.Redis:
+    """``extra``: more of redis.Redis's options (``ssl=True``, its certificates)."""
     return redis.Redis(
         host="127.0.0.1",
         port=port,
@@ -79,6 +82,7 @@ def connect(port: int, user: str | None = None, password: str | None = None) -> 
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         protocol=2,  # RESP2: Redis 5 (test_legacy) has no HELLO
+        **extra,
     )
 
 
