@@ -52,6 +52,7 @@ SECRET_PARAMETERS: Final = frozenset(
         "AccessKeySecret",
         "AdminPassword",
         "TlsClientKey",
+        "SentinelPassword",
         "SecurityToken",
         "SecretData",  # KMS (docs/kms.md §7)
     }

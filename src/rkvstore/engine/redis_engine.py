@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -21,6 +21,7 @@ from rkvstore.engine.node_tls import NodeTls
 from rkvstore.secret import Secret
 
 log = logging.getLogger("rkvstore.engine")
+T = TypeVar("T")
 # Distinct (rules, rendering) pairs: privileges x engine families x Redis
 # releases, a handful. A bound all the same, against anything unforeseen.
 _RENDERED_MAX = 10_000
@@ -119,21 +120,23 @@ class RedisEngine:
         self._rendered: set[tuple[tuple[str, ...], str]] = set()
         self.repairs_total = 0
         self.legacy = LegacyNodes(self.fanout._pool, node_timeout)
-        # Each instance's TLS settings by their sealed token: one NodeTls (and one
-        # SSL context) per instance, so that its pooled clients are kept.
-        self._tls: dict[str, NodeTls] = {}
+        # Each instance's sealed settings (TLS, Sentinels) by their token: one
+        # NodeTls (and one SSL context) per instance, so its pooled clients are kept.
+        self._sealed: dict[str, object] = {}
 
-    def tls_settings(self, token: str, open_token: Callable[[str], Secret]) -> NodeTls:
-        """The settings sealed in ``token`` (opened with ``open_token`` the first time)."""
+    def sealed_settings(
+        self, token: str, open_token: Callable[[str], Secret], parse: Callable[[str], T]
+    ) -> T:
+        """The settings sealed in ``token``, opened and parsed the first time only."""
         with self._lock:
-            found = self._tls.get(token)
-        if found is not None:
-            return found
-        settings = NodeTls.from_sealed_form(open_token(token).reveal())
-        with self._lock:
-            if len(self._tls) > _RENDERED_MAX:
-                self._tls.clear()
-            return self._tls.setdefault(token, settings)
+            found = self._sealed.get(token)
+        if found is None:
+            found = parse(open_token(token).reveal())
+            with self._lock:
+                if len(self._sealed) > _RENDERED_MAX:
+                    self._sealed.clear()
+                found = self._sealed.setdefault(token, found)
+        return found  # type: ignore[return-value]  # one token, one kind of settings
 
     def close(self) -> None:
         self.fanout.shutdown()

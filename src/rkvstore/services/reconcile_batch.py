@@ -86,10 +86,11 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
         CLUSTER,
         LOCAL,
         REGISTERED,
-        _include_new_nodes,
+        follow_sentinels,
         instance_addresses,
         instance_tls,
         is_legacy,
+        look_again,
         node_addresses,
         pending_passwords,
         restore_management_user,
@@ -106,6 +107,8 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
                 instance_id,
             )
         rows = loaded.nodes.get(instance_id, [])
+        if instance.sentinel_encrypted is not None:  # a failover moves the nodes
+            rows = follow_sentinels(deps, instance, rows)
         tls = instance_tls(deps, instance)
         nodes = deps.redis.nodes(node_addresses(rows), mgmt, tls)
         listed = None
@@ -117,7 +120,7 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
             listed, facts = deps.redis.read_users(nodes, topology_commands(cluster))
             named = named_addresses(facts.values(), cluster)
             if named is None or named - {(r.host, r.port) for r in rows}:
-                rows = _include_new_nodes(deps, instance, rows)
+                rows = look_again(deps, instance, rows)
                 nodes, listed = deps.redis.nodes(node_addresses(rows), mgmt, tls), None
             # A node that refuses rkvstore's login lost its users (restarted, when it
             # keeps them in memory only): the admin login gives the management user

@@ -45,6 +45,7 @@ class InstanceRow:
     release_protection: bool = False
     accounts_in_memory: bool = False
     tls_encrypted: str | None = None
+    sentinel_encrypted: str | None = None
 
     @classmethod
     def of(cls, row: Row[Any]) -> InstanceRow:

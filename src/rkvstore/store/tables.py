@@ -111,6 +111,8 @@ instances = Table(
     # file); how to reach the nodes over TLS, a Fernet token (migration 0012).
     Column("accounts_in_memory", Boolean, nullable=False, server_default=false()),
     Column("tls_encrypted", Text, nullable=True),
+    # The Sentinels that manage a registered deployment, a Fernet token (migration 0012).
+    Column("sentinel_encrypted", Text, nullable=True),
     # DescribeInstances pages a tenant's instances in this order, and counts them,
     # from this index alone (migration 0010).
     Index("ix_instances_account_id_created_at", "account_id", "created_at", "instance_id"),

@@ -127,6 +127,18 @@ INVALID_ENDPOINT_NOT_PERSISTENT = _e(
     "only until it restarts, and this rkvstore refuses such nodes "
     "(RKVSTORE_REFUSE_NONPERSISTENT_NODES): start it with an aclfile or a config file.",
 )
+INVALID_ENDPOINT_SENTINEL = _e(
+    "InvalidEndpoint.SentinelUnreachable",
+    400,
+    "No Sentinel of {sentinels} answered{why}: check SentinelEndpoints (and SentinelPassword "
+    "if they have a requirepass), and that they accept connections from rkvstore's host.",
+)
+INVALID_ENDPOINT_SENTINEL_MASTER = _e(
+    "InvalidEndpoint.SentinelMasterUnknown",
+    400,
+    'The Sentinels do not monitor a master named "{name}": check SentinelMasterName '
+    "(SENTINEL MASTERS lists the names they know).",
+)
 INVALID_TLS_PARAMETER = _e(
     "InvalidParameter.Tls",
     400,

@@ -17,6 +17,7 @@ from rkvstore.engine.addresses import allowed, normalize_host, parse_networks, r
 from rkvstore.engine.discovery import DiscoveryError, FoundNode, Topology, discover
 from rkvstore.engine.node_tls import NodeTls
 from rkvstore.engine.redis_engine import NodeAddress
+from rkvstore.engine.sentinel import SentinelSettings
 from rkvstore.errors import ApiError
 from rkvstore.products.kvstore import errors as kvstore_errors
 from rkvstore.products.kvstore.account_rules import super_account
@@ -25,6 +26,7 @@ from rkvstore.products.kvstore.registration_checks import (
     accounts_in_memory,
     explain_discovery,
     explain_node_failure,
+    master_by_sentinels,
     tls_settings,
 )
 from rkvstore.secret import Secret
@@ -69,7 +71,7 @@ def remove_management_user(ctx: CallContext, instance: InstanceRow, rows: list[N
         )
 
 
-def _parse_endpoint(endpoint: str) -> tuple[str, int]:
+def _parse_endpoint(endpoint: str, name: str = "Endpoint") -> tuple[str, int]:
     host, sep, port_text = endpoint.strip().rpartition(":")
     host = normalize_host(host)
     if (
@@ -79,7 +81,7 @@ def _parse_endpoint(endpoint: str) -> tuple[str, int]:
         or not re.fullmatch(r"[0-9]{1,5}", port_text)
         or not 0 < int(port_text) < 65536
     ):
-        raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
+        raise ApiError(errors.INVALID_PARAMETER, name=name)
     return host, int(port_text)
 
 
@@ -102,6 +104,26 @@ def _seed_address(deps: Deps, host: str, port: int) -> str:
     if not addresses or not all(allowed(a, networks) for a in addresses):
         raise ApiError(kvstore_errors.INVALID_ENDPOINT_NOT_ALLOWED)
     return addresses[0]
+
+
+def _sentinel_settings(deps: Deps, params: dict[str, Any]) -> SentinelSettings | None:
+    """The Sentinels to ask for the master (each address allowed, as an endpoint), or None."""
+    listed: str = params["SentinelEndpoints"] or ""
+    name: str = params["SentinelMasterName"] or ""
+    if not listed and not name:
+        return None
+    if not name:
+        raise ApiError(errors.MISSING_PARAMETER, name="SentinelMasterName")
+    if not listed:
+        raise ApiError(errors.MISSING_PARAMETER, name="SentinelEndpoints")
+    if params["Endpoint"]:  # one or the other: which would be the truth?
+        raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
+    endpoints = []
+    for item in listed.split(","):
+        host, port = _parse_endpoint(item, "SentinelEndpoints")
+        endpoints.append((_seed_address(deps, host, port), port))
+    password: Secret | None = params["SentinelPassword"] or None
+    return SentinelSettings(tuple(endpoints[:16]), name, password)
 
 
 def _put_management_user_or_forget(
@@ -196,7 +218,13 @@ def _keeps_accounts_in_memory(deps: Deps, topology: Topology, login: _Login) -> 
 def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """Adopt an existing deployment: discover it, put rkvstore's management user on every node."""
     deps = ctx.deps
-    host, port = _parse_endpoint(params["Endpoint"])
+    sentinel = _sentinel_settings(deps, params)
+    if sentinel is not None:
+        host, port = master_by_sentinels(sentinel, deps.settings.node_timeout_seconds)
+    elif params["Endpoint"]:
+        host, port = _parse_endpoint(params["Endpoint"])
+    else:
+        raise ApiError(errors.MISSING_PARAMETER, name="Endpoint")
     # ``default`` is plain AUTH <password>: the one login Redis before 6.0 knows.
     admin_user: str | None = params["AdminUserName"] or None
     if admin_user == "default":
@@ -258,6 +286,9 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
                     "tls_encrypted": None
                     if tls is None
                     else deps.box.seal(Secret(tls.sealed_form())),
+                    "sentinel_encrypted": None
+                    if sentinel is None
+                    else deps.box.seal(Secret(sentinel.sealed_form())),
                 },
             )
             repo.replace_nodes(conn, instance_id, node_rows_for(instance_id, topology.nodes))

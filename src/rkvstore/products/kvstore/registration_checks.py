@@ -17,6 +17,7 @@ from rkvstore.engine.acl import Node, exchange_batches
 from rkvstore.engine.discovery import DiscoveryError, FoundNode, refused_command
 from rkvstore.engine.node_facts import config_value, info_field
 from rkvstore.engine.node_tls import NodeTls, TlsSettingsError, speaks_tls
+from rkvstore.engine.sentinel import SentinelError, SentinelSettings, master_of
 from rkvstore.errors import ApiError
 from rkvstore.products.kvstore import errors as kvstore_errors
 from rkvstore.secret import Secret
@@ -64,6 +65,21 @@ def tls_settings(params: dict[str, Any]) -> NodeTls | None:
             kvstore_errors.INVALID_TLS_PARAMETER, name=exc.name, reason=exc.reason
         ) from exc
     return tls
+
+
+def master_by_sentinels(settings: SentinelSettings, timeout: float) -> tuple[str, int]:
+    """The master the Sentinels name, or why none does."""
+    try:
+        return master_of(settings, timeout)
+    except SentinelError as exc:
+        if exc.kind == "unknown":
+            raise ApiError(
+                kvstore_errors.INVALID_ENDPOINT_SENTINEL_MASTER, name=settings.master_name
+            ) from exc
+        why = " (they refused SentinelPassword)" if exc.kind == "auth" else ""
+        raise ApiError(
+            kvstore_errors.INVALID_ENDPOINT_SENTINEL, sentinels=settings.labels, why=why
+        ) from exc
 
 
 def explain_discovery(

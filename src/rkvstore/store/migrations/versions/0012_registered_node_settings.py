@@ -4,7 +4,9 @@
 config file, so what rkvstore sets there lasts until it restarts, and the
 reconciler watches it closely. ``tls_encrypted``: how to reach the nodes over
 TLS (CA bundle, client certificate and key, server name), one Fernet token,
-like the admin password; NULL: plain TCP.
+like the admin password; NULL: plain TCP. ``sentinel_encrypted``: the Sentinels
+that manage the deployment (addresses, master name, password), one Fernet token;
+NULL: no Sentinel.
 
 Revision ID: 0012
 Revises: 0011
@@ -28,8 +30,10 @@ def upgrade() -> None:
         sa.Column("accounts_in_memory", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
     op.add_column("instances", sa.Column("tls_encrypted", sa.Text(), nullable=True))
+    op.add_column("instances", sa.Column("sentinel_encrypted", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("instances", "sentinel_encrypted")
     op.drop_column("instances", "tls_encrypted")
     op.drop_column("instances", "accounts_in_memory")
