@@ -136,6 +136,14 @@ class BoundedConnection(Connection):
     def _secure(self, sock: socket.socket) -> socket.socket:
         return sock  # plain TCP
 
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self._sock:
+            self.connect_check_health(check_health=False)
+        sock = self._sock
+        if isinstance(sock, DeadlineSocket):
+            sock.deadline = time.monotonic() + (self.socket_timeout or 5.0)
+        super().send_packed_command(command, check_health)
+
 
 class BoundedTLSConnection(BoundedConnection):
     """``BoundedConnection`` over TLS, with the context of the node's ``NodeTls``.
@@ -156,14 +164,6 @@ class BoundedTLSConnection(BoundedConnection):
         except (OSError, ValueError):
             sock.close()
             raise
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        if not self._sock:
-            self.connect_check_health(check_health=False)
-        sock = self._sock
-        if isinstance(sock, DeadlineSocket):
-            sock.deadline = time.monotonic() + (self.socket_timeout or 5.0)
-        super().send_packed_command(command, check_health)
 
 
 def client(

@@ -102,14 +102,22 @@ def explain_discovery(
         return ApiError(kvstore_errors.INVALID_ENDPOINT_CLUSTER, node=node, reason=exc.detail)
     if exc.kind == "tls":
         return ApiError(kvstore_errors.INVALID_ENDPOINT_TLS_HANDSHAKE, node=node, reason=exc.detail)
-    return unreachable(exc.node, where, tls, timeout)
+    return unreachable(exc.node, where, tls, timeout, exc.detail)
 
 
-def unreachable(label: str, where: Where, tls: NodeTls | None, timeout: float) -> ApiError:
+# A TLS handshake takes milliseconds where it works at all: the probe waits no longer.
+TLS_PROBE_SECONDS = 1.0
+
+
+def unreachable(
+    label: str, where: Where, tls: NodeTls | None, timeout: float, why: str = ""
+) -> ApiError:
     """A node that did not answer as Redis: one that speaks TLS only, asked in plain
-    text, says so (a TLS handshake is tried); any other is out of reach."""
+    text, says so (a TLS handshake is tried, unless the node answered nothing in
+    time: a TLS port closes a plain-text connection at once); any other is out of reach."""
     host, _, port = label.rpartition(":")
-    if tls is None and port.isdigit() and speaks_tls(host, int(port), timeout):
+    probe = tls is None and why != "TimeoutError" and port.isdigit()
+    if probe and speaks_tls(host, int(port), min(timeout, TLS_PROBE_SECONDS)):
         return ApiError(kvstore_errors.INVALID_ENDPOINT_TLS_REQUIRED, node=where.name(label))
     return ApiError(kvstore_errors.INVALID_ENDPOINT, node=where.name(label))
 
