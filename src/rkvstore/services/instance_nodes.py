@@ -91,6 +91,16 @@ def instance_nodes(
     )
 
 
+def recorded_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[Node]:
+    """The nodes as recorded, as rkvstore's user (no discovery: a read stays one
+    bounded exchange)."""
+    return deps.redis.nodes(
+        node_addresses(rows),
+        deps.box.open(instance.mgmt_password_encrypted),
+        instance_tls(deps, instance),
+    )
+
+
 def instance_tls(deps: Deps, instance: InstanceRow) -> NodeTls | None:
     """How to reach the instance's nodes over TLS; ``None``: plain TCP."""
     if instance.tls_encrypted is None:

@@ -8,8 +8,8 @@ like the admin password; NULL: plain TCP. ``sentinel_encrypted``: the Sentinels
 that manage the deployment (addresses, master name, password), one Fernet token;
 NULL: no Sentinel.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0014
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
