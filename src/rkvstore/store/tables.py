@@ -108,10 +108,10 @@ instances = Table(
     # DeleteInstance refuses the instance while set (migration 0011).
     Column("release_protection", Boolean, nullable=False, server_default=false()),
     # A registered node keeps accounts in memory only (no ACL file, no config
-    # file); how to reach the nodes over TLS, a Fernet token (migration 0014).
+    # file); how to reach the nodes over TLS, a Fernet token (migration 0015).
     Column("accounts_in_memory", Boolean, nullable=False, server_default=false()),
     Column("tls_encrypted", Text, nullable=True),
-    # The Sentinels that manage a registered deployment, a Fernet token (migration 0014).
+    # The Sentinels that manage a registered deployment, a Fernet token (migration 0015).
     Column("sentinel_encrypted", Text, nullable=True),
     # DescribeInstances pages a tenant's instances in this order, and counts them,
     # from this index alone (migration 0010).

@@ -8,8 +8,8 @@ like the admin password; NULL: plain TCP. ``sentinel_encrypted``: the Sentinels
 that manage the deployment (addresses, master name, password), one Fernet token;
 NULL: no Sentinel.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
