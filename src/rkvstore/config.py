@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     # Where RegisterInstance may reach (comma list of networks): loopback and
     # the private ranges by default.
     register_networks: str = DEFAULT_REGISTER_NETWORKS
+    # A node with neither an ACL file nor a config file keeps accounts in memory
+    # only: registered (and watched, every in_memory_verify_seconds, so that a
+    # restart is repaired at once), or refused with InvalidEndpoint.NotPersistent.
+    refuse_nonpersistent_nodes: bool = False
+    in_memory_verify_seconds: float = Field(1.0, gt=0)
     stop_nodes_on_exit: bool = True
 
     # KMS secrets (docs/kms.md): per tenant, pending deletions included; the

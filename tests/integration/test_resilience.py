@@ -68,7 +68,10 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, step: flo
     raise AssertionError(f"{what}: not within {timeout} s (last error: {last!r})")
 
 
-def connect(port: int, user: str | None = None, password: str | None = None) -> redis.Redis:
+def connect(
+    port: int, user: str | None = None, password: str | None = None, **extra: Any
+) -> redis.Redis:
+    """``extra``: more of redis.Redis's options (``ssl=True``, its certificates)."""
     return redis.Redis(
         host="127.0.0.1",
         port=port,
@@ -79,12 +82,17 @@ def connect(port: int, user: str | None = None, password: str | None = None) -> 
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         protocol=2,  # RESP2: Redis 5 (test_legacy) has no HELLO
+        **extra,
     )
 
 
 def auth_ok(port: int, user: str | None, password: str) -> bool:
     """True if ``AUTH user password`` succeeds, False on WRONGPASS; other errors propagate."""
-    client = connect(port, user, password)
+    return logs_in(connect(port, user, password))
+
+
+def logs_in(client: redis.Redis) -> bool:
+    """``auth_ok`` for a client made already (TLS, say); closes it."""
     try:
         return client.ping() is True
     except redis.AuthenticationError:
@@ -781,7 +789,13 @@ def test_register_instance_manages_accounts_on_every_node(data_dir: Path, own_ro
                 "AdminPassword": wrong,
             },
         )
-        assert (err.status, err.code) == (400, "InvalidEndpoint.Unreachable")
+        assert (err.status, err.code, err.message) == (
+            400,
+            "InvalidEndpoint.AuthenticationFailed",
+            f"Redis node 127.0.0.1:{own.master.port} refused AdminUserName and AdminPassword: "
+            "give a user of its ACL with that user's password, or AdminUserName default with "
+            "its requirepass.",
+        )
         assert client.call("DescribeInstances", {})["TotalCount"] == 0
         assert all(MANAGEMENT_USER not in own.users(n) for n in own.nodes)
 
@@ -866,7 +880,8 @@ def test_register_instance_manages_accounts_on_every_node(data_dir: Path, own_ro
         assert (err.status, err.code, err.message) == (
             400,
             "InvalidEndpoint.Registered",
-            "A node of the specified Redis endpoint is already managed.",
+            "A node of the specified Redis endpoint is already managed by rkvstore: delete the "
+            "instance that manages it (DeleteInstance) before registering it again.",
         )
         assert client.call("DescribeInstances", {})["TotalCount"] == 1
         client.call("DeleteInstance", {"InstanceId": again})
@@ -966,7 +981,8 @@ def test_one_node_under_two_names_is_registered_once(data_dir: Path, own_root: P
         assert (err.status, err.code, err.message) == (
             400,
             "InvalidEndpoint.Registered",
-            "A node of the specified Redis endpoint is already managed.",
+            "A node of the specified Redis endpoint is already managed by rkvstore: delete the "
+            "instance that manages it (DeleteInstance) before registering it again.",
         )
         assert client.call("DescribeInstances", {})["TotalCount"] == 1
         manage_then_forget(client, body["InstanceId"], lone.port)

@@ -19,13 +19,12 @@ import redis
 
 from rkvstore import metrics
 from rkvstore.engine import bounded
-from rkvstore.engine.acl import NodeFailure
+from rkvstore.engine.acl import NO_CONFIG_FILE, NodeFailure
 from rkvstore.faults import crash_point
 from rkvstore.secret import Secret
 
 log = logging.getLogger("rkvstore.engine")
 
-_NO_CONFIG_FILE = "without a config file"
 _AUTH_OFF = "no password is set"
 
 
@@ -90,7 +89,7 @@ class LegacyNodes:
         try:
             client.config_rewrite()
         except redis.ResponseError as exc:
-            if _NO_CONFIG_FILE not in str(exc):
+            if NO_CONFIG_FILE not in str(exc):
                 raise
             # Started without redis.conf: nothing to persist to (the operator's choice).
 

@@ -93,6 +93,7 @@ class Reconciler:
         self.deps = deps
         self.interval = interval
         self.verify_interval = deps.settings.verify_interval_seconds
+        self.in_memory_interval = deps.settings.in_memory_verify_seconds
         # A claim not written back within this (its process died) is free again.
         settings = deps.settings
         self.claim_lease = max(settings.task_lease_seconds, 10 * settings.node_timeout_seconds)
@@ -199,11 +200,12 @@ class Reconciler:
             # Still under the slot, so no task's failure can be flagged in between
             # and then wiped here; a flag raised during the pass stays for the next.
             with self.deps.engine.begin() as conn:
+                watched = instance.accounts_in_memory
                 if claim is None:
-                    outcome = self._outcome(instance_id, seen, report, None, now)
+                    outcome = self._outcome(instance_id, seen, report, None, now, watched)
                     line_state.record(conn, outcome, now, self.verify_interval)
                 else:
-                    outcome = self._outcome(instance_id, seen, report, claim[1], now)
+                    outcome = self._outcome(instance_id, seen, report, claim[1], now, watched)
                     line_state.finish(conn, claim[0], [outcome], now)
             self._dropped_local(instance_id, raised, report)
         self._log_pass(instance_id, before, report, outcome, claim[1] if claim else None)
@@ -237,7 +239,11 @@ class Reconciler:
         report: ReconcileReport,
         claimed: Claimed | None,
         now: float,
+        watched: bool = False,
     ) -> Outcome:
+        """``watched``: its nodes keep accounts in memory only, so it is looked at again
+        every ``in_memory_verify_seconds`` even in line: a restarted node gets its
+        accounts back that soon (a round trip per node and a write each time)."""
         due, rnd = (math.inf, 0) if claimed is None else (claimed.due_at, claimed.round)
         if claimed is not None and claimed.scheduled(now):
             # The same phase, the first turn after now: never more than one
@@ -246,6 +252,8 @@ class Reconciler:
             steps = math.floor((now - due) / self.verify_interval) + 1
             due, rnd = due + steps * self.verify_interval, rnd + steps
         retry = None if report.in_line else now + self.interval
+        if watched:
+            retry = min(retry or math.inf, now + self.in_memory_interval)
         if retry is not None:
             self._look_by(retry)
         return Outcome(instance_id, seen, report.in_line, list(report.unreachable), due, rnd, retry)
@@ -382,7 +390,8 @@ class Reconciler:
             return 0
         now = time.time()
         outcomes = [
-            self._outcome(i, by_id[i].flags, report, by_id[i], now) for i, report in reports.items()
+            self._outcome(i, by_id[i].flags, report, by_id[i], now, _watched(loaded, i))
+            for i, report in reports.items()
         ]
         with self.deps.engine.begin() as conn:
             line_state.finish(conn, token, outcomes, now)
@@ -529,6 +538,11 @@ class Reconciler:
 def _normal(loaded: reconcile_batch.Loaded, instance_id: str) -> bool:
     instance = loaded.instances.get(instance_id)
     return instance is not None and instance.status == "Normal"
+
+
+def _watched(loaded: reconcile_batch.Loaded, instance_id: str) -> bool:
+    instance = loaded.instances.get(instance_id)
+    return instance is not None and instance.accounts_in_memory
 
 
 def _chunks(rows: list[Claimed], size: int) -> list[list[Claimed]]:

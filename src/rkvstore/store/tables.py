@@ -107,6 +107,12 @@ instances = Table(
     Column("pending_password_encrypted", Text, nullable=True),
     # DeleteInstance refuses the instance while set (migration 0011).
     Column("release_protection", Boolean, nullable=False, server_default=false()),
+    # A registered node keeps accounts in memory only (no ACL file, no config
+    # file); how to reach the nodes over TLS, a Fernet token (migration 0015).
+    Column("accounts_in_memory", Boolean, nullable=False, server_default=false()),
+    Column("tls_encrypted", Text, nullable=True),
+    # The Sentinels that manage a registered deployment, a Fernet token (migration 0015).
+    Column("sentinel_encrypted", Text, nullable=True),
     # DescribeInstances pages a tenant's instances in this order, and counts them,
     # from this index alone (migration 0010).
     Index("ix_instances_account_id_created_at", "account_id", "created_at", "instance_id"),

@@ -108,11 +108,20 @@ def _declared() -> list[ActionSpec]:
             registered.register_instance,
             "create",
             ALL_INSTANCES,
-            Param("Endpoint", required=True, max_length=300),
+            # Endpoint, or SentinelEndpoints and SentinelMasterName (issue 13).
+            Param("Endpoint", max_length=300),
             Param("AdminUserName", max_length=128),
             Param("AdminPassword", "secret", required=True),
             Param("InstanceName", max_length=128),
             Param("DryRun", "bool", default=False),
+            # TLS to the nodes (issue 13): PEM text; the key is a secret.
+            Param("TlsCaCertificate", max_length=32 * 1024),
+            Param("TlsClientCertificate", max_length=32 * 1024),
+            Param("TlsClientKey", "secret", max_length=16 * 1024),
+            Param("TlsServerName", max_length=253),
+            Param("SentinelEndpoints", max_length=2000),
+            Param("SentinelMasterName", max_length=128),
+            Param("SentinelPassword", "secret", max_length=256),
         ),
         _spec(
             "RotateManagementPassword",
