@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from rkvstore.client import RpcClient
+from tests.api.test_audit import lookup, trail_client
 from tests.conftest import ARTIFACT_DIRS, free_port, remember_secret
 from tests.integration.test_resilience import (
     SYSTEM_REDIS,
@@ -172,6 +173,9 @@ def test_a_node_without_files_registers_and_gets_its_accounts_back_after_a_resta
         )
         instance_id = body["InstanceId"]
         assert body["AccountsPersistence"] == "Memory"
+        # Audited once, with the record that made the instance Normal.
+        events = lookup(trail_client(server), ("ResourceName", instance_id)).events
+        assert [(e["eventName"], e["errorCode"]) for e in events] == [("RegisterInstance", "")]
         item = attribute(client, instance_id)
         assert (item["InstanceStatus"], item["AccountsPersistence"]) == ("Normal", "Memory")
         assert _error(client, node.endpoint, "default", admin) == (

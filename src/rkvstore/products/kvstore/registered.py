@@ -30,6 +30,7 @@ from rkvstore.products.kvstore.registration_checks import (
     tls_settings,
 )
 from rkvstore.secret import Secret
+from rkvstore.services import audit
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.instance_nodes import (
     CLUSTER,
@@ -304,6 +305,8 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
             _put_management_user_or_forget(ctx, instance_id, topology, login, mgmt)
         with deps.engine.begin() as conn:
             repo.set_instance_status(conn, instance_id, NORMAL)
+            audit.name_resource(instance_id)
+            audit.write_in(conn)  # the event goes with the record that makes it Normal
         if in_memory:  # its first pass now, and one every in_memory_verify_seconds after
             deps.reconciler.mark_dirty(instance_id)
     except BaseException:
