@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -80,9 +81,12 @@ def test_metrics_parse_and_count_the_sdk_calls(metered: tuple[LiveServer, str]) 
 def test_no_label_holds_a_secret_or_an_unknown_value(metered: tuple[LiveServer, str]) -> None:
     server, url = metered
     password = remember_secret("Pw1_" + "labelsecret")
-    # The secret where a label would come from: as the action's name, unsigned and
-    # signed (a made-up action), and as a parameter of a real one.
-    httpx.get(f"{server.url}/", params={"Action": server.access_key_secret}, timeout=10)
+    # A made-up value where a label would come from: as the action's name, unsigned
+    # (the access log keeps it, escaped, to show what was asked: so not a secret of
+    # the run, which the end-of-run scan would rightly find there); and a password as a
+    # parameter of a real action, signed.
+    made_up = "Made" + secrets.token_hex(12)
+    httpx.get(f"{server.url}/", params={"Action": made_up}, timeout=10)
     client = new_sdk_client(server.endpoint, server.access_key_id, server.access_key_secret)
     with pytest.raises(ClientException):
         client.reset_account_password(
@@ -91,6 +95,7 @@ def test_no_label_holds_a_secret_or_an_unknown_value(metered: tuple[LiveServer, 
             )
         )
     text = httpx.get(url, timeout=10).text
+    assert made_up not in text
     assert server.access_key_secret not in text
     assert password not in text
     actions = {spec.name for spec in all_actions()} | {OTHER}
