@@ -248,8 +248,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if _is_xdist_worker(config):
         return
-    whole = config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
-        config.option.keyword or config.option.markexpr or config.option.lf
+    # A scan with nothing to read proves nothing: a failure, after a whole and clean run.
+    whole = session.exitstatus == pytest.ExitCode.OK
+    whole &= config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
+        config.option.keyword or config.option.markexpr or getattr(config.option, "lf", False)
     )
     problems = scan_session(session_dir(), whole_suite=whole)
     config.stash[_SCAN_PROBLEMS] = problems
