@@ -24,8 +24,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from rkvstore import errors
-from rkvstore.api import render
+from rkvstore import errors, metrics
+from rkvstore.api import probes, render
 from rkvstore.api.dispatch import Dispatcher, Prepared, RawRequest, log_access, new_trace
 from rkvstore.api.http_guard import REQUEST_TIMED_OUT, quiet_accept_errors
 from rkvstore.api.shares import TenantShares
@@ -33,6 +33,7 @@ from rkvstore.bootstrap import start_background, stop_background
 from rkvstore.errors import ApiError
 from rkvstore.services.context import Deps
 from rkvstore.services.registry import Registry
+from rkvstore.store.db import head_revision
 from rkvstore.store.nonces import purge_expired_nonces
 
 log = logging.getLogger("rkvstore")
@@ -72,6 +73,8 @@ def create_app(
     dispatcher = Dispatcher(deps, registry)
     limit = deps.settings.max_request_bytes
     shares = TenantShares(deps.settings.request_workers, deps.settings.tenant_workers)
+    head = head_revision()
+    metrics.know_actions(spec.name for spec in registry)
 
     async def rpc(request: Request) -> Response:
         try:
@@ -142,7 +145,13 @@ def create_app(
                 await run_in_threadpool(stop_background, deps)
 
     async def rpc_asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        response = await rpc(Request(scope, receive))
+        path = scope["path"]
+        if path in probes.HEALTH_PATHS and scope["method"] in ("GET", "HEAD"):
+            # Before the dispatcher, which answers only "/"; on a thread: /readyz
+            # reads the database (bounded by RKVSTORE_DB_TIMEOUT_SECONDS).
+            response = await run_in_threadpool(probes.health_response, path, deps, head)
+        else:
+            response = await rpc(Request(scope, receive))
         await response(scope, receive, send)
 
     # No routes: every request, whatever its method or path, reaches ``rpc``,

@@ -19,6 +19,7 @@ from rkvstore.cli_secrets import secrets_group
 from rkvstore.config import API_VERSION, Settings
 from rkvstore.secret import SECRET_PARAMETERS, Secret
 
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _UNSAFE_IN_LOGS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -115,6 +116,12 @@ def _server_options(func: Any) -> Any:
     type=click.Path(path_type=Path, dir_okay=False),
     help="The certificate's unencrypted PEM private key [RKVSTORE_TLS_KEYFILE].",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics at GET /metrics on this port, a listener of its own "
+    "[off; RKVSTORE_METRICS_PORT].",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(log_level: str, **options: Any) -> None:
     """Run the API server until SIGINT or SIGTERM."""
@@ -125,9 +132,38 @@ def serve(log_level: str, **options: Any) -> None:
         from rkvstore.serving import run_server
 
         setup_logging(settings, log_level)
-        run_server(settings)
+        run_server(settings, metrics_listener=_metrics_listener(settings))
         return
     _serve_workers(settings, log_level)
+
+
+def _listen(host: str, port: int, backlog: int) -> Any:
+    from rkvstore.workers import listen
+
+    try:
+        return listen(host, port, backlog)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _metrics_listener(settings: Settings) -> Any:
+    """The socket ``/metrics`` is served on, bound now (None: no metrics port)."""
+    from rkvstore.serving import metrics_address
+
+    address = metrics_address(settings)
+    return None if address is None else _listen(*address, 64)
+
+
+def use_multiprocess_dir(path: Path) -> None:
+    """prometheus_client's multiprocess mode, counting in files under ``path`` (emptied):
+    set before prometheus_client is first imported (it chooses then), in the parent of
+    ``--workers N``, whose forks then count in the one directory (rkvstore.metrics)."""
+    if "prometheus_client" in sys.modules and not os.environ.get(MULTIPROC_VARIABLE):
+        raise RuntimeError("prometheus_client was imported before its multiprocess directory")
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for stale in path.glob("*.db"):  # a previous run's counts are not this run's
+        stale.unlink()
+    os.environ[MULTIPROC_VARIABLE] = str(path)
 
 
 def _check_tls(settings: Settings) -> None:
@@ -141,9 +177,12 @@ def _check_tls(settings: Settings) -> None:
 
 
 def _serve_workers(settings: Settings, log_level: str) -> None:
+    if settings.metrics_port is not None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        use_multiprocess_dir(settings.data_dir / "metrics")  # before anything imports it
     from rkvstore.api.http_guard import LISTEN_BACKLOG
     from rkvstore.serving import run_worker
-    from rkvstore.workers import Parent, listen, prepare_once
+    from rkvstore.workers import Parent, prepare_once
 
     setup_logging(settings, log_level, with_pid=True)
 
@@ -157,23 +196,20 @@ def _serve_workers(settings: Settings, log_level: str) -> None:
             close_deps(deps)
 
     prepare_once(prepare)
-    try:
-        listener = listen(settings.host, settings.port, LISTEN_BACKLOG)
-    except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-        ) from None
+    listener = _listen(settings.host, settings.port, LISTEN_BACKLOG)
+    metrics_listener = _metrics_listener(settings)
 
     def worker(sock: Any, stopping: Any) -> None:
         setup_logging(settings, log_level, with_pid=True)  # handlers of its own
-        run_worker(settings, sock, stopping)
+        run_worker(settings, sock, stopping, metrics_listener)
 
     sys.exit(Parent(settings, listener, worker).run())
 
 
 @main.command()
 @_server_options
-@click.option("--log-level", default="WARNING", show_default=True)
+# INFO, as serve: the access log shows each request the SDK snippet makes.
+@click.option("--log-level", default="INFO", show_default=True)
 def demo(log_level: str, **options: Any) -> None:
     """Serve, create a local instance with an account "demo", and print how to reset it."""
     from rkvstore.demo import set_up_demo
@@ -183,7 +219,7 @@ def demo(log_level: str, **options: Any) -> None:
     settings = _settings(**options)
     _check_tls(settings)
     setup_logging(settings, log_level)
-    run_server(settings, on_ready=set_up_demo)
+    run_server(settings, on_ready=set_up_demo, metrics_listener=_metrics_listener(settings))
 
 
 def _on_command_line(option: str, file_option: str, variable: str | None = None) -> str:
@@ -537,6 +573,43 @@ def instances_rotate(instance_id: str, **client: Any) -> None:
         except RpcError as exc:
             raise click.ClickException(f"{exc.code}: {exc.message}") from None
     click.echo(f"management password of {instance_id} rotated")
+
+
+@main.command()
+@click.option("--start", help="From this UTC time, YYYY-MM-DDThh:mm:ssZ (default: 7 days ago).")
+@click.option("--end", help="Up to this UTC time, YYYY-MM-DDThh:mm:ssZ (default: now).")
+@click.option("--event-name", help="Only this action (e.g. ResetAccountPassword).")
+@click.option("--user", help="Only this principal (a RAM user's name, or root).")
+@click.option("--resource", help="Only this resource (r-…, r-…/account, a secret, a user).")
+@click.option("--resource-type", help="Only this type (e.g. ACS::Redis::Account).")
+@click.option("--service", help="Only this service (R-kvstore, Ram, Kms, Actiontrail).")
+@click.option("--access-key", help="Only calls signed with this AccessKeyId.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON event a line (for a SIEM).")
+@_client_options
+def audit(
+    start: str | None,
+    end: str | None,
+    limit: int,
+    as_json: bool,
+    endpoint: str,
+    access_key_id: str,
+    access_key_secret: Secret,
+    **filters: str | None,
+) -> None:
+    """Who did what, when: your tenant's audit events (LookupEvents), newest first."""
+    from rkvstore import audit_cli
+    from rkvstore.client import RpcClient, RpcError
+
+    params = audit_cli.lookup_params(start, end, filters)
+    with RpcClient(endpoint, access_key_id, access_key_secret, version=audit_cli.VERSION) as c:
+        try:
+            found = list(audit_cli.events(c, params, limit))
+        except RpcError as exc:
+            raise click.ClickException(f"LookupEvents: {exc.code}: {exc.message}") from None
+    lines = [audit_cli.json_line(e) for e in found] if as_json else audit_cli.table(found)
+    for line in lines:
+        click.echo(line)
 
 
 main.add_command(secrets_group(_client_options))

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # event loop (uvloop: libuv; asyncio: the standard library's).
     http_parser: Literal["httptools", "h11"] = "httptools"
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # GET /metrics (Prometheus) on a listener of its own at this port (on
+    # metrics_host, default: host); unset: no metrics listener.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str | None = None
     # Request worker processes on the one port; one of them supervises the local
     # nodes and runs the reconciler.
     workers: int = Field(1, ge=1, le=64)
@@ -95,6 +99,11 @@ class Settings(BaseSettings):
     # Where RegisterInstance may reach (comma list of networks): loopback and
     # the private ranges by default.
     register_networks: str = DEFAULT_REGISTER_NETWORKS
+    # A node with neither an ACL file nor a config file keeps accounts in memory
+    # only: registered (and watched, every in_memory_verify_seconds, so that a
+    # restart is repaired at once), or refused with InvalidEndpoint.NotPersistent.
+    refuse_nonpersistent_nodes: bool = False
+    in_memory_verify_seconds: float = Field(1.0, gt=0)
     stop_nodes_on_exit: bool = True
 
     # KMS secrets (docs/kms.md): per tenant, pending deletions included; the
@@ -106,13 +115,18 @@ class Settings(BaseSettings):
     kms_max_rotations_per_hour: int = Field(50, ge=1)
     kms_scheduler_interval_seconds: float = Field(1.0, gt=0)
 
+    # The audit trail (issue 14): one event per call that reached authorization;
+    # events older than the retention are deleted in the background.
+    audit: bool = True
+    audit_retention_days: float = Field(90, gt=0)
+
     @field_validator("register_networks", "trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
         parse_networks(value)  # a malformed entry stops the start with its reason
         return value
 
-    @field_validator("tls_certfile", "tls_keyfile", mode="before")
+    @field_validator("tls_certfile", "tls_keyfile", "metrics_port", mode="before")
     @classmethod
     def _unset_if_empty(cls, value: object) -> object:
         return None if value == "" else value  # RKVSTORE_TLS_KEYFILE= is not a file "."

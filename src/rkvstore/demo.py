@@ -15,6 +15,9 @@ from rkvstore.services.instance_nodes import random_password
 
 DEMO_INSTANCE_NAME = "rkvstore-demo"
 DEMO_ACCOUNT = "demo"
+# The SDK the printed snippet uses: printed with it, not a dependency of rkvstore
+# (the server never imports it, and it would bring its own stack to every install).
+SDK_REQUIREMENT = "alibabacloud-r-kvstore20150101>=6.1"
 
 
 def _root_key(deps: Deps, created: RootKey | None) -> tuple[str, Secret]:
@@ -89,7 +92,9 @@ rkvstore demo is running (Ctrl-C stops it).
   instance         {instance_id} ({attribute["InstanceStatus"]})
   Redis            redis-cli -h 127.0.0.1 -p {port} --user {DEMO_ACCOUNT} --pass '{password.reveal()}' ping
 
-Reset the demo account's password with the official SDK:
+Reset the demo account's password with the official SDK; install it first:
+
+pip install '{SDK_REQUIREMENT}'
 
 from alibabacloud_tea_openapi.models import Config
 from alibabacloud_r_kvstore20150101.client import Client

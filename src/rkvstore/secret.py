@@ -51,6 +51,8 @@ SECRET_PARAMETERS: Final = frozenset(
         "Password",
         "AccessKeySecret",
         "AdminPassword",
+        "TlsClientKey",
+        "SentinelPassword",
         "SecurityToken",
         "SecretData",  # KMS (docs/kms.md §7)
     }

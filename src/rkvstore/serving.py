@@ -168,9 +168,38 @@ def listening_url(settings: Settings) -> str:
     return f"{scheme}://{settings.host}:{settings.port}"
 
 
-def run_server(settings: Settings, on_ready: OnReady | None = None) -> None:
+def metrics_address(settings: Settings) -> tuple[str, int] | None:
+    """Where ``/metrics`` listens; None: nowhere (no ``RKVSTORE_METRICS_PORT``)."""
+    if settings.metrics_port is None:
+        return None
+    return settings.metrics_host or settings.host, settings.metrics_port
+
+
+@contextlib.contextmanager
+def serving_metrics(deps: Any, sock: socket.socket | None) -> Iterator[None]:
+    """``GET /metrics`` on ``sock`` (bound already) while the body runs."""
+    if sock is None:
+        yield
+        return
+    from rkvstore.api.probes import MetricsServer
+    from rkvstore.products import scrape_gauges
+
+    server = MetricsServer(sock, deps, scrape_gauges())
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def run_server(
+    settings: Settings,
+    on_ready: OnReady | None = None,
+    metrics_listener: socket.socket | None = None,
+) -> None:
     """One process serves until SIGINT/SIGTERM, supervising the local nodes itself;
-    ``on_ready(deps, root_key)`` runs in a thread once listening. Logging is set up."""
+    ``on_ready(deps, root_key)`` runs in a thread once listening; ``/metrics`` on
+    ``metrics_listener`` if given. Logging is set up."""
     from rkvstore.app import create_app
     from rkvstore.bootstrap import build_deps, build_registry, ensure_root_tenant
 
@@ -198,12 +227,20 @@ def run_server(settings: Settings, on_ready: OnReady | None = None) -> None:
                     server.should_exit = True
 
         threading.Thread(target=when_started, name="on-ready", daemon=True).start()
-    server.run()
+    with serving_metrics(deps, metrics_listener):
+        server.run()
 
 
-def run_worker(settings: Settings, listener: socket.socket, stopping: Any) -> None:
-    """One of ``--workers N``, in a forked process: serves on the shared ``listener``;
-    supervises the local nodes if it wins the election (supervision.py)."""
+def run_worker(
+    settings: Settings,
+    listener: socket.socket,
+    stopping: Any,
+    metrics_listener: socket.socket | None = None,
+) -> None:
+    """One of ``--workers N``, in a forked process: serves on the shared ``listener``
+    (and ``/metrics`` on the shared ``metrics_listener``: any worker answers a scrape
+    with every worker's counts); supervises the local nodes if it wins the election
+    (supervision.py)."""
     from rkvstore.app import create_app
     from rkvstore.bootstrap import build_deps, build_registry
     from rkvstore.supervision import SupervisorElection
@@ -212,4 +249,5 @@ def run_worker(settings: Settings, listener: socket.socket, stopping: Any) -> No
     election = SupervisorElection(deps, stopping)
     app = create_app(deps, build_registry(), background=election)
     server = _uvicorn_server(settings, app)
-    server.run(sockets=[listener])
+    with serving_metrics(deps, metrics_listener):
+        server.run(sockets=[listener])

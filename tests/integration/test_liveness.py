@@ -70,7 +70,8 @@ NODES_ENV: Final = {"RKVSTORE_NODE_TIMEOUT_SECONDS": str(NODE_TIMEOUT)}
 UNREACHABLE: Final = (
     400,
     "InvalidEndpoint.Unreachable",
-    "The specified Redis endpoint cannot be reached or authenticated.",
+    "Redis node {node} cannot be reached, or did not answer as Redis in time: check its host "
+    "and port, that it runs, and that it accepts connections from rkvstore's host.",
 )
 NOT_HTTP: Final = (400, "InvalidHttpRequest", "The request line or a header is not valid HTTP/1.1.")
 
@@ -214,7 +215,12 @@ def test_register_through_a_trickling_node_answers_within_the_deadline(
         params = register_params(proxy.endpoint, password)
         took, err = timed(lambda: api_error(client, "RegisterInstance", params))
         print(f"RegisterInstance through a trickling node answered after {took:.2f} s")
-        assert (err.status, err.code, err.message) == UNREACHABLE
+        status, code, message = UNREACHABLE
+        assert (err.status, err.code, err.message) == (
+            status,
+            code,
+            message.format(node=proxy.endpoint),
+        )
         assert took < NODE_TIMEOUT + SLACK
         assert proxy.trickled >= 1  # the node did answer, one byte at a time
         assert client.call("DescribeInstances", {})["TotalCount"] == 0

@@ -33,6 +33,7 @@ from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.localfiles import read_pidfile
 from rkvstore.secret import Secret
 from tests.conftest import ARTIFACT_DIRS, LiveServer, free_port, remember_secret, start_server
+from tests.scrape import scrape, value
 
 T = TypeVar("T")
 
@@ -67,7 +68,10 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, step: flo
     raise AssertionError(f"{what}: not within {timeout} s (last error: {last!r})")
 
 
-def connect(port: int, user: str | None = None, password: str | None = None) -> redis.Redis:
+def connect(
+    port: int, user: str | None = None, password: str | None = None, **extra: Any
+) -> redis.Redis:
+    """``extra``: more of redis.Redis's options (``ssl=True``, its certificates)."""
     return redis.Redis(
         host="127.0.0.1",
         port=port,
@@ -78,12 +82,17 @@ def connect(port: int, user: str | None = None, password: str | None = None) -> 
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         protocol=2,  # RESP2: Redis 5 (test_legacy) has no HELLO
+        **extra,
     )
 
 
 def auth_ok(port: int, user: str | None, password: str) -> bool:
     """True if ``AUTH user password`` succeeds, False on WRONGPASS; other errors propagate."""
-    client = connect(port, user, password)
+    return logs_in(connect(port, user, password))
+
+
+def logs_in(client: redis.Redis) -> bool:
+    """``auth_ok`` for a client made already (TLS, say); closes it."""
     try:
         return client.ping() is True
     except redis.AuthenticationError:
@@ -451,7 +460,10 @@ def test_serve_restarts_keep_instances_and_accounts(data_dir: Path) -> None:
 def test_hung_node_gives_service_unavailable_and_is_brought_back(
     data_dir: Path, stopped: str
 ) -> None:
-    with serving(data_dir, HANGING) as server, api(server) as client:
+    metrics_port = free_port()
+    env = {**HANGING, "RKVSTORE_METRICS_PORT": str(metrics_port)}
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    with serving(data_dir, env) as server, api(server) as client:
         instance_id = create_instance(client, "MASTER_SLAVE", new_password())
         old_pw = new_password()
         client.call(
@@ -462,6 +474,7 @@ def test_hung_node_gives_service_unavailable_and_is_brought_back(
         hung = nodes[stopped]
         pid = hung.running_pid()
         new_pw = new_password()
+        before = scrape(metrics)
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -484,6 +497,18 @@ def test_hung_node_gives_service_unavailable_and_is_brought_back(
                     assert not auth_ok(node.port, "demo", new_pw)
             time.sleep(1.5)  # a reconciler pass or so meets the hung node too
             assert account_status(client, instance_id, "demo") == "Unavailable"
+            # Counted: the failed change, the node it was undone on; the hung node
+            # out of reach once a pass has met it.
+            during = scrape(metrics)
+            failures = "rkvstore_node_change_failures_total"
+            assert value(during, failures) == value(before, failures) + 1
+            undone = value(during, "rkvstore_node_rollbacks_total", result="ok")
+            assert undone >= value(before, "rkvstore_node_rollbacks_total", result="ok") + 1
+            wait_for(
+                "the hung node counted out of reach",
+                lambda: value(scrape(metrics), "rkvstore_unreachable_nodes") >= 1,
+                10,
+            )
             log_mark = len(log_text(server))
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -512,6 +537,10 @@ def test_hung_node_gives_service_unavailable_and_is_brought_back(
         assert f"repaired drift on node 127.0.0.1:{hung.port}: users demo" in repairs, (
             "the late command never ran on the resumed node, or was not repaired"
         )
+        after = scrape(metrics)
+        repaired = "rkvstore_reconcile_repairs_total"
+        assert value(after, repaired) >= value(before, repaired) + 1
+        assert value(after, "rkvstore_unreachable_nodes") == 0
 
         newer_pw = new_password()
         reset(client, instance_id, "demo", newer_pw)
@@ -760,7 +789,13 @@ def test_register_instance_manages_accounts_on_every_node(data_dir: Path, own_ro
                 "AdminPassword": wrong,
             },
         )
-        assert (err.status, err.code) == (400, "InvalidEndpoint.Unreachable")
+        assert (err.status, err.code, err.message) == (
+            400,
+            "InvalidEndpoint.AuthenticationFailed",
+            f"Redis node 127.0.0.1:{own.master.port} refused AdminUserName and AdminPassword: "
+            "give a user of its ACL with that user's password, or AdminUserName default with "
+            "its requirepass.",
+        )
         assert client.call("DescribeInstances", {})["TotalCount"] == 0
         assert all(MANAGEMENT_USER not in own.users(n) for n in own.nodes)
 
@@ -845,7 +880,8 @@ def test_register_instance_manages_accounts_on_every_node(data_dir: Path, own_ro
         assert (err.status, err.code, err.message) == (
             400,
             "InvalidEndpoint.Registered",
-            "A node of the specified Redis endpoint is already managed.",
+            "A node of the specified Redis endpoint is already managed by rkvstore: delete the "
+            "instance that manages it (DeleteInstance) before registering it again.",
         )
         assert client.call("DescribeInstances", {})["TotalCount"] == 1
         client.call("DeleteInstance", {"InstanceId": again})
@@ -945,7 +981,8 @@ def test_one_node_under_two_names_is_registered_once(data_dir: Path, own_root: P
         assert (err.status, err.code, err.message) == (
             400,
             "InvalidEndpoint.Registered",
-            "A node of the specified Redis endpoint is already managed.",
+            "A node of the specified Redis endpoint is already managed by rkvstore: delete the "
+            "instance that manages it (DeleteInstance) before registering it again.",
         )
         assert client.call("DescribeInstances", {})["TotalCount"] == 1
         manage_then_forget(client, body["InstanceId"], lone.port)

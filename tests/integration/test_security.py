@@ -63,7 +63,8 @@ NOT_ALLOWED = (
 REGISTERED = (
     400,
     "InvalidEndpoint.Registered",
-    "A node of the specified Redis endpoint is already managed.",
+    "A node of the specified Redis endpoint is already managed by rkvstore: delete the "
+    "instance that manages it (DeleteInstance) before registering it again.",
 )
 SERVICE_UNAVAILABLE = (
     503,
@@ -411,7 +412,14 @@ def test_register_reaches_only_the_allowed_networks(data_dir: Path, tmp_path: Pa
             assert MANAGEMENT_USER not in conn.acl_users()
 
 
-def test_open_and_closed_ports_answer_alike(data_dir: Path, tmp_path: Path) -> None:
+def test_a_closed_port_and_one_that_is_not_redis_answer_alike(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 9 wanted every failure alike, so that RegisterInstance could not map a
+    network; issue 13 wants each to say what to do. What still answers alike is
+    whatever is not a Redis: a closed port, and a port where something else
+    listens (here rkvstore's own HTTP port). A Redis that refuses the login says
+    so: only addresses inside RKVSTORE_REGISTER_NETWORKS can be tried at all."""
     closed = free_port()
     with (
         own_lone_redis(tmp_path / "lone") as (node, _password),
@@ -419,19 +427,30 @@ def test_open_and_closed_ports_answer_alike(data_dir: Path, tmp_path: Path) -> N
         api(server) as client,
     ):
         wrong = new_password()
-        answers = set()
-        for port in (closed, node.port):
+        answers = {}
+        for endpoint in (f"127.0.0.1:{closed}", server.endpoint, f"127.0.0.1:{node.port}"):
             err = api_error(
                 client,
                 "RegisterInstance",
-                {
-                    "Endpoint": f"127.0.0.1:{port}",
-                    "AdminUserName": "admin",
-                    "AdminPassword": wrong,
-                },
+                {"Endpoint": endpoint, "AdminUserName": "admin", "AdminPassword": wrong},
             )
-            answers.add((err.status, err.code, err.message))
-        assert len(answers) == 1, answers
+            answers[endpoint] = (err.status, err.code, err.message.replace(endpoint, "{node}"))
+        unreachable = (
+            400,
+            "InvalidEndpoint.Unreachable",
+            "Redis node {node} cannot be reached, or did not answer as Redis in time: check its "
+            "host and port, that it runs, and that it accepts connections from rkvstore's host.",
+        )
+        assert answers == {
+            f"127.0.0.1:{closed}": unreachable,
+            server.endpoint: unreachable,
+            f"127.0.0.1:{node.port}": (
+                400,
+                "InvalidEndpoint.AuthenticationFailed",
+                "Redis node {node} refused AdminUserName and AdminPassword: give a user of its "
+                "ACL with that user's password, or AdminUserName default with its requirepass.",
+            ),
+        }
 
 
 # --------------------------------------------------------------------------- 14. NUL in a password

@@ -26,7 +26,7 @@ from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.secret import Secret
 from rkvstore.store import repo
 from rkvstore.store.db import make_engine
-from tests.conftest import LiveServer, remember_secret, start_server
+from tests.conftest import LiveServer, free_port, remember_secret, start_server
 from tests.integration.test_resilience import (
     api,
     auth_ok,
@@ -41,6 +41,7 @@ from tests.integration.test_resilience import (
     wait_for,
     wait_serving,
 )
+from tests.scrape import scrape, value
 
 WORKERS = {"RKVSTORE_WORKERS": "2", "RKVSTORE_RATE_LIMIT_PER_SECOND": "0"}
 SUPERVISES = re.compile(r" pid=(\d+) worker \d+ supervises the local nodes")
@@ -49,7 +50,8 @@ ACCESS = re.compile(r" rkvstore\.access pid=(\d+) request_id=")
 
 @pytest.fixture
 def workers(data_dir: Path, database_url: str) -> Iterator[LiveServer]:
-    server = start_server(data_dir, database_url=database_url, extra_env=WORKERS)
+    metrics = {"RKVSTORE_METRICS_PORT": str(free_port())}  # served by both workers
+    server = start_server(data_dir, database_url=database_url, extra_env={**WORKERS, **metrics})
     try:
         yield server
     finally:
@@ -193,14 +195,23 @@ def test_workers_share_task_slots_without_taking_each_others_over(workers: LiveS
                 return f"{type(exc).__name__}: {exc}"
         return "ok"
 
+    resets = 0
     with ThreadPoolExecutor(16) as pool:
         for _ in range(4):  # until both workers have served some of them
             passwords = [new_password() for _ in range(48)]
             outcomes = list(pool.map(change, passwords))
             assert outcomes == ["ok"] * len(passwords), [o for o in outcomes if o != "ok"]
+            resets += len(passwords)
             if len(serving_pids(server)) == 2:
                 break
     assert len(serving_pids(server)) == 2, serving_pids(server)
+    # Whichever worker answers a scrape, it counts both workers' calls (multiprocess mode).
+    url = f"http://127.0.0.1:{server.env['RKVSTORE_METRICS_PORT']}/metrics"
+    for _ in range(4):
+        samples = scrape(url)
+        done = {"action": "ResetAccountPassword", "code": "Success"}
+        assert value(samples, "rkvstore_requests_total", **done) == resets
+        assert value(samples, "rkvstore_task_slot_waits_total", result="taken") > 0
     text = log_text(server)
     assert "taking over" not in text and "outlived its lease" not in text
     assert not re.search(r"status=5\d\d", text)

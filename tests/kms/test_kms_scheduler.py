@@ -24,7 +24,14 @@ from sqlalchemy import create_engine, select
 from rkvstore.faults import VARIABLE as CRASH_VARIABLE
 from rkvstore.store.tables import kms_secret_versions, nodes
 from tests.api.instances import STAND_ALONE, rpc_client, start_creating, wait_normal
-from tests.conftest import ARTIFACT_DIRS, PG_AVAILABLE, LiveServer, fresh_pg_database, start_server
+from tests.conftest import (
+    ARTIFACT_DIRS,
+    PG_AVAILABLE,
+    LiveServer,
+    free_port,
+    fresh_pg_database,
+    start_server,
+)
 from tests.integration.test_resilience import wait_for
 from tests.kms.kms_helpers import (
     DUAL_PASSWORD,
@@ -37,14 +44,18 @@ from tests.kms.kms_helpers import (
     refused_everywhere,
     running,
 )
+from tests.scrape import scrape, value
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+ROTATIONS = "rkvstore_kms_rotations_total"
 INTERVAL = 2  # seconds between automatic rotations
 LEASE = 1.5
 
 
-def _shared_env(key: str) -> dict[str, str]:
+def _shared_env(key: str, metrics_port: int | None = None) -> dict[str, str]:
+    metrics = {} if metrics_port is None else {"RKVSTORE_METRICS_PORT": str(metrics_port)}
     return {
+        **metrics,
         "RKVSTORE_MASTER_KEY": key,
         "RKVSTORE_RATE_LIMIT_PER_SECOND": "0",
         "RKVSTORE_KMS_MIN_ROTATION_INTERVAL": "1s",
@@ -129,12 +140,13 @@ def _create_rotating(server: LiveServer, instance_id: str) -> str:
 def test_two_processes_rotate_each_due_secret_once(tmp_path: Path, pg_url: str) -> None:
     key = Fernet.generate_key().decode()
     dir_a, dir_b = _dirs(tmp_path)
-    a = start_server(dir_a, database_url=pg_url, extra_env=_shared_env(key))
+    metrics = [free_port(), free_port()]
+    a = start_server(dir_a, database_url=pg_url, extra_env=_shared_env(key, metrics[0]))
     try:
         b = start_server(
             dir_b,
             database_url=pg_url,
-            extra_env=_shared_env(key),
+            extra_env=_shared_env(key, metrics[1]),
             access_key=(a.access_key_id, a.access_key_secret),
         )
         try:
@@ -145,6 +157,11 @@ def test_two_processes_rotate_each_due_secret_once(tmp_path: Path, pg_url: str) 
             with running(App(client, name, ports, cluster=False)) as app:
                 time.sleep(4 * INTERVAL + 1)
             assert app.commands > 0
+            # Each process counts the rotations it did (two processes: two scrapes).
+            done = sum(
+                value(scrape(f"http://127.0.0.1:{port}/metrics"), ROTATIONS, result="done")
+                for port in metrics
+            )
         finally:
             b.stop()
     finally:
@@ -152,6 +169,7 @@ def test_two_processes_rotate_each_due_secret_once(tmp_path: Path, pg_url: str) 
     created = [c for v, s, c in _versions(pg_url) if s != "Pending"]
     rotations = len(created) - 1
     assert 3 <= rotations <= 5, created
+    assert 2 <= done <= rotations  # one may have been done after the scrapes
     gaps = [later - earlier for earlier, later in itertools.pairwise(created[1:])]
     # The first comes an interval after creation; then one an interval after the last.
     assert all(gap >= INTERVAL - 0.05 for gap in gaps), gaps

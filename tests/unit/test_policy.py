@@ -472,6 +472,8 @@ def test_no_matching_allow_is_an_implicit_deny() -> None:
 
 def test_system_policies() -> None:
     assert set(SYSTEM_POLICIES) == {
+        "AliyunActionTrailFullAccess",
+        "AliyunActionTrailReadOnlyAccess",
         "AliyunKvstoreFullAccess",
         "AliyunKvstoreReadOnlyAccess",
         "AliyunKMSSecretAdminAccess",

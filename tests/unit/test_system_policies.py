@@ -18,6 +18,8 @@ def test_a_name_is_declared_once() -> None:
 
 def test_the_products_declare_theirs() -> None:
     assert sorted(SYSTEM_POLICIES) == [
+        "AliyunActionTrailFullAccess",
+        "AliyunActionTrailReadOnlyAccess",
         "AliyunKMSSecretAdminAccess",
         "AliyunKMSSecretUserAccess",
         "AliyunKvstoreFullAccess",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -26,6 +27,8 @@ from rkvstore.api.throttle import RateLimiter
 from rkvstore.errors import ApiError
 from rkvstore.iam.authorize import authorize
 from rkvstore.iam.credentials import ACTIVE, AccessKey
+from rkvstore.metrics import record_request
+from rkvstore.services import audit
 from rkvstore.services.context import CallContext, Deps, current_request_id
 from rkvstore.services.params import parse_params
 from rkvstore.services.registry import ActionSpec, Registry
@@ -60,6 +63,9 @@ class _Trace:
     principal: str = "-"
     code: str = "-"
     version: str = ""  # once known: the product whose codes the answer uses
+    message: str = ""  # the error answer's message, for the audit event
+    # The call's audit event, once it reaches authorization (issue 14).
+    event: audit.PendingEvent | None = None
 
 
 @dataclass(frozen=True)
@@ -83,16 +89,30 @@ def principal_label(key: AccessKey) -> str:
     return f"{kind}:{key.account_id}/{key.principal_name}"
 
 
+# A value written bare in the access log; any other is written as a JSON string.
+_BARE = re.compile(r"[A-Za-z0-9._:/@+-]{1,128}")
+
+
+def logged(value: str) -> str:
+    """``value`` as the access log writes it: bare when plainly safe, else quoted with
+    quotes, backslashes, control and non-ASCII characters escaped, so that no value
+    (an Action or a user name, which come with the request) can add a field or a line."""
+    return value if _BARE.fullmatch(value) else json.dumps(value)
+
+
 def log_access(trace: _Trace, status: int) -> None:
+    """The request's one access-log line, and its metrics."""
+    seconds = time.perf_counter() - trace.started
     access_log.info(
         "request_id=%s action=%s principal=%s status=%d code=%s duration_ms=%.1f",
-        trace.request_id,
-        trace.action,
-        trace.principal,
+        logged(trace.request_id),
+        logged(trace.action),
+        logged(trace.principal),
         status,
-        trace.code,
-        (time.perf_counter() - trace.started) * 1000,
+        logged(trace.code),
+        seconds * 1000,
     )
+    record_request(trace.action, trace.code, seconds)
 
 
 def new_trace() -> _Trace:
@@ -147,6 +167,8 @@ class Dispatcher:
             return self._prepare(raw, trace)
         except Exception as exc:
             response = self._failure(trace, exc)
+        if trace.event is not None:  # denied (or failed) at authorization
+            audit.settle_quietly(self.deps.single, trace.event, trace.code, trace.message)
         log_access(trace, response.status_code)
         return response
 
@@ -154,14 +176,21 @@ class Dispatcher:
         """Run the action and answer it."""
         trace = prepared.trace
         token = current_request_id.set(trace.request_id)
+        event = trace.event
+        event_token = audit.current_event.set(event)
         try:
             body = prepared.spec.handler(prepared.ctx, prepared.params)
+            if event is not None:  # a read, or a change whose record did not carry it
+                audit.settle(self.deps.single, event, None, None)
             response = render.success(
                 prepared.spec.name, trace.request_id, body, prepared.response_format
             )
         except Exception as exc:
             response = self._failure(trace, exc)
+            if event is not None:
+                audit.settle_quietly(self.deps.single, event, trace.code, trace.message)
         finally:
+            audit.current_event.reset(event_token)
             current_request_id.reset(token)
         log_access(trace, response.status_code)
         return response
@@ -186,7 +215,7 @@ class Dispatcher:
             log.exception("request %s failed unexpectedly", trace.request_id)
             err = ApiError(errors.INTERNAL_ERROR)
         err = self.registry.translate(trace.version, err)
-        trace.code = err.code
+        trace.code, trace.message = err.code, err.message
         return render.error(trace.request_id, err)
 
     # ------------------------------------------------------------------ pipeline
@@ -254,6 +283,18 @@ class Dispatcher:
         arn_params = params
         if spec.self_param and params.get(spec.self_param) is None and caller.user_name:
             arn_params = {**params, spec.self_param: caller.user_name}
+        if settings.audit:
+            trace.event = audit.pending(
+                request_id=trace.request_id,
+                caller=caller,
+                source_ip=raw.client_ip,
+                now=ctx.now,
+                action=spec.name,
+                version=version,
+                trail=spec.event_trail,
+                resource_path=spec.event_path(arn_params),
+                writes=spec.access_level not in ("list", "read"),
+            )
         authorize(
             self.deps,
             caller,

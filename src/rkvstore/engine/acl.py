@@ -19,10 +19,16 @@ from typing import Any
 
 import redis
 
+from rkvstore import metrics
 from rkvstore.engine import bounded
 from rkvstore.faults import crash_point
 
 log = logging.getLogger("rkvstore.engine")
+
+# What a node answers to ACL SAVE without an aclfile, and to CONFIG REWRITE
+# without a config file (Redis 6.0 to 7.2, Valkey alike).
+NO_ACL_FILE = "ACL file"
+NO_CONFIG_FILE = "without a config file"
 
 
 @dataclass(frozen=True)
@@ -125,14 +131,20 @@ class Node:
     def list_users(self) -> dict[str, str]:
         return acl_lines_by_user(self.client.execute_command("ACL", "LIST"))
 
-    def persist(self) -> None:
+    def persist_after(self, save_error: redis.ResponseError) -> None:
+        """``ACL SAVE`` refused: the users go to redis.conf instead, if there is one."""
+        if NO_ACL_FILE not in str(save_error):
+            raise save_error
+        # No aclfile: users live in redis.conf (redis-acl.md, Persistence).
         try:
-            self.client.execute_command("ACL", "SAVE")
-        except redis.ResponseError as exc:
-            if "ACL file" not in str(exc):
-                raise
-            # No aclfile: users live in redis.conf (redis-acl.md, Persistence).
             self.client.execute_command("CONFIG", "REWRITE")
+        except redis.ResponseError as exc:
+            # Neither file (a node started with options only, as the official
+            # container runs it): the users live in memory until it restarts.
+            # Registration recorded that (accounts_in_memory) and the reconciler
+            # puts them back after a restart; there is nothing to write here.
+            if NO_CONFIG_FILE not in str(exc):
+                raise
 
     def run(self, commands: Sequence[Sequence[str]], timeout: float | None = None) -> NodeResult:
         """Snapshot, run ``commands``, persist, read back: one round trip."""
@@ -210,7 +222,7 @@ class Node:
         save = replies[-2]
         if isinstance(save, redis.ResponseError):
             try:
-                self.persist()
+                self.persist_after(save)
             except redis.RedisError as exc:
                 result.error = result.error or _short(exc)
         elif isinstance(save, Exception):
@@ -377,6 +389,7 @@ class FanOut:
                     label,
                     outcome.error,
                 )
+        metrics.count_node_failure(o.error for o in undo_results.values())
         raise NodeFailure({k: v or "failed" for k, v in failed.items()})
 
     def apply(self, nodes: Sequence[Node], changes: Sequence[UserChange]) -> dict[str, NodeResult]:
@@ -408,3 +421,4 @@ class FanOut:
                     label,
                     outcome.error,
                 )
+        metrics.count_node_failure(o.error for o in rolled.values())

@@ -25,6 +25,8 @@ from redis.backoff import NoBackoff
 from redis.connection import Connection
 from redis.retry import Retry
 
+from rkvstore.engine.node_tls import NodeTls
+
 # A read or write past the deadline still takes what is already there, each
 # waiting this long at most, and a socket reads on past its deadline for
 # _LATE_GRACE at most in all: a node that keeps sending a byte every
@@ -126,10 +128,13 @@ class BoundedConnection(Connection):
             remaining = max(outer - time.monotonic(), _PAST_DEADLINE)
             self.socket_connect_timeout = remaining if saved is None else min(saved, remaining)
         try:
-            sock = super()._connect()
+            sock = self._secure(super()._connect())
         finally:
             self.socket_connect_timeout = saved
         return DeadlineSocket(sock)
+
+    def _secure(self, sock: socket.socket) -> socket.socket:
+        return sock  # plain TCP
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if not self._sock:
@@ -138,6 +143,27 @@ class BoundedConnection(Connection):
         if isinstance(sock, DeadlineSocket):
             sock.deadline = time.monotonic() + (self.socket_timeout or 5.0)
         super().send_packed_command(command, check_health)
+
+
+class BoundedTLSConnection(BoundedConnection):
+    """``BoundedConnection`` over TLS, with the context of the node's ``NodeTls``.
+
+    The handshake runs on the connected socket within its timeouts; the deadline
+    socket then wraps the TLS one, so every read and write is bounded as before.
+    """
+
+    def __init__(self, *, tls: NodeTls, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tls = tls
+
+    def _secure(self, sock: socket.socket) -> socket.socket:
+        try:
+            return self.tls.context().wrap_socket(
+                sock, server_hostname=self.tls.server_name or self.host
+            )
+        except (OSError, ValueError):
+            sock.close()
+            raise
 
 
 def client(
@@ -149,8 +175,10 @@ def client(
     password: str | None = None,
     decode_responses: bool = False,
     protocol: int | None = None,
+    tls: NodeTls | None = None,
 ) -> redis.Redis:
-    """A client whose every exchange is bounded; no retries (a failed node is reported)."""
+    """A client whose every exchange is bounded; no retries (a failed node is reported).
+    ``tls``: every connection speaks TLS with these settings."""
     kwargs: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -164,4 +192,7 @@ def client(
     }
     if protocol is not None:
         kwargs["protocol"] = protocol
+    if tls is not None:
+        kwargs["connection_class"] = BoundedTLSConnection
+        kwargs["tls"] = tls
     return redis.Redis.from_pool(redis.ConnectionPool(**kwargs))

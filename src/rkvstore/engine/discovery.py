@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ import redis
 from rkvstore.engine import bounded
 from rkvstore.engine.addresses import normalize_host
 from rkvstore.engine.cluster import ClusterNode, cluster_topology, parse_cluster_nodes
+from rkvstore.engine.node_tls import NodeTls, tls_reason
 from rkvstore.secret import Secret
 
 
@@ -47,11 +49,49 @@ class Topology:
 
 
 class DiscoveryError(Exception):
-    """The seed node cannot be reached, authenticated, or understood."""
+    """The deployment cannot be found from the seed: why (``kind``) and at which node.
+
+    ``kind``: ``unreachable`` (no answer, or not as Redis), ``auth`` (the login
+    refused), ``noperm`` (``detail``: the command refused), ``master`` (the
+    seed is a replica; ``detail``: its master, out of reach), ``cluster``
+    (``detail``: what keeps the cluster from being managed as a whole).
+    """
+
+    def __init__(self, kind: str, node: str, detail: str = "") -> None:
+        self.kind, self.node, self.detail = kind, node, detail
+        super().__init__(f"{kind} at {node}" + (f": {detail}" if detail else ""))
+
+
+def failure_kind(exc: BaseException) -> tuple[str, str]:
+    """``(kind, detail)`` of ``DiscoveryError`` for what a node answered or failed with."""
+    if isinstance(exc, redis.AuthenticationError):  # WRONGPASS, invalid password, NOAUTH
+        return "auth", ""
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return "noperm", refused_command(str(exc))
+    if isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS")):
+        return "auth", ""
+    if isinstance(exc, redis.ConnectionError) and "[SSL" in str(exc):
+        return "tls", tls_reason(str(exc))
+    return "unreachable", type(exc).__name__
+
+
+def refused_command(message: str) -> str:
+    """The command a NOPERM reply names (``'acl|setuser'`` -> ``ACL SETUSER``)."""
+    found = re.search(r"run the '([^']+)' command", message)
+    return found.group(1).replace("|", " ").upper() if found else "a command"
+
+
+def _label(host: str, port: int) -> str:
+    return f"{host}:{port}"  # as NodeAddress.label
 
 
 def _connect(
-    host: str, port: int, user: str | None, password: Secret, timeout: float
+    host: str,
+    port: int,
+    user: str | None,
+    password: Secret,
+    timeout: float,
+    tls: NodeTls | None = None,
 ) -> redis.Redis:
     return bounded.client(
         host,
@@ -61,6 +101,7 @@ def _connect(
         timeout=timeout,
         decode_responses=True,
         protocol=2,  # RESP2: Redis before 6.0 has no HELLO
+        tls=tls,
     )
 
 
@@ -132,15 +173,17 @@ def discover(
     *,
     timeout: float = 3.0,
     seed: redis.Redis | None = None,
+    tls: NodeTls | None = None,
 ) -> Topology:
     """The topology of the deployment that ``host:port`` belongs to, standard or cluster.
 
     Bounded as a whole by ``timeout``, however slowly the nodes answer. ``seed``:
     a client of ``host:port`` logged in already (pooled, kept open), instead of
-    a connection opened (and logged in) for this look alone.
+    a connection opened (and logged in) for this look alone. ``tls``: how to
+    reach every node over TLS. Raises ``DiscoveryError``.
     """
     with bounded.exchange(timeout):
-        return _discover(host, port, user, password, timeout, seed)
+        return _discover(host, port, user, password, timeout, seed, tls)
 
 
 def _discover(
@@ -150,9 +193,11 @@ def _discover(
     password: Secret,
     timeout: float,
     pooled: redis.Redis | None,
+    tls: NodeTls | None,
 ) -> Topology:
+    at = _label(host, port)
     try:
-        seed = pooled or _connect(host, port, user, password, timeout)
+        seed = pooled or _connect(host, port, user, password, timeout, tls)
         try:
             server = _info(seed, "server")
             replication = _info(seed, "replication")
@@ -161,7 +206,7 @@ def _discover(
             if cluster:
                 nodes = cluster_nodes(cluster_topology(seed))
                 if not any(n.role == "master" for n in nodes):
-                    raise ValueError("no master serves slots")
+                    raise DiscoveryError("cluster", at, "no node serves slots")
                 return Topology(
                     version=str(server["redis_version"]), cluster=True, nodes=nodes, seed=given
                 )
@@ -170,23 +215,43 @@ def _discover(
                 seed.close()
         version = server["redis_version"]
         host, port = given
-        if replication.get("role") == "slave":
-            host = normalize_host(str(replication["master_host"]))
-            port = int(replication["master_port"])
-            master = _connect(host, port, user, password, timeout)
+    except (redis.RedisError, OSError) as exc:
+        raise DiscoveryError(*_kind_at(exc, at)) from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DiscoveryError("unreachable", at, type(exc).__name__) from exc
+    if replication.get("role") == "slave":
+        replica = at
+        host = normalize_host(str(replication.get("master_host", "")))
+        port = int(replication.get("master_port", 0))
+        at = _label(host, port)
+        try:
+            master = _connect(host, port, user, password, timeout, tls)
             try:
                 replication = _info(master, "replication")
                 host, port = _server_address(master, host, port)
             finally:
                 master.close()
+        except (redis.RedisError, OSError, KeyError, ValueError, TypeError) as exc:
+            kind, node, detail = _kind_at(exc, at)
+            if kind == "unreachable":  # the replica answered; its master does not
+                raise DiscoveryError("master", replica, at) from exc
+            raise DiscoveryError(kind, node, detail) from exc
+    try:
         replicas = _replicas(replication)
-    except (redis.RedisError, OSError, KeyError, ValueError, TypeError) as exc:
-        raise DiscoveryError(type(exc).__name__) from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DiscoveryError("unreachable", at, type(exc).__name__) from exc
     topology = Topology(version=str(version), cluster=cluster, seed=given)
     topology.nodes.append(FoundNode(host, port, "master", 0))
     for replica_host, replica_port in replicas:
         topology.nodes.append(FoundNode(replica_host, replica_port, "replica", 0, (host, port)))
     return topology
+
+
+def _kind_at(exc: BaseException, at: str) -> tuple[str, str, str]:
+    if isinstance(exc, DiscoveryError):
+        return exc.kind, exc.node, exc.detail
+    kind, detail = failure_kind(exc)
+    return kind, at, detail
 
 
 def topology_commands(cluster: bool) -> list[list[str]]:

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import redis
 
+from rkvstore import metrics
 from rkvstore.engine import bounded
-from rkvstore.engine.acl import NodeFailure
+from rkvstore.engine.acl import NO_CONFIG_FILE, NodeFailure
 from rkvstore.faults import crash_point
 from rkvstore.secret import Secret
 
 log = logging.getLogger("rkvstore.engine")
 
-_NO_CONFIG_FILE = "without a config file"
 _AUTH_OFF = "no password is set"
 
 
@@ -89,7 +89,7 @@ class LegacyNodes:
         try:
             client.config_rewrite()
         except redis.ResponseError as exc:
-            if _NO_CONFIG_FILE not in str(exc):
+            if NO_CONFIG_FILE not in str(exc):
                 raise
             # Started without redis.conf: nothing to persist to (the operator's choice).
 
@@ -148,9 +148,9 @@ class LegacyNodes:
         if not failed:
             return
         touched = [a for a, r in results.items() if r.maybe_applied]
-        for (host, port), outcome in self._each(
-            touched, lambda a: self._change(a, [new, *logins], logins[0])
-        ).items():
+        undone = self._each(touched, lambda a: self._change(a, [new, *logins], logins[0]))
+        metrics.count_node_failure(o.error for o in undone.values())
+        for (host, port), outcome in undone.items():
             if outcome.error:
                 log.error(
                     "putting the password back on node %s:%d failed (%s); the reconciler will",

@@ -48,7 +48,7 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def _config_value(reply: Any) -> str:
+def config_value(reply: Any) -> str:
     """The value of a one-name CONFIG GET: ``[name, value]`` (RESP2), ``{name: value}``,
     or nothing for a name this Redis does not know (``tls-port`` before 6.0)."""
     if isinstance(reply, dict):
@@ -68,8 +68,8 @@ def parse_facts(replies: Sequence[Any]) -> NodeFacts:
         raise ValueError("INFO server gave no redis_version")
     if isinstance(bind, Exception):
         raise ValueError(f"CONFIG GET bind refused: {_short(bind)}")
-    addresses = tuple(_config_value(bind).split())
-    tls_text = "" if isinstance(tls, Exception) else _config_value(tls)
+    addresses = tuple(config_value(bind).split())
+    tls_text = "" if isinstance(tls, Exception) else config_value(tls)
     return NodeFacts(version, addresses, int(tls_text) if tls_text.isdigit() else 0)
 
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rkvstore import metrics
 from rkvstore.engine import bounded
 from rkvstore.engine.acl import Node, NodeFailure, _timeout_of, batch_failure, exchange_batches
 from rkvstore.engine.node_facts import info_field, text
@@ -85,6 +86,7 @@ def set_all_or_nothing(
         return
     # Any node may have changed: one that failed or went silent may have taken a
     # CONFIG SET before, so every node is put back, not only those that answered.
+    metrics.NODE_CHANGE_FAILURES.inc()
     put_back(nodes, before, list(values), rewrite=rewrite)
     raise NodeFailure(failed)
 
@@ -99,3 +101,4 @@ def put_back(
     for label, error in outcomes.items():
         if error:
             log.error("putting parameters back on node %s failed (%s)", label, error)
+    metrics.count_rollbacks(outcomes.values())

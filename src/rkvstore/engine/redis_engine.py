@@ -5,20 +5,23 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
+from rkvstore import metrics
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.domain.privileges import acl_rules, management_rules
 from rkvstore.engine import bounded
 from rkvstore.engine.acl import DesiredUser, FanOut, Node, NodeResult, UserChange
 from rkvstore.engine.legacy import LegacyNodes
+from rkvstore.engine.node_tls import NodeTls
 from rkvstore.secret import Secret
 
 log = logging.getLogger("rkvstore.engine")
+T = TypeVar("T")
 # Distinct (rules, rendering) pairs: privileges x engine families x Redis
 # releases, a handful. A bound all the same, against anything unforeseen.
 _RENDERED_MAX = 10_000
@@ -117,6 +120,23 @@ class RedisEngine:
         self._rendered: set[tuple[tuple[str, ...], str]] = set()
         self.repairs_total = 0
         self.legacy = LegacyNodes(self.fanout._pool, node_timeout)
+        # Each instance's sealed settings (TLS, Sentinels) by their token: one
+        # NodeTls (and one SSL context) per instance, so its pooled clients are kept.
+        self._sealed: dict[str, object] = {}
+
+    def sealed_settings(
+        self, token: str, open_token: Callable[[str], Secret], parse: Callable[[str], T]
+    ) -> T:
+        """The settings sealed in ``token``, opened and parsed the first time only."""
+        with self._lock:
+            found = self._sealed.get(token)
+        if found is None:
+            found = parse(open_token(token).reveal())
+            with self._lock:
+                if len(self._sealed) > _RENDERED_MAX:
+                    self._sealed.clear()
+                found = self._sealed.setdefault(token, found)
+        return found  # type: ignore[return-value]  # one token, one kind of settings
 
     def close(self) -> None:
         self.fanout.shutdown()
@@ -127,13 +147,24 @@ class RedisEngine:
 
     # ------------------------------------------------------------------ connections
 
-    def node(self, address: NodeAddress, password: Secret, user: str = MANAGEMENT_USER) -> Node:
+    def node(
+        self,
+        address: NodeAddress,
+        password: Secret,
+        user: str = MANAGEMENT_USER,
+        tls: NodeTls | None = None,
+    ) -> Node:
+        """The pooled client of ``address`` logged in as ``user`` (over TLS with ``tls``);
+        a new one when the password or the TLS settings changed."""
         key = (address.host, address.port, user)
         with self._lock:
             client = self._clients.get(key)
+            kwargs = None if client is None else client.connection_pool.connection_kwargs
             if (
                 client is None
-                or client.connection_pool.connection_kwargs.get("password") != password.reveal()
+                or kwargs is None
+                or kwargs.get("password") != password.reveal()
+                or kwargs.get("tls") is not tls
             ):
                 if client is not None:  # the password changed (a rotation): drop the old sockets
                     client.close()
@@ -143,12 +174,15 @@ class RedisEngine:
                     username=user,
                     password=password.reveal(),
                     timeout=self.node_timeout,
+                    tls=tls,
                 )
                 self._clients[key] = client
         return Node(address.label, client)
 
-    def nodes(self, addresses: Sequence[NodeAddress], password: Secret) -> list[Node]:
-        return [self.node(a, password) for a in addresses]
+    def nodes(
+        self, addresses: Sequence[NodeAddress], password: Secret, tls: NodeTls | None = None
+    ) -> list[Node]:
+        return [self.node(a, password, tls=tls) for a in addresses]
 
     # ------------------------------------------------------------------ changes
 
@@ -269,6 +303,7 @@ class RedisEngine:
 
     def _repaired(self, report: ReconcileReport, label: str, names: list[str]) -> None:
         report.repaired[label] = names
+        metrics.RECONCILE_REPAIRS.inc(len(names))
         with self._lock:  # passes over several instances run at once
             self.repairs_total += len(names)
             total = self.repairs_total

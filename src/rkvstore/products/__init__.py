@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from rkvstore.errors import CATALOGUE
 from rkvstore.iam.system_policies import SYSTEM_POLICIES
+from rkvstore.metrics import ScrapeGauge
+from rkvstore.products.actiontrail import actions as actiontrail
+from rkvstore.products.actiontrail import policies as _trail_policies  # noqa: F401  (catalogued)
 from rkvstore.products.kms import actions as kms
 from rkvstore.products.kms import policies as _kms_policies  # noqa: F401  (catalogued)
 from rkvstore.products.kvstore import actions as kvstore
@@ -21,7 +24,7 @@ from rkvstore.products.ram import errors as _ram_errors  # noqa: F401  (codes ca
 from rkvstore.services.context import Background, Deps
 from rkvstore.services.registry import ActionSpec, Registry
 
-PRODUCTS = (ram, kvstore, kms)
+PRODUCTS = (ram, kvstore, kms, actiontrail)
 
 
 def all_actions() -> list[ActionSpec]:
@@ -30,9 +33,23 @@ def all_actions() -> list[ActionSpec]:
 
 def background_workers(deps: Deps) -> list[Background]:
     """The products' own loops, run beside the reconciler."""
+    from rkvstore.products.actiontrail.retention import Retention
     from rkvstore.products.kms.scheduler import Scheduler
 
-    return [Scheduler(deps)]
+    return [Scheduler(deps), Retention(deps)]
+
+
+def scrape_gauges() -> list[ScrapeGauge]:
+    """The products' gauges read from the database at each scrape of /metrics."""
+    from rkvstore.products.kms.store import count_due_rotations
+
+    return [
+        ScrapeGauge(
+            "rkvstore_kms_secrets_due",
+            "KMS secrets whose rotation is due and not done yet.",
+            count_due_rotations,
+        )
+    ]
 
 
 def build_registry() -> Registry:

@@ -10,8 +10,10 @@ from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import DesiredUser, Node, UserChange
 from rkvstore.engine.addresses import allowed, parse_networks
-from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
+from rkvstore.engine.discovery import DiscoveryError, FoundNode, Topology, discover
+from rkvstore.engine.node_tls import NodeTls
 from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
+from rkvstore.engine.sentinel import SentinelError, SentinelSettings, master_of
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
 from rkvstore.services.context import CallContext, Deps
@@ -24,6 +26,9 @@ CREATING, NORMAL, UNAVAILABLE = "Creating", "Normal", "Unavailable"
 STAND_ALONE, MASTER_SLAVE = "STAND_ALONE", "MASTER_SLAVE"
 LOCAL, REGISTERED = "local", "registered"
 STANDARD, CLUSTER = "standard", "cluster"
+# Where the nodes keep accounts (AccountsPersistence): an ACL file or redis.conf,
+# or memory only (a node started with options alone; the reconciler watches it).
+FILE, MEMORY = "File", "Memory"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -80,7 +85,28 @@ def instance_nodes(
     on the list: a change must not pretend it reached it.
     """
     return deps.redis.nodes(
-        instance_addresses(deps, instance, rows), deps.box.open(instance.mgmt_password_encrypted)
+        instance_addresses(deps, instance, rows),
+        deps.box.open(instance.mgmt_password_encrypted),
+        instance_tls(deps, instance),
+    )
+
+
+def recorded_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[Node]:
+    """The nodes as recorded, as rkvstore's user (no discovery: a read stays one
+    bounded exchange)."""
+    return deps.redis.nodes(
+        node_addresses(rows),
+        deps.box.open(instance.mgmt_password_encrypted),
+        instance_tls(deps, instance),
+    )
+
+
+def instance_tls(deps: Deps, instance: InstanceRow) -> NodeTls | None:
+    """How to reach the instance's nodes over TLS; ``None``: plain TCP."""
+    if instance.tls_encrypted is None:
+        return None
+    return deps.redis.sealed_settings(
+        instance.tls_encrypted, deps.box.open, NodeTls.from_sealed_form
     )
 
 
@@ -93,19 +119,83 @@ def instance_addresses(
         with deps.single.connect() as conn:
             rows = repo.list_nodes(conn, instance.instance_id)
     if instance.provider == REGISTERED:
-        rows = _include_new_nodes(deps, instance, rows)
+        rows = look_again(deps, instance, rows)
     return node_addresses(rows)
+
+
+def look_again(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[NodeRow]:
+    """A registered deployment's nodes now: as its Sentinels' master names them, or
+    the recorded ones with those found since."""
+    if instance.sentinel_encrypted is not None:
+        return follow_sentinels(deps, instance, rows)
+    return _include_new_nodes(deps, instance, rows)
+
+
+def follow_sentinels(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[NodeRow]:
+    """A Sentinel-managed deployment's nodes as its Sentinels' master names them now.
+
+    The master the Sentinels name and the replicas it names (``INFO
+    replication``: those connected) replace the recorded nodes, so that a
+    failover moves ``ConnectionDomain``/``Port`` to the new master and a node
+    that went down is not waited for (it is recorded again, and given what it
+    lacks, once it is back as a replica). A node new to rkvstore gets the
+    management user through the admin login first. Nothing answers: the
+    recorded nodes, as they are.
+    """
+    assert instance.sentinel_encrypted is not None
+    sentinel = deps.redis.sealed_settings(
+        instance.sentinel_encrypted, deps.box.open, SentinelSettings.from_sealed_form
+    )
+    mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    tls = instance_tls(deps, instance)
+    timeout = deps.settings.node_timeout_seconds
+    try:
+        host, port = master_of(sentinel, timeout)
+        topology = _discover_as_management(deps, instance, host, port)
+    except (SentinelError, DiscoveryError) as exc:
+        # The recorded nodes, which the change then reports if they do not answer.
+        log.warning("instance %s: Sentinels not followed: %s", instance.instance_id, exc)
+        return rows
+    known = {(r.host, r.port, r.role) for r in rows}
+    networks = parse_networks(deps.settings.register_networks)
+    found = [n for n in topology.nodes if allowed(n.host, networks)]
+    if {(n.host, n.port, n.role) for n in found} == known:
+        return rows
+    new = [n for n in found if (n.host, n.port) not in {(r.host, r.port) for r in rows}]
+    if new and instance.admin_password_encrypted is not None:
+        admin = deps.box.open(instance.admin_password_encrypted)
+        refused = put_management_user_each(deps, new, admin, instance.admin_user, mgmt, tls)
+        found = [n for n in found if n not in refused]
+    master = topology.master
+    with deps.engine.begin() as conn:
+        repo.replace_nodes(conn, instance.instance_id, node_rows_for(instance.instance_id, found))
+        repo.update_instance(conn, instance.instance_id, host=master.host, port=master.port)
+        fresh = repo.list_nodes(conn, instance.instance_id)
+    log.warning(
+        "instance %s: followed its Sentinels: master %s:%d, %d node(s)",
+        instance.instance_id,
+        master.host,
+        master.port,
+        len(fresh),
+    )
+    deps.reconciler.mark_dirty(instance.instance_id)  # a node back may lack accounts
+    return fresh
 
 
 def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[NodeRow]:
     mgmt = deps.box.open(instance.mgmt_password_encrypted)
     # Before 6.0 there are no users: rkvstore logs in with requirepass alone.
     login = None if is_legacy(instance) else MANAGEMENT_USER
+    tls = instance_tls(deps, instance)
     topology = None
     for row in rows:
         # As the management user: the engine's pooled, logged-in connection to the
         # node (a look per change and per verify opens none of its own).
-        seed = None if login is None else deps.redis.node(NodeAddress(row.host, row.port), mgmt)
+        seed = (
+            None
+            if login is None
+            else deps.redis.node(NodeAddress(row.host, row.port), mgmt, tls=tls)
+        )
         try:
             topology = discover(
                 row.host,
@@ -114,6 +204,7 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
                 mgmt,
                 timeout=deps.settings.node_timeout_seconds,
                 seed=None if seed is None else seed.client,
+                tls=tls,
             )
             break
         except DiscoveryError:
@@ -144,7 +235,7 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
         if instance.admin_password_encrypted is None:
             return rows
         admin = deps.box.open(instance.admin_password_encrypted)
-        refused = put_management_user_each(deps, new, admin, instance.admin_user, mgmt)
+        refused = put_management_user_each(deps, new, admin, instance.admin_user, mgmt, tls)
         new = [n for n in new if n not in refused]
         if not new:
             return rows
@@ -161,11 +252,44 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
     return fresh
 
 
+def _discover_as_management(deps: Deps, instance: InstanceRow, host: str, port: int) -> Topology:
+    """``discover`` from ``host:port`` as rkvstore's user; a node that refuses that login
+    (a master rkvstore never recorded) gets the user through the admin login first."""
+    mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    tls = instance_tls(deps, instance)
+
+    def look() -> Topology:
+        seed = deps.redis.node(NodeAddress(host, port), mgmt, tls=tls)
+        return discover(
+            host,
+            port,
+            MANAGEMENT_USER,
+            mgmt,
+            timeout=deps.settings.node_timeout_seconds,
+            seed=seed.client,
+            tls=tls,
+        )
+
+    try:
+        return look()
+    except DiscoveryError as exc:
+        if exc.kind != "auth" or instance.admin_password_encrypted is None:
+            raise
+    admin = deps.box.open(instance.admin_password_encrypted)
+    found = FoundNode(host, port, "master", 0)
+    put_management_user_each(deps, [found], admin, instance.admin_user, mgmt, tls)
+    return look()
+
+
 def admin_nodes(
-    deps: Deps, addresses: list[NodeAddress], admin: Secret, admin_user: str | None
+    deps: Deps,
+    addresses: list[NodeAddress],
+    admin: Secret,
+    admin_user: str | None,
+    tls: NodeTls | None = None,
 ) -> list[Node]:
     """A registered deployment's nodes, logged in to as the operator's admin."""
-    return [deps.redis.node(a, admin, user=admin_user or "default") for a in addresses]
+    return [deps.redis.node(a, admin, user=admin_user or "default", tls=tls) for a in addresses]
 
 
 def put_management_user(deps: Deps, nodes: list[Node], mgmt: Secret) -> None:
@@ -175,7 +299,12 @@ def put_management_user(deps: Deps, nodes: list[Node], mgmt: Secret) -> None:
 
 
 def put_management_user_each(
-    deps: Deps, nodes: list[FoundNode], admin: Secret, admin_user: str | None, mgmt: Secret
+    deps: Deps,
+    nodes: list[FoundNode],
+    admin: Secret,
+    admin_user: str | None,
+    mgmt: Secret,
+    tls: NodeTls | None = None,
 ) -> list[FoundNode]:
     """rkvstore's management user on each of ``nodes`` that takes it; those that did not."""
     if not nodes:
@@ -183,7 +312,7 @@ def put_management_user_each(
     user = management_user(mgmt)
     addresses = [NodeAddress(n.host, n.port) for n in nodes]
     results = deps.redis.fanout.run(
-        admin_nodes(deps, addresses, admin, admin_user), [user.setuser_command()]
+        admin_nodes(deps, addresses, admin, admin_user, tls), [user.setuser_command()]
     )
     refused = [n for n, a in zip(nodes, addresses, strict=True) if results[a.label].error]
     for node in refused:
@@ -194,6 +323,28 @@ def put_management_user_each(
             results[NodeAddress(node.host, node.port).label].error,
         )
     return refused
+
+
+def restore_management_user(
+    deps: Deps, instance: InstanceRow, rows: list[NodeRow], tls: NodeTls | None
+) -> bool:
+    """Put rkvstore's user back, through the stored admin login, on nodes that refused
+    its login: a node that keeps accounts in memory only and restarted, or one whose
+    users someone reloaded. Whether any took it (then read the nodes again)."""
+    if is_legacy(instance) or instance.admin_password_encrypted is None or not rows:
+        return False
+    found = [FoundNode(r.host, r.port, r.role, r.shard) for r in rows]
+    admin = deps.box.open(instance.admin_password_encrypted)
+    mgmt = deps.box.open(instance.mgmt_password_encrypted)
+    refused = put_management_user_each(deps, found, admin, instance.admin_user, mgmt, tls)
+    back = [f"{n.host}:{n.port}" for n in found if n not in refused]
+    if back:
+        log.warning(
+            "instance %s: management user put back on %s (the node lost it: restarted?)",
+            instance.instance_id,
+            ", ".join(back),
+        )
+    return bool(back)
 
 
 def node_rows_for(instance_id: str, found: list[FoundNode]) -> list[dict[str, object]]:

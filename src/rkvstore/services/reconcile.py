@@ -93,6 +93,7 @@ class Reconciler:
         self.deps = deps
         self.interval = interval
         self.verify_interval = deps.settings.verify_interval_seconds
+        self.in_memory_interval = deps.settings.in_memory_verify_seconds
         # A claim not written back within this (its process died) is free again.
         settings = deps.settings
         self.claim_lease = max(settings.task_lease_seconds, 10 * settings.node_timeout_seconds)
@@ -109,6 +110,7 @@ class Reconciler:
         self._claims = itertools.count()
         self._claimer = uuid.uuid4().hex[:12]
         self._database_down = False  # logged once per outage, not once per look
+        self._last_look: float | None = None  # time.monotonic() of the loop's last look
 
     # ------------------------------------------------------------------ state for Describe*
 
@@ -198,11 +200,12 @@ class Reconciler:
             # Still under the slot, so no task's failure can be flagged in between
             # and then wiped here; a flag raised during the pass stays for the next.
             with self.deps.engine.begin() as conn:
+                watched = instance.accounts_in_memory
                 if claim is None:
-                    outcome = self._outcome(instance_id, seen, report, None, now)
+                    outcome = self._outcome(instance_id, seen, report, None, now, watched)
                     line_state.record(conn, outcome, now, self.verify_interval)
                 else:
-                    outcome = self._outcome(instance_id, seen, report, claim[1], now)
+                    outcome = self._outcome(instance_id, seen, report, claim[1], now, watched)
                     line_state.finish(conn, claim[0], [outcome], now)
             self._dropped_local(instance_id, raised, report)
         self._log_pass(instance_id, before, report, outcome, claim[1] if claim else None)
@@ -236,7 +239,11 @@ class Reconciler:
         report: ReconcileReport,
         claimed: Claimed | None,
         now: float,
+        watched: bool = False,
     ) -> Outcome:
+        """``watched``: its nodes keep accounts in memory only, so it is looked at again
+        every ``in_memory_verify_seconds`` even in line: a restarted node gets its
+        accounts back that soon (a round trip per node and a write each time)."""
         due, rnd = (math.inf, 0) if claimed is None else (claimed.due_at, claimed.round)
         if claimed is not None and claimed.scheduled(now):
             # The same phase, the first turn after now: never more than one
@@ -245,6 +252,8 @@ class Reconciler:
             steps = math.floor((now - due) / self.verify_interval) + 1
             due, rnd = due + steps * self.verify_interval, rnd + steps
         retry = None if report.in_line else now + self.interval
+        if watched:
+            retry = min(retry or math.inf, now + self.in_memory_interval)
         if retry is not None:
             self._look_by(retry)
         return Outcome(instance_id, seen, report.in_line, list(report.unreachable), due, rnd, retry)
@@ -381,7 +390,8 @@ class Reconciler:
             return 0
         now = time.time()
         outcomes = [
-            self._outcome(i, by_id[i].flags, report, by_id[i], now) for i, report in reports.items()
+            self._outcome(i, by_id[i].flags, report, by_id[i], now, _watched(loaded, i))
+            for i, report in reports.items()
         ]
         with self.deps.engine.begin() as conn:
             line_state.finish(conn, token, outcomes, now)
@@ -477,7 +487,13 @@ class Reconciler:
                 total += self._verify_batch(token, chunk)
         return total
 
+    def seconds_since_look(self) -> float | None:
+        """How long ago the loop last looked (done or failed); None where it does not run."""
+        last = self._last_look
+        return None if last is None else time.monotonic() - last
+
     def start(self) -> None:
+        self._last_look = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
         self._thread.start()
 
@@ -486,6 +502,7 @@ class Reconciler:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._last_look = None
         self.flags.stop()
         # Queued passes are dropped (their claims run out); running ones (bounded
         # by the node timeout) finish before the engine and the database they use
@@ -511,6 +528,7 @@ class Reconciler:
                     )
             except Exception:
                 log.exception("reconciler look failed; will retry")
+            self._last_look = time.monotonic()  # a stalled look never gets here (/readyz)
             with self._lock:  # kept until a look comes after it (a wait may end early)
                 wait = 0.0 if busy else min(self.interval, max(0.0, self._soonest - time.time()))
             self._wake.wait(wait)
@@ -520,6 +538,11 @@ class Reconciler:
 def _normal(loaded: reconcile_batch.Loaded, instance_id: str) -> bool:
     instance = loaded.instances.get(instance_id)
     return instance is not None and instance.status == "Normal"
+
+
+def _watched(loaded: reconcile_batch.Loaded, instance_id: str) -> bool:
+    instance = loaded.instances.get(instance_id)
+    return instance is not None and instance.accounts_in_memory
 
 
 def _chunks(rows: list[Claimed], size: int) -> list[list[Claimed]]:

@@ -86,11 +86,14 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
         CLUSTER,
         LOCAL,
         REGISTERED,
-        _include_new_nodes,
+        follow_sentinels,
         instance_addresses,
+        instance_tls,
         is_legacy,
+        look_again,
         node_addresses,
         pending_passwords,
+        restore_management_user,
     )
 
     instance = loaded.instances[instance_id]
@@ -104,7 +107,10 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
                 instance_id,
             )
         rows = loaded.nodes.get(instance_id, [])
-        nodes = deps.redis.nodes(node_addresses(rows), mgmt)
+        if instance.sentinel_encrypted is not None:  # a failover moves the nodes
+            rows = follow_sentinels(deps, instance, rows)
+        tls = instance_tls(deps, instance)
+        nodes = deps.redis.nodes(node_addresses(rows), mgmt, tls)
         listed = None
         if instance.provider == REGISTERED:
             # Nodes added to the deployment since: every node says whom it
@@ -114,8 +120,14 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
             listed, facts = deps.redis.read_users(nodes, topology_commands(cluster))
             named = named_addresses(facts.values(), cluster)
             if named is None or named - {(r.host, r.port) for r in rows}:
-                rows = _include_new_nodes(deps, instance, rows)
-                nodes, listed = deps.redis.nodes(node_addresses(rows), mgmt), None
+                rows = look_again(deps, instance, rows)
+                nodes, listed = deps.redis.nodes(node_addresses(rows), mgmt, tls), None
+            # A node that refuses rkvstore's login lost its users (restarted, when it
+            # keeps them in memory only): the admin login gives the management user
+            # back, and this pass the accounts.
+            locked_out = [r for r in rows if _refused_login(listed, f"{r.host}:{r.port}")]
+            if restore_management_user(deps, instance, locked_out, tls):
+                listed = None
         desired = [management_user(mgmt)] + [
             desired_user(name, sha, privilege, instance.engine_version, previous)
             for name, sha, privilege, previous in loaded.accounts.get(instance_id, [])
@@ -129,6 +141,11 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
             remove=leftover,
             listed=listed,
         )
+
+
+def _refused_login(listed: dict[str, dict[str, str] | str] | None, label: str) -> bool:
+    reason = None if listed is None else listed.get(label)
+    return isinstance(reason, str) and reason.startswith("AuthenticationError")
 
 
 def drop_pending(conn: Connection, loaded: Loaded, reports: dict[str, ReconcileReport]) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rkvstore.errors import ApiError, ErrorSpec
+from rkvstore.services.audit import Trail
 from rkvstore.services.context import CallContext
 from rkvstore.services.params import Param, ParamSpec
 
@@ -35,6 +36,11 @@ class ActionSpec:
     # Further resources the caller must also be allowed on (attaching a policy
     # needs the policy as well as the user: else anyone could attach anything).
     also_on: tuple[str, ...] = ()
+    # How the audit trail names the product and the resource (issue 14);
+    # ``event_resource``: the path events name when it is narrower than
+    # ``resource`` (an instance's account), filled like it.
+    trail: Trail | None = None
+    event_resource: str | None = None
 
     @property
     def ram_action(self) -> str:
@@ -49,12 +55,29 @@ class ActionSpec:
             for resource in (self.resource, *self.also_on)
         ]
 
+    def event_path(self, params: dict[str, Any]) -> str:
+        """The resource an audit event names (a parameter left out stands as ``*``)."""
+        values = _AnyMissing({k: v for k, v in params.items() if isinstance(v, str)})
+        return (self.event_resource or self.resource).format_map(values)
+
+    @property
+    def event_trail(self) -> Trail:
+        return self.trail or Trail(self.service)
+
 
 class SpecMaker:
     """One product's way of declaring its actions: its version and RAM service fixed."""
 
-    def __init__(self, version: str, service: str, *, regional_arns: bool = True) -> None:
+    def __init__(
+        self,
+        version: str,
+        service: str,
+        *,
+        regional_arns: bool = True,
+        trail: Trail | None = None,
+    ) -> None:
         self.version, self.service, self.regional_arns = version, service, regional_arns
+        self.trail = trail
 
     def __call__(
         self,
@@ -77,6 +100,7 @@ class SpecMaker:
             regional_arns=self.regional_arns,
             self_param=self_param,
             also_on=also_on,
+            trail=self.trail,
         )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rkvstore import errors
 from rkvstore.errors import ApiError
+from rkvstore.services import audit
 from rkvstore.services.context import Deps, current_request_id
 from rkvstore.services.tasks import Task, TaskLost
 from rkvstore.store import repo
@@ -77,7 +78,11 @@ def slot_again(deps: Deps, instance_id: str, action: str) -> Iterator[InstanceRo
 
 @contextmanager
 def recording(
-    deps: Deps, task: Task, *, release: Callable[[Connection], bool] | None = None
+    deps: Deps,
+    task: Task,
+    *,
+    release: Callable[[Connection], bool] | None = None,
+    intent: bool = False,
 ) -> Iterator[Connection]:
     """The transaction that records what ``task`` did, if the slot is still its own.
 
@@ -86,6 +91,11 @@ def recording(
     what the database holds (the taker's change, not this stale one).
     ``release``: the task's last record, which frees the slot in the same
     transaction (one transaction fewer) if ``release(conn)`` says so there.
+
+    The call's audit event goes in the same transaction (``audit.write_in``):
+    it exists exactly when the change was recorded. ``intent``: a record made
+    before the nodes are touched (a pending user or password, for a later
+    repair), which is not the change and carries no event.
     """
     freed = False
     try:
@@ -96,6 +106,8 @@ def recording(
             else:
                 deps.slots.fence(conn, task)
             yield conn
+            if not intent:
+                audit.write_in(conn)
         if freed:
             deps.slots.released(task)
     except TaskLost as exc:

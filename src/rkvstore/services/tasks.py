@@ -42,7 +42,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, up
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from rkvstore import errors
+from rkvstore import errors, metrics
 from rkvstore.errors import ApiError
 from rkvstore.store.db import database_unavailable, describe_database_error
 from rkvstore.store.tables import instances, tasks
@@ -168,6 +168,7 @@ class Task:
 @dataclass(eq=False)
 class _Waiter:
     wake: threading.Event = field(default_factory=threading.Event)
+    busy: bool = False  # the slot was not free at the first look (metrics)
 
 
 @dataclass(frozen=True)
@@ -226,10 +227,19 @@ class TaskSlots:
             if wait <= 0 and queue:
                 raise ApiError(errors.TASK_EXISTS)
             queue.append(waiter)
+        started = time.monotonic()
         try:
-            return self._acquire_in_turn(
+            task = self._acquire_in_turn(
                 instance_id, action, account, queue, waiter, deadline, read
             )
+        except ApiError:
+            if waiter.busy:
+                _count_wait("task_exists", started)
+            raise
+        else:
+            if waiter.busy:
+                _count_wait("taken", started)
+            return task
         finally:
             with self._queue_lock:
                 queue.remove(waiter)
@@ -255,6 +265,7 @@ class TaskSlots:
                     if queue[0] is waiter:
                         break
                     waiter.wake.clear()
+                waiter.busy = True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ApiError(errors.TASK_EXISTS)
@@ -264,6 +275,7 @@ class TaskSlots:
             outcome = self._try_take(instance_id, action, account, read)
             if isinstance(outcome, Task):
                 return outcome
+            waiter.busy = True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ApiError(errors.TASK_EXISTS)
@@ -623,6 +635,11 @@ class TaskSlots:
             with self._held_lock:  # the renewer deletes them when the database answers
                 for task in held:
                     self._unreleased[task.task_id] = task
+
+
+def _count_wait(result: str, started: float) -> None:
+    metrics.TASK_SLOT_WAITS.labels(result).inc()
+    metrics.TASK_SLOT_WAIT_SECONDS.observe(time.monotonic() - started)
 
 
 def _database_away(error: BaseException | None) -> bool:

@@ -321,3 +321,19 @@ def migrate(engine: Engine) -> None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
         conn.commit()
+
+
+def head_revision() -> str:
+    """The newest migration this code knows (read from the scripts, once, at start)."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    return str(head)
+
+
+def database_revision(conn: Connection) -> str | None:
+    """The migration the database is at (one primary-key read)."""
+    value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if value is None else str(value)

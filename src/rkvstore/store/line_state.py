@@ -346,3 +346,9 @@ def record(conn: Connection, outcome: Outcome, now: float, interval: float) -> N
 
 def forget(conn: Connection, instance_id: str) -> None:
     conn.execute(_S.delete().where(_S.c.instance_id == instance_id))
+
+
+def count_unreachable_nodes(conn: Connection) -> int:
+    """Nodes the last passes could not reach, over every instance (for metrics)."""
+    rows = conn.execute(select(_S.c.unreachable).where(_S.c.unreachable.is_not(None)))
+    return sum(len(value.split("\n")) for (value,) in rows if value)

@@ -43,6 +43,9 @@ class InstanceRow:
     created_at: datetime
     pending_password_encrypted: str | None = None
     release_protection: bool = False
+    accounts_in_memory: bool = False
+    tls_encrypted: str | None = None
+    sentinel_encrypted: str | None = None
 
     @classmethod
     def of(cls, row: Row[Any]) -> InstanceRow:

@@ -107,6 +107,12 @@ instances = Table(
     Column("pending_password_encrypted", Text, nullable=True),
     # DeleteInstance refuses the instance while set (migration 0011).
     Column("release_protection", Boolean, nullable=False, server_default=false()),
+    # A registered node keeps accounts in memory only (no ACL file, no config
+    # file); how to reach the nodes over TLS, a Fernet token (migration 0015).
+    Column("accounts_in_memory", Boolean, nullable=False, server_default=false()),
+    Column("tls_encrypted", Text, nullable=True),
+    # The Sentinels that manage a registered deployment, a Fernet token (migration 0015).
+    Column("sentinel_encrypted", Text, nullable=True),
     # DescribeInstances pages a tenant's instances in this order, and counts them,
     # from this index alone (migration 0010).
     Index("ix_instances_account_id_created_at", "account_id", "created_at", "instance_id"),
@@ -396,4 +402,33 @@ kms_secret_versions = Table(
         "grace_until", Float, nullable=True
     ),  # an ACSPrevious that ends before the next rotation
     Column("created_at", Float, nullable=False),
+)
+
+# --------------------------------------------------------------------------- audit trail (issue 14)
+
+# One ActionTrail event per API call that reached authorization (allowed or
+# denied). Never a password, secret, signature or AccessKey secret: only names.
+# ``event_ms``: epoch milliseconds, the order LookupEvents pages in.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    # No foreign key: the trail outlives a deleted tenant until retention ends it.
+    Column("account_id", String(16), nullable=False),
+    Column("event_ms", BigInteger, nullable=False),
+    Column("event_name", String(64), nullable=False),
+    Column("service_name", String(32), nullable=False),
+    Column("api_version", String(16), nullable=False),
+    Column("event_rw", String(8), nullable=False),  # Read | Write
+    Column("principal_type", String(16), nullable=False),  # root-account | ram-user
+    Column("principal_name", String(64), nullable=False),
+    Column("access_key_id", String(64), nullable=False),
+    Column("source_ip", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_name", String(512), nullable=False),
+    Column("error_code", String(128), nullable=True),  # NULL: success
+    Column("error_message", String(1024), nullable=True),
+    Index("ix_audit_events_account_id_event_ms", "account_id", "event_ms", "event_id"),
+    Index("ix_audit_events_event_ms", "event_ms"),
 )

@@ -7,6 +7,7 @@ from typing import Final
 from rkvstore.errors import ErrorSpec
 from rkvstore.products.kms import errors as kms_errors
 from rkvstore.products.kms import manage, secrets
+from rkvstore.services.audit import Trail
 from rkvstore.services.params import Param
 from rkvstore.services.registry import ActionSpec, SpecMaker
 
@@ -22,7 +23,7 @@ FETCH_TAGS = Param("FetchTags", "bool", default=False)
 TRANSLATED: Final[dict[str, ErrorSpec]] = kms_errors.TRANSLATED
 
 
-_spec = SpecMaker(VERSION, "kms")
+_spec = SpecMaker(VERSION, "kms", trail=Trail("Kms", {"secret": "ACS::KMS::Secret"}))
 
 
 def actions() -> list[ActionSpec]:

@@ -7,9 +7,11 @@ up at the first error it gets).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+from rkvstore import errors
 from rkvstore.errors import ApiError
 from rkvstore.products.kms import errors as kms_errors
 from rkvstore.products.kms import rules, vault
@@ -21,8 +23,9 @@ from rkvstore.products.kms.answers import (
     tags_of,
     utc,
 )
-from rkvstore.products.kms.rotation import rotate
+from rkvstore.products.kms.rotation import release, rotate
 from rkvstore.products.kms.store import SecretRow, VersionRow
+from rkvstore.services import audit
 from rkvstore.services.context import CallContext
 from rkvstore.store import repo
 
@@ -85,8 +88,6 @@ def get_secret_value(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]
 
 
 def _secret_data(account: str, password: str) -> str:
-    import json
-
     return json.dumps({"AccountName": account, "AccountPassword": password}, separators=(",", ":"))
 
 
@@ -201,8 +202,6 @@ def update_secret_rotation_policy(ctx: CallContext, params: dict[str, Any]) -> d
     values: dict[str, Any] = {"rotation_enabled": enabled, "updated_at": time.time()}
     if enabled:
         if params["RotationInterval"] is None:
-            from rkvstore import errors
-
             raise ApiError(errors.MISSING_PARAMETER, name="RotationInterval")
         interval = rules.rotation_interval(
             params["RotationInterval"], ctx.deps.settings.kms_min_rotation_seconds
@@ -218,6 +217,7 @@ def update_secret_rotation_policy(ctx: CallContext, params: dict[str, Any]) -> d
         values["grace_period"] = rules.grace_period(params["GracePeriod"])
     with ctx.deps.engine.begin() as conn:
         kms_store.update_secret(conn, secret.secret_id, **values)
+        audit.write_in(conn)
     return {"SecretName": secret.name}
 
 
@@ -233,9 +233,8 @@ def delete_secret(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     planned = now if force else now + days * DAY
     with ctx.deps.engine.begin() as conn:
         kms_store.update_secret(conn, secret.secret_id, planned_delete_at=planned, updated_at=now)
+        audit.write_in(conn)
     if force:
-        from rkvstore.products.kms.rotation import release
-
         release(ctx.deps, secret.secret_id, now)
     return {"SecretName": secret.name, "PlannedDeleteTime": utc(planned)}
 
@@ -247,4 +246,5 @@ def restore_secret(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             kms_store.update_secret(
                 conn, secret.secret_id, planned_delete_at=None, updated_at=time.time()
             )
+            audit.write_in(conn)
     return {"SecretName": secret.name}

@@ -181,7 +181,7 @@ def write_pending(
     else:
         account = stages.current.account_name
     password = Secret(rules.new_password())
-    with recording(deps, task) as conn:
+    with recording(deps, task, intent=True) as conn:
         seq = kms_store.next_seq(conn, secret.secret_id)
         values = {
             "secret_id": secret.secret_id,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from rkvstore import metrics
 from rkvstore.errors import ApiError
 from rkvstore.products.kms import rotation
 from rkvstore.products.kms import store as kms_store
@@ -72,6 +73,7 @@ class Scheduler:
                 done += self._work(secret_id)
             except ApiError as exc:  # a node away, the slot busy: the next look tries again
                 self.rotations_failed += 1
+                metrics.KMS_ROTATIONS.labels("failed").inc()
                 log.warning("kms scheduler: secret %s: %s", secret_id, exc.code)
         return done
 
@@ -96,6 +98,7 @@ class Scheduler:
         if stages.pending is not None or rotation.is_due(secret, now):
             if rotation.rotate(deps, secret_id, None, self.clock, scheduled=True):
                 self.rotations_done += 1
+                metrics.KMS_ROTATIONS.labels("done").inc()
                 done += 1
             elif rotation.is_due(secret, now):
                 self._not_rotatable(secret_id, now)

@@ -110,7 +110,7 @@ def create_secret(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             apply_changes(deps, instance, [UserChange(adopted.name, user)])
         else:
             assert config.privilege is not None
-            with recording(deps, task) as conn:
+            with recording(deps, task, intent=True) as conn:
                 for account in config.account_names:
                     repo.add_pending_user(conn, instance.instance_id, account)
             changes = [

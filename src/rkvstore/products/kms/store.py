@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,8 +219,6 @@ def page_secrets(
 
 
 def _quoted(value: str) -> str:
-    import json
-
     return json.dumps(value)
 
 
@@ -250,3 +249,13 @@ def due_secret_ids(conn: Connection, now: float, stale_before: float, limit: int
 def secrets_of_instance(conn: Connection, instance_ids: Sequence[str]) -> list[SecretRow]:
     rows = conn.execute(select(secrets).where(secrets.c.instance_id.in_(list(instance_ids))))
     return [SecretRow.of(r) for r in rows]
+
+
+def count_due_rotations(conn: Connection, now: float) -> int:
+    """Secrets whose rotation is due and not yet done (for metrics)."""
+    query = select(func.count()).where(
+        secrets.c.rotation_enabled.is_(True),
+        secrets.c.planned_delete_at.is_(None),
+        secrets.c.next_rotation_at <= now,
+    )
+    return int(conn.execute(query).scalar_one())

@@ -156,7 +156,7 @@ def create_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
                 refuse_existing_user(ctx, instance, name)
             # Recorded before any node gets the user: should the change fail with a
             # node in doubt, the reconciler takes the user off every node.
-            with recording(ctx.deps, task) as conn:
+            with recording(ctx.deps, task, intent=True) as conn:
                 repo.add_pending_user(conn, instance.instance_id, name)
             _set_user(ctx, instance, name, digest, privilege)
         crash_point("nodes-changed")
@@ -319,7 +319,7 @@ def _set_requirepass(ctx: CallContext, instance: InstanceRow, task: Task, passwo
     password or any pending one.
     """
     deps = ctx.deps
-    with recording(deps, task) as conn:
+    with recording(deps, task, intent=True) as conn:
         repo.add_pending_password(conn, instance.instance_id, deps.box.seal(password))
     logins = [deps.box.open(instance.mgmt_password_encrypted), *pending_passwords(deps, instance)]
     addresses = [(a.host, a.port) for a in instance_addresses(deps, instance)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rkvstore.config import API_VERSION
 from rkvstore.products.kvstore import (
     accounts,
@@ -12,6 +14,7 @@ from rkvstore.products.kvstore import (
     registered,
     sessions,
 )
+from rkvstore.services.audit import Trail
 from rkvstore.services.params import Param
 from rkvstore.services.registry import ActionSpec, SpecMaker
 
@@ -26,10 +29,21 @@ PAGE_SIZE = Param("PageSize", "int", default=30, min_value=1, max_value=100)
 REVOKE_SESSIONS = Param("RevokeSessions", "bool", default=False)
 
 
-_spec = SpecMaker(API_VERSION, "kvstore")
+# ActionTrail's names; an action on one account names the account (issue 14).
+TRAIL = Trail("R-kvstore", {"instance": "ACS::Redis::DBInstance", "account": "ACS::Redis::Account"})
+ONE_ACCOUNT = "account/{InstanceId}/{AccountName}"
+
+_spec = SpecMaker(API_VERSION, "kvstore", trail=TRAIL)
 
 
 def actions() -> list[ActionSpec]:
+    return [
+        replace(spec, event_resource=ONE_ACCOUNT) if ACCOUNT_NAME in spec.params.params else spec
+        for spec in _declared()
+    ]
+
+
+def _declared() -> list[ActionSpec]:
     return [
         _spec(
             "DescribeRegions",
@@ -94,11 +108,20 @@ def actions() -> list[ActionSpec]:
             registered.register_instance,
             "create",
             ALL_INSTANCES,
-            Param("Endpoint", required=True, max_length=300),
+            # Endpoint, or SentinelEndpoints and SentinelMasterName (issue 13).
+            Param("Endpoint", max_length=300),
             Param("AdminUserName", max_length=128),
             Param("AdminPassword", "secret", required=True),
             Param("InstanceName", max_length=128),
             Param("DryRun", "bool", default=False),
+            # TLS to the nodes (issue 13): PEM text; the key is a secret.
+            Param("TlsCaCertificate", max_length=32 * 1024),
+            Param("TlsClientCertificate", max_length=32 * 1024),
+            Param("TlsClientKey", "secret", max_length=16 * 1024),
+            Param("TlsServerName", max_length=253),
+            Param("SentinelEndpoints", max_length=2000),
+            Param("SentinelMasterName", max_length=128),
+            Param("SentinelPassword", "secret", max_length=256),
         ),
         _spec(
             "RotateManagementPassword",

@@ -49,12 +49,6 @@ DRY_RUN_OPERATION = _e(
 )
 INVALID_REGION = _e("InvalidRegionId.NotFound", 404, "The specified region is not found.")
 INVALID_ZONE = _e("InvalidZoneId.NotFound", 404, "The specified zone is not found.")
-INVALID_ENDPOINT = _e(
-    "InvalidEndpoint.Unreachable",
-    400,
-    "The specified Redis endpoint cannot be reached or authenticated.",
-)
-
 QUOTA_EXCEEDED_INSTANCES = _e(
     "QuotaExceeded.Instances", 403, "The tenant has its quota of {quota} local instances already."
 )
@@ -63,14 +57,92 @@ QUOTA_EXCEEDED_NODES = _e(
     403,
     "The instance would take the tenant past its quota of {quota} local Redis nodes.",
 )
+# --- RegisterInstance (issue 13): one code per reason, each message saying what to do.
+# No registration problem answers ServiceUnavailable. ``{node}`` is host:port.
 INVALID_ENDPOINT_NOT_ALLOWED = _e(
     "InvalidEndpoint.NotAllowed",
     400,
     "The specified Redis endpoint, or a node of its deployment, is outside the networks "
     "that may be registered.",
 )
+INVALID_ENDPOINT = _e(
+    "InvalidEndpoint.Unreachable",
+    400,
+    "Redis node {node} cannot be reached, or did not answer as Redis in time: check its host "
+    "and port, that it runs, and that it accepts connections from rkvstore's host.",
+)
+INVALID_ENDPOINT_AUTH = _e(
+    "InvalidEndpoint.AuthenticationFailed",
+    400,
+    "Redis node {node} refused AdminUserName and AdminPassword: give a user of its ACL with "
+    "that user's password, or AdminUserName default with its requirepass.",
+)
+INVALID_ENDPOINT_PERMISSION = _e(
+    "InvalidEndpoint.PermissionDenied",
+    400,
+    "User {user} may not run {command} on Redis node {node}: rkvstore needs INFO, CONFIG GET, "
+    "CONFIG REWRITE, CLUSTER NODES and ACL LIST, SETUSER, DELUSER and SAVE; register with a "
+    "user that may run them (for example one with +@all).",
+)
+INVALID_ENDPOINT_VERSION = _e(
+    "InvalidEndpoint.VersionTooOld",
+    400,
+    "Redis node {node} runs Redis {version}: rkvstore registers Redis 4.0 or later (6.0 or "
+    "later for accounts beyond requirepass); upgrade it first.",
+)
 INVALID_ENDPOINT_REGISTERED = _e(
-    "InvalidEndpoint.Registered", 400, "A node of the specified Redis endpoint is already managed."
+    "InvalidEndpoint.Registered",
+    400,
+    "A node of the specified Redis endpoint is already managed by rkvstore: delete the instance "
+    "that manages it (DeleteInstance) before registering it again.",
+)
+INVALID_ENDPOINT_MASTER = _e(
+    "InvalidEndpoint.MasterUnreachable",
+    400,
+    "Redis node {node} is a replica of {master}, which cannot be reached: register the master's "
+    "own address instead, or make {master} reachable from rkvstore's host.",
+)
+INVALID_ENDPOINT_CLUSTER = _e(
+    "InvalidEndpoint.ClusterIncomplete",
+    400,
+    "The cluster of Redis node {node} cannot be managed as a whole: {reason}. Register it when "
+    "every node of the cluster answers and every slot is served.",
+)
+INVALID_ENDPOINT_TLS_REQUIRED = _e(
+    "InvalidEndpoint.TLSRequired",
+    400,
+    "Redis node {node} accepts TLS connections only: register it with TlsCaCertificate (and "
+    "TlsClientCertificate and TlsClientKey if it asks clients for a certificate).",
+)
+INVALID_ENDPOINT_TLS_HANDSHAKE = _e(
+    "InvalidEndpoint.TLSHandshakeFailed",
+    400,
+    "The TLS handshake with Redis node {node} failed ({reason}): check TlsCaCertificate, "
+    "TlsServerName and the client certificate, and that the port speaks TLS.",
+)
+INVALID_ENDPOINT_NOT_PERSISTENT = _e(
+    "InvalidEndpoint.NotPersistent",
+    400,
+    "Redis node {node} has neither an ACL file nor a config file, so accounts set on it last "
+    "only until it restarts, and this rkvstore refuses such nodes "
+    "(RKVSTORE_REFUSE_NONPERSISTENT_NODES): start it with an aclfile or a config file.",
+)
+INVALID_ENDPOINT_SENTINEL = _e(
+    "InvalidEndpoint.SentinelUnreachable",
+    400,
+    "No Sentinel of {sentinels} answered{why}: check SentinelEndpoints (and SentinelPassword "
+    "if they have a requirepass), and that they accept connections from rkvstore's host.",
+)
+INVALID_ENDPOINT_SENTINEL_MASTER = _e(
+    "InvalidEndpoint.SentinelMasterUnknown",
+    400,
+    'The Sentinels do not monitor a master named "{name}": check SentinelMasterName '
+    "(SENTINEL MASTERS lists the names they know).",
+)
+INVALID_TLS_PARAMETER = _e(
+    "InvalidParameter.Tls",
+    400,
+    'The specified parameter "{name}" is not valid: {reason}.',
 )
 
 # --- instance settings (issue 11: ModifyInstanceAttribute, ModifyInstanceConfig, ModifySecurityIps)

@@ -17,7 +17,7 @@ from rkvstore import errors
 from rkvstore.domain.accounts import DEFAULT_USER
 from rkvstore.engine import bounded
 from rkvstore.engine import parameters as node_parameters
-from rkvstore.engine.acl import Node, NodeFailure, UserChange
+from rkvstore.engine.acl import NodeFailure, UserChange
 from rkvstore.engine.node_facts import DEFAULT_IP_GROUP, security_ips
 from rkvstore.engine.redis_engine import desired_user
 from rkvstore.errors import ApiError
@@ -34,7 +34,7 @@ from rkvstore.services.instance_nodes import (
     instance_nodes,
     is_legacy,
     load_instance,
-    node_addresses,
+    recorded_nodes,
     require_normal,
 )
 from rkvstore.services.task_slot import recording, task_slot
@@ -137,18 +137,13 @@ def _rows(deps: Deps, instance: InstanceRow) -> list[NodeRow]:
         return repo.list_nodes(conn, instance.instance_id)
 
 
-def _recorded_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[Node]:
-    """The nodes as recorded (no discovery: a read must stay one bounded exchange)."""
-    return deps.redis.nodes(node_addresses(rows), deps.box.open(instance.mgmt_password_encrypted))
-
-
 def _master(rows: list[NodeRow]) -> NodeRow:
     return sorted(rows, key=lambda r: (r.role != "master", r.shard, r.node_id))[0]
 
 
 def _read_one(deps: Deps, instance: InstanceRow, row: NodeRow) -> dict[str, str] | None:
     """The allow-listed parameters as ``row``'s node holds them; ``None``: it cannot say."""
-    node = _recorded_nodes(deps, instance, [row])[0]
+    node = recorded_nodes(deps, instance, [row])[0]
     with bounded.exchange(deps.settings.node_timeout_seconds):
         seen = node_parameters.read([node], allowed.NAMES)[node.label]
     if seen.error is not None:

@@ -27,9 +27,12 @@ from rkvstore.services.context import CallContext
 from rkvstore.services.instance_nodes import (
     CLUSTER,
     CREATING,
+    FILE,
     LOCAL,
     MASTER_SLAVE,
+    MEMORY,
     instance_addresses,
+    instance_tls,
     is_legacy,
     load_instance,
 )
@@ -75,6 +78,10 @@ def attribute_fields(instance: InstanceRow) -> dict[str, Any]:
         "AutoSecondaryZone": False,
         "ZoneType": "singlezone",
         "AuditLogRetention": "0",  # no audit log
+        # (extension) Where the nodes keep accounts: File (an ACL file or redis.conf),
+        # or Memory (a registered node with neither: lost at its restart, put back
+        # by the reconciler within RKVSTORE_IN_MEMORY_VERIFY_SECONDS and a pass).
+        "AccountsPersistence": MEMORY if instance.accounts_in_memory else FILE,
     }
     if instance.architecture == CLUSTER:
         fields["ReplicationMode"] = "cluster"
@@ -110,7 +117,7 @@ def _reading_nodes(ctx: CallContext, instance: InstanceRow) -> Iterator[list[Nod
     addresses = instance_addresses(deps, instance)
     password = deps.box.open(instance.mgmt_password_encrypted)
     if not is_legacy(instance):
-        yield deps.redis.nodes(addresses, password)
+        yield deps.redis.nodes(addresses, password, instance_tls(deps, instance))
         return
     clients = [
         bounded.client(

@@ -26,6 +26,7 @@ from rkvstore.products.kvstore.account_rules import super_account
 from rkvstore.products.kvstore.instance_settings import attribute_config
 from rkvstore.products.kvstore.registered import remove_management_user
 from rkvstore.secret import Secret
+from rkvstore.services import audit
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.instance_nodes import (
     CLUSTER,
@@ -129,10 +130,13 @@ def create_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
                 repo.replace_nodes(conn, instance_id, node_rows)
                 for account_name in ("default", instance_id):
                     repo.insert_account(conn, super_account(instance_id, account_name, digest))
+                audit.name_resource(instance_id)
+                audit.write_in(conn)
             break
         except IntegrityError:
             # A port the database records was taken between the look and the insert
             # (a registration, another process): plan again, around it.
+            audit.rolled_back()
             deps.local.release_ports([int(r["port"]) for r in node_rows])
             log.info(
                 "request %s: a planned port was taken meanwhile; planning again", ctx.request_id
@@ -499,6 +503,7 @@ def delete_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
             remove_management_user(ctx, instance, rows)
         with deps.engine.begin() as conn:
             repo.delete_instance(conn, instance.instance_id)
+            audit.write_in(conn)
     deps.reconciler.forget(instance.instance_id)
     return {}
 

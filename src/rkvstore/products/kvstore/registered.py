@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -13,22 +14,36 @@ from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import Node, NodeFailure, UserChange
 from rkvstore.engine.addresses import allowed, normalize_host, parse_networks, resolve
-from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
+from rkvstore.engine.discovery import DiscoveryError, FoundNode, Topology, discover
+from rkvstore.engine.node_tls import NodeTls
 from rkvstore.engine.redis_engine import NodeAddress
+from rkvstore.engine.sentinel import SentinelSettings
 from rkvstore.errors import ApiError
 from rkvstore.products.kvstore import errors as kvstore_errors
 from rkvstore.products.kvstore.account_rules import super_account
+from rkvstore.products.kvstore.registration_checks import (
+    Where,
+    accounts_in_memory,
+    explain_discovery,
+    explain_node_failure,
+    master_by_sentinels,
+    tls_settings,
+)
 from rkvstore.secret import Secret
+from rkvstore.services import audit
 from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.instance_nodes import (
     CLUSTER,
     CREATING,
+    FILE,
     MASTER_SLAVE,
+    MEMORY,
     NORMAL,
     REGISTERED,
     STAND_ALONE,
     STANDARD,
     admin_nodes,
+    instance_tls,
     new_instance_id,
     node_addresses,
     node_rows_for,
@@ -47,7 +62,8 @@ def remove_management_user(ctx: CallContext, instance: InstanceRow, rows: list[N
     deps = ctx.deps
     assert instance.admin_password_encrypted is not None
     admin = deps.box.open(instance.admin_password_encrypted)
-    nodes = admin_nodes(deps, node_addresses(rows), admin, instance.admin_user)
+    tls = instance_tls(deps, instance)
+    nodes = admin_nodes(deps, node_addresses(rows), admin, instance.admin_user, tls)
     try:
         deps.redis.apply(nodes, [UserChange(MANAGEMENT_USER, None)])
     except NodeFailure as exc:
@@ -56,7 +72,7 @@ def remove_management_user(ctx: CallContext, instance: InstanceRow, rows: list[N
         )
 
 
-def _parse_endpoint(endpoint: str) -> tuple[str, int]:
+def _parse_endpoint(endpoint: str, name: str = "Endpoint") -> tuple[str, int]:
     host, sep, port_text = endpoint.strip().rpartition(":")
     host = normalize_host(host)
     if (
@@ -66,7 +82,7 @@ def _parse_endpoint(endpoint: str) -> tuple[str, int]:
         or not re.fullmatch(r"[0-9]{1,5}", port_text)
         or not 0 < int(port_text) < 65536
     ):
-        raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
+        raise ApiError(errors.INVALID_PARAMETER, name=name)
     return host, int(port_text)
 
 
@@ -85,34 +101,61 @@ def _seed_address(deps: Deps, host: str, port: int) -> str:
     try:
         addresses = resolve(host, port)
     except OSError as exc:
-        raise ApiError(kvstore_errors.INVALID_ENDPOINT) from exc
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT, node=f"{host}:{port}") from exc
     if not addresses or not all(allowed(a, networks) for a in addresses):
         raise ApiError(kvstore_errors.INVALID_ENDPOINT_NOT_ALLOWED)
     return addresses[0]
 
 
+def _sentinel_settings(deps: Deps, params: dict[str, Any]) -> SentinelSettings | None:
+    """The Sentinels to ask for the master (each address allowed, as an endpoint), or None."""
+    listed: str = params["SentinelEndpoints"] or ""
+    name: str = params["SentinelMasterName"] or ""
+    if not listed and not name:
+        return None
+    if not name:
+        raise ApiError(errors.MISSING_PARAMETER, name="SentinelMasterName")
+    if not listed:
+        raise ApiError(errors.MISSING_PARAMETER, name="SentinelEndpoints")
+    if params["Endpoint"]:  # one or the other: which would be the truth?
+        raise ApiError(errors.INVALID_PARAMETER, name="Endpoint")
+    endpoints = []
+    for item in listed.split(","):
+        host, port = _parse_endpoint(item, "SentinelEndpoints")
+        endpoints.append((_seed_address(deps, host, port), port))
+    password: Secret | None = params["SentinelPassword"] or None
+    return SentinelSettings(tuple(endpoints[:16]), name, password)
+
+
 def _put_management_user_or_forget(
     ctx: CallContext,
     instance_id: str,
-    nodes: list[FoundNode],
-    admin_user: str | None,
-    admin_password: Secret,
+    topology: Topology,
+    login: _Login,
     mgmt: Secret,
 ) -> None:
     """rkvstore's user on every master (all or nothing: else the registration fails) and
     on every replica that takes it; a replica that does not is not recorded: only nodes
     that accepted the management user are rkvstore's. The next change looks again."""
     deps = ctx.deps
-    masters = [n for n in nodes if n.role == "master"]
-    replicas = [n for n in nodes if n.role != "master"]
+    masters = [n for n in topology.nodes if n.role == "master"]
+    replicas = [n for n in topology.nodes if n.role != "master"]
     try:
-        put_management_user(deps, _admin(deps, masters, admin_password, admin_user), mgmt)
+        put_management_user(deps, login.nodes(deps, masters), mgmt)
     except NodeFailure as exc:
         log.warning("request %s: management user not set on the masters: %s", ctx.request_id, exc)
         with deps.engine.begin() as conn:
             repo.delete_instance(conn, instance_id)
-        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
-    refused = set(put_management_user_each(deps, replicas, admin_password, admin_user, mgmt))
+        raise explain_node_failure(
+            exc.failed,
+            login.where,
+            topology.cluster,
+            login.tls,
+            deps.settings.node_timeout_seconds,
+        ) from exc
+    refused = set(
+        put_management_user_each(deps, replicas, login.password, login.user, mgmt, login.tls)
+    )
     if refused:
         log.warning(
             "request %s: %d replica(s) of %s did not take the management user; not recorded",
@@ -124,41 +167,85 @@ def _put_management_user_or_forget(
             repo.forget_nodes(conn, instance_id, [(n.host, n.port) for n in refused])
 
 
-def _admin(deps: Deps, nodes: list[FoundNode], admin: Secret, admin_user: str | None) -> list[Node]:
-    return admin_nodes(deps, [NodeAddress(n.host, n.port) for n in nodes], admin, admin_user)
+@dataclass(frozen=True)
+class _Login:
+    """The operator's admin login to the deployment, and how to reach its nodes."""
+
+    user: str | None  # None: plain AUTH <password> (default, or Redis before 6.0)
+    password: Secret
+    tls: NodeTls | None
+    where: Where
+
+    def nodes(self, deps: Deps, found: list[FoundNode]) -> list[Node]:
+        addresses = [NodeAddress(n.host, n.port) for n in found]
+        return admin_nodes(deps, addresses, self.password, self.user, self.tls)
+
+
+def _discover(deps: Deps, seed: str, port: int, login: _Login) -> Topology:
+    timeout = deps.settings.node_timeout_seconds
+    try:
+        return discover(seed, port, login.user, login.password, timeout=timeout, tls=login.tls)
+    except DiscoveryError as exc:
+        raise explain_discovery(exc, login.where, login.tls, timeout) from exc
+
+
+def _check_version(topology: Topology, where: Where) -> bool:
+    """Whether the deployment is before 6.0 (no ACL); ``VersionTooOld`` before 4.0."""
+    major = topology.version.split(".")[0]
+    if not major.isascii() or not major.isdigit():
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT, node=where.given)
+    if int(major) < 4:
+        raise ApiError(
+            kvstore_errors.INVALID_ENDPOINT_VERSION, node=where.given, version=topology.version
+        )
+    return int(major) < 6
+
+
+def _keeps_accounts_in_memory(deps: Deps, topology: Topology, login: _Login) -> bool:
+    """Whether a node would keep accounts in memory only; refused if the operator says so."""
+    node = accounts_in_memory(
+        login.nodes(deps, topology.nodes),
+        topology.nodes,
+        login.where,
+        topology.cluster,
+        login.tls,
+        deps.settings.node_timeout_seconds,
+    )
+    if node is not None and deps.settings.refuse_nonpersistent_nodes:
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT_NOT_PERSISTENT, node=node)
+    return node is not None
 
 
 def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """Adopt an existing deployment: discover it, put rkvstore's management user on every node."""
     deps = ctx.deps
-    host, port = _parse_endpoint(params["Endpoint"])
+    sentinel = _sentinel_settings(deps, params)
+    if sentinel is not None:
+        host, port = master_by_sentinels(sentinel, deps.settings.node_timeout_seconds)
+    elif params["Endpoint"]:
+        host, port = _parse_endpoint(params["Endpoint"])
+    else:
+        raise ApiError(errors.MISSING_PARAMETER, name="Endpoint")
     # ``default`` is plain AUTH <password>: the one login Redis before 6.0 knows.
     admin_user: str | None = params["AdminUserName"] or None
     if admin_user == "default":
         admin_user = None
     admin_password: Secret = params["AdminPassword"]
+    tls = tls_settings(params)
     seed = _seed_address(deps, host, port)
-    try:
-        topology = discover(
-            seed, port, admin_user, admin_password, timeout=deps.settings.node_timeout_seconds
-        )
-    except DiscoveryError as exc:
-        log.info("request %s: registering %s:%d failed: %s", ctx.request_id, host, port, exc)
-        raise ApiError(kvstore_errors.INVALID_ENDPOINT) from exc
+    where = Where(f"{host}:{port}", f"{seed}:{port}", admin_user or "default")
+    login = _Login(admin_user, admin_password, tls, where)
+    topology = _discover(deps, seed, port, login)
     networks = parse_networks(deps.settings.register_networks)
     if not all(allowed(n.host, networks) for n in topology.nodes):
         # A node the deployment names (a replica, a cluster peer) lies outside.
         raise ApiError(kvstore_errors.INVALID_ENDPOINT_NOT_ALLOWED)
-    major = topology.version.split(".")[0]
-    if not major.isascii() or not major.isdigit():
-        raise ApiError(kvstore_errors.INVALID_ENDPOINT)
-    if int(major) < 4:
-        raise ApiError(kvstore_errors.ENGINE_VERSION_FORMAT)
-    legacy = int(major) < 6  # no ACL: requirepass is the one account and rkvstore's login
+    legacy = _check_version(topology, where)  # no ACL: requirepass is the one account
     with deps.engine.connect() as conn:
         # Two registrations of one node would fight over its management user.
         if repo.nodes_in_use(conn, [(n.host, n.port) for n in topology.nodes]):
             raise ApiError(kvstore_errors.INVALID_ENDPOINT_REGISTERED)
+    in_memory = not legacy and _keeps_accounts_in_memory(deps, topology, login)
     if params["DryRun"]:
         raise ApiError(kvstore_errors.DRY_RUN_OPERATION)
 
@@ -196,6 +283,13 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
                     "mgmt_password_encrypted": deps.box.seal(mgmt),
                     "admin_user": None if legacy else admin_user,
                     "admin_password_encrypted": deps.box.seal(admin_password),
+                    "accounts_in_memory": in_memory,
+                    "tls_encrypted": None
+                    if tls is None
+                    else deps.box.seal(Secret(tls.sealed_form())),
+                    "sentinel_encrypted": None
+                    if sentinel is None
+                    else deps.box.seal(Secret(sentinel.sealed_form())),
                 },
             )
             repo.replace_nodes(conn, instance_id, node_rows_for(instance_id, topology.nodes))
@@ -208,11 +302,13 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         raise ApiError(kvstore_errors.INVALID_ENDPOINT_REGISTERED) from exc
     try:
         if not legacy:
-            _put_management_user_or_forget(
-                ctx, instance_id, topology.nodes, admin_user, admin_password, mgmt
-            )
+            _put_management_user_or_forget(ctx, instance_id, topology, login, mgmt)
         with deps.engine.begin() as conn:
             repo.set_instance_status(conn, instance_id, NORMAL)
+            audit.name_resource(instance_id)
+            audit.write_in(conn)  # the event goes with the record that makes it Normal
+        if in_memory:  # its first pass now, and one every in_memory_verify_seconds after
+            deps.reconciler.mark_dirty(instance_id)
     except BaseException:
         # Never left Creating (which nothing would finish): the claim goes. Should
         # the database be away for this too, DeleteInstance can remove it later.
@@ -227,4 +323,5 @@ def register_instance(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
         "ConnectionDomain": domain,
         "Port": master.port,
         "NodeCount": len(topology.nodes),
+        "AccountsPersistence": MEMORY if in_memory else FILE,
     }

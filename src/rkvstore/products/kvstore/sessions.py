@@ -28,7 +28,7 @@ from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.instance_nodes import (
     instance_nodes,
     load_instance,
-    node_addresses,
+    recorded_nodes,
     require_normal,
 )
 from rkvstore.services.registry import Handler
@@ -176,10 +176,7 @@ def describe_account_sessions(ctx: CallContext, params: dict[str, Any]) -> dict[
     instance = _checked_instance(ctx, params)
     _require_account(deps, instance, name)
     rows = _rows(deps, instance.instance_id)
-    # The nodes as recorded (no discovery: a read stays one bounded exchange).
-    nodes: list[Node] = deps.redis.nodes(
-        node_addresses(rows), deps.box.open(instance.mgmt_password_encrypted)
-    )
+    nodes: list[Node] = recorded_nodes(deps, instance, rows)
     with bounded.exchange(deps.settings.node_timeout_seconds):
         seen = node_sessions.list_sessions(nodes, name)
     by_label = _by_label(rows)

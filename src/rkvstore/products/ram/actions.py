@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rkvstore.products.ram import groups, policies, users
+from rkvstore.services.audit import Trail
 from rkvstore.services.params import Param
 from rkvstore.services.registry import ActionSpec, SpecMaker
 
@@ -15,7 +16,11 @@ POLICY_TYPE = Param("PolicyType", required=True)
 POLICY_DOCUMENT = Param("PolicyDocument", required=True)
 
 
-_ram = SpecMaker(RAM_VERSION, "ram", regional_arns=False)  # users, groups, policies: global
+TRAIL = Trail(
+    "Ram", {"user": "ACS::RAM::User", "group": "ACS::RAM::Group", "policy": "ACS::RAM::Policy"}
+)
+# users, groups, policies: global
+_ram = SpecMaker(RAM_VERSION, "ram", regional_arns=False, trail=TRAIL)
 
 
 def actions() -> list[ActionSpec]:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from rkvstore.errors import ApiError, ErrorSpec
 from rkvstore.products.ram import errors as ram_errors
 from rkvstore.products.ram import store
+from rkvstore.services import audit
 from rkvstore.services.context import CallContext
 
 PRINCIPAL_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -95,11 +96,17 @@ def change(ctx: CallContext, change: Callable[[Connection], T], conflict: ErrorS
     """
     try:
         with ctx.deps.engine.begin() as conn:
-            return change(conn)
+            return _audited(change(conn), conn)
     except IntegrityError:
-        pass
+        audit.rolled_back()
     with _unique(conflict), ctx.deps.engine.begin() as conn:
-        return change(conn)
+        return _audited(change(conn), conn)
+
+
+def _audited(result: T, conn: Connection) -> T:
+    """The change's result, with the call's audit event in its transaction."""
+    audit.write_in(conn)
+    return result
 
 
 def new_id() -> str:

@@ -20,6 +20,7 @@ from rkvstore.iam.credentials import (
 from rkvstore.products.ram import errors as ram_errors
 from rkvstore.products.ram import listing, shared, store
 from rkvstore.products.ram.store import iso
+from rkvstore.services import audit
 from rkvstore.services.context import CallContext
 
 MAX_KEYS_PER_USER = 2
@@ -219,6 +220,7 @@ def update_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
     if status not in (ACTIVE, INACTIVE):
         raise ApiError(errors.INVALID_PARAMETER, name="Status")
     with ctx.deps.engine.begin() as conn:
+        audit.write_in(conn)  # rolled back with the change if it is refused
         owner = _key_owner(conn, ctx, params)
         if not store.set_access_key_status(
             conn, ctx.account_id, owner, params["UserAccessKeyId"], status
@@ -230,6 +232,7 @@ def update_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
 
 def delete_access_key(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.deps.engine.begin() as conn:
+        audit.write_in(conn)  # rolled back with the change if it is refused
         owner = _key_owner(conn, ctx, params)
         if not store.delete_access_key(conn, ctx.account_id, owner, params["UserAccessKeyId"]):
             raise ApiError(ram_errors.ENTITY_NOT_EXIST_ACCESS_KEY)
