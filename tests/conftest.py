@@ -157,12 +157,14 @@ def start_server(
     nofile: int | None = None,
     args: Sequence[str] = (),
     ca: Path | None = None,
+    may_exit: bool = False,
 ) -> LiveServer:
     """``output``: where the server's stdout and stderr go (default ``data_dir/server.out``);
     ``nofile``: the server's file-descriptor limit, soft and hard (default: this process's);
     ``args``: more options for ``rkvstore serve`` (e.g. ``--log-level DEBUG``);
     ``ca``: the server speaks HTTPS (TLS settings in ``extra_env`` or ``args``) with a
-    certificate this CA signed."""
+    certificate this CA signed; ``may_exit``: a server that exits before it answers (one
+    made to crash at a point it may reach first) is returned, not an error."""
     output = output or data_dir / "server.out"
     port = free_port()
     key_id, key_secret = access_key or (
@@ -189,6 +191,8 @@ def start_server(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            if may_exit:
+                return server
             raise RuntimeError(f"rkvstore serve exited: {output.read_text()}")
         try:
             httpx.get(server.url + "/", timeout=1, verify=verify)
