@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -22,6 +23,17 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.artifacts import (
+    ARTIFACT_DIRS,
+    SESSION_ENV,
+    USED_SECRETS,
+    remember_secret,
+    scan_session,
+    session_dir,
+)
+
+__all__ = ["ARTIFACT_DIRS", "USED_SECRETS", "remember_secret"]
+
 PG_ADMIN_URL = os.environ.get(
     "RKVSTORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -29,21 +41,26 @@ PG_ADMIN_URL = os.environ.get(
 # shared/fixtures/sdk-captures/*.jsonl, copied in so that a lone clone tests them).
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sdk-captures"
 
-# Every secret a test hands to rkvstore is recorded here, so that the session's
-# last test can scan everything the run left behind for it (test_zz_secrets.py).
-USED_SECRETS: set[str] = set()
-ARTIFACT_DIRS: list[Path] = []
-
-
-def remember_secret(value: str) -> str:
-    USED_SECRETS.add(value)
-    return value
-
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port that no other worker of this run (pytest-xdist) is given.
+
+    The kernel's pick is free now, but two workers may be told the same port
+    before either binds it: the first to create ``ports/<port>`` in the session
+    directory has it, for the rest of the run.
+    """
+    taken = session_dir() / "ports"
+    taken.mkdir(exist_ok=True)
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            (taken / str(port)).touch(exist_ok=False)
+        except FileExistsError:
+            continue
+        return port
+    raise RuntimeError("no free port that no other worker was given, in 100 tries")
 
 
 # --------------------------------------------------------------------------- databases
@@ -140,12 +157,14 @@ def start_server(
     nofile: int | None = None,
     args: Sequence[str] = (),
     ca: Path | None = None,
+    may_exit: bool = False,
 ) -> LiveServer:
     """``output``: where the server's stdout and stderr go (default ``data_dir/server.out``);
     ``nofile``: the server's file-descriptor limit, soft and hard (default: this process's);
     ``args``: more options for ``rkvstore serve`` (e.g. ``--log-level DEBUG``);
     ``ca``: the server speaks HTTPS (TLS settings in ``extra_env`` or ``args``) with a
-    certificate this CA signed."""
+    certificate this CA signed; ``may_exit``: a server that exits before it answers (one
+    made to crash at a point it may reach first) is returned, not an error."""
     output = output or data_dir / "server.out"
     port = free_port()
     key_id, key_secret = access_key or (
@@ -172,6 +191,8 @@ def start_server(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            if may_exit:
+                return server
             raise RuntimeError(f"rkvstore serve exited: {output.read_text()}")
         try:
             httpx.get(server.url + "/", timeout=1, verify=verify)
@@ -207,6 +228,50 @@ def load_captures(name: str = "*.jsonl") -> list[dict[str, object]]:
     return out
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The secret scan runs after every other test, wherever pytest collected it."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/test_zz_secrets.py"))
+# --------------------------------------------------------------------------- the run's end
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The process that runs the session makes the directory its workers record into."""
+    if not _is_xdist_worker(config) and SESSION_ENV not in os.environ:
+        session_dir()  # sets the variable the workers, started after this, inherit
+        config.stash[_MADE_SESSION_DIR] = True
+
+
+_MADE_SESSION_DIR = pytest.StashKey[bool]()
+_SCAN_PROBLEMS = pytest.StashKey[list[str]]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Once every test (every worker) is done: nothing the run left behind holds a
+    secret a test used, and no server of the run answered a request 500."""
+    config = session.config
+    if _is_xdist_worker(config):
+        return
+    # A scan with nothing to read proves nothing: a failure, after a whole and clean run.
+    whole = session.exitstatus == pytest.ExitCode.OK
+    whole &= config.args_source == pytest.Config.ArgsSource.TESTPATHS and not (
+        config.option.keyword or config.option.markexpr or getattr(config.option, "lf", False)
+    )
+    problems = scan_session(session_dir(), whole_suite=whole)
+    config.stash[_SCAN_PROBLEMS] = problems
+    if problems:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    problems = terminalreporter.config.stash.get(_SCAN_PROBLEMS, [])
+    if problems:
+        terminalreporter.section("the run's artifacts (tests/artifacts.py)", red=True)
+        for line in problems:
+            terminalreporter.line(line, red=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(_MADE_SESSION_DIR, False):
+        shutil.rmtree(session_dir(), ignore_errors=True)
+        del os.environ[SESSION_ENV]

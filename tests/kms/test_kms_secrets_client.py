@@ -30,7 +30,7 @@ from tests.api.instances import STAND_ALONE, start_creating, wait_normal
 from tests.api.test_tls_listener import Pki, _tls_env, pki  # noqa: F401  (the fixture)
 from tests.conftest import ARTIFACT_DIRS, LiveServer, start_server
 from tests.kms.kms_helpers import DUAL_PASSWORD, create_secret, kms_client, new_name, rotate
-from tests.redis5 import _cache
+from tests.redis5 import _cache, cache_lock
 
 pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "redis_secret_app"
@@ -42,8 +42,13 @@ def _client_venv() -> Path:
     """The virtualenv with the secrets client (built once; kept in the test cache)."""
     venv = _cache() / "secret-manager-client-0.1.5"
     python = venv / "bin" / "python"
-    if (venv / "ready").exists():
-        return python
+    with cache_lock(venv.name):
+        if not (venv / "ready").exists():  # else made meanwhile by another worker
+            _make_client_venv(venv, python)
+    return python
+
+
+def _make_client_venv(venv: Path, python: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", *PACKAGES],
@@ -52,7 +57,6 @@ def _client_venv() -> Path:
         capture_output=True,
     )
     (venv / "ready").write_text("")
-    return python
 
 
 @pytest.fixture(scope="module")

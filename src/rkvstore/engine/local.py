@@ -60,6 +60,7 @@ from rkvstore.engine.localproc import (
     port_free,
     terminate_pid,
 )
+from rkvstore.engine.portclaims import PortClaims
 from rkvstore.secret import Secret
 
 __all__ = ["MANAGEMENT_USER", "LocalNode", "LocalNodeError", "LocalNodeManager"]
@@ -127,6 +128,7 @@ class LocalNodeManager:
         self._watched: dict[str, _Watched] = {}
         # allocated port -> the ports it holds until its node is created (itself, its bus port)
         self._reserved_ports: dict[int, set[int]] = {}
+        self._claims = PortClaims()  # the same, against other processes on this host
         self._stop_event = threading.Event()
         self._supervisor: threading.Thread | None = None
         # Told the instance of every node restarted (the reconciler: a pass soon,
@@ -159,6 +161,8 @@ class LocalNodeManager:
                 held = {port, port + CLUSTER_BUS_OFFSET} if cluster else {port}
                 if held & taken or not all(port_free(self.host, p) for p in held):
                     continue
+                if not self._claim_all(held):
+                    continue  # another process on this host picked it a moment ago
                 self._reserved_ports[port] = held
                 return port
         what = "port with a free bus port" if cluster else "port"
@@ -166,8 +170,22 @@ class LocalNodeManager:
 
     def release_port(self, port: int) -> None:
         """Give back a port from ``allocate_port`` that no node was created on."""
+        self._unreserve(port)
+
+    def _claim_all(self, ports: set[int]) -> bool:
+        claimed = [p for p in sorted(ports) if self._claims.claim(p)]
+        if len(claimed) == len(ports):
+            return True
+        for port in claimed:
+            self._claims.release(port)
+        return False
+
+    def _unreserve(self, port: int) -> None:
+        """The port's node listens (or never will): other processes may pick it again."""
         with self._lock:
-            self._reserved_ports.pop(port, None)
+            held = self._reserved_ports.pop(port, set())
+        for p in held:
+            self._claims.release(p)
 
     def _ports_under_root(self) -> set[int]:
         return set().union(*(configured_ports(c) for c in self.root.glob(f"*/*/{CONF_FILE}")))
@@ -217,8 +235,7 @@ class LocalNodeManager:
                 self._forget(node.node_id)
                 _terminate(running, KILL_WAIT)
                 raise
-        with self._lock:
-            self._reserved_ports.pop(node.port, None)
+        self._unreserve(node.port)
         logger.info(
             "started node %s of %s on port %d (pid %d, Redis %s)",
             node.node_id,
@@ -295,9 +312,8 @@ class LocalNodeManager:
                 self._stop_stray(pidfile.parent)
             if instance_dir.exists():
                 shutil.rmtree(instance_dir)
-        with self._lock:
-            for node in targets.values():
-                self._reserved_ports.pop(node.port, None)
+        for node in targets.values():
+            self._unreserve(node.port)
         logger.info("deleted the local files of %s", instance_id)
 
     # ------------------------------------------------------------------ supervision
