@@ -57,6 +57,10 @@ def setup_logging(settings: Settings, level: str = "INFO", *, with_pid: bool = F
     logging.raiseExceptions = False
     # rkvstore writes its own access-log line for a request that is not HTTP.
     logging.getLogger("uvicorn.error").addFilter(_NotHttpFilter())
+    # httpx (the demo's and the CLI's client) logs each request's URL at INFO: the
+    # query string, where a password parameter may be. Only its warnings are wanted.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 class _NotHttpFilter(logging.Filter):

@@ -83,6 +83,9 @@ def test_demo_snippet_resets_the_demo_account(tmp_path_factory: pytest.TempPathF
                 module = line.split()[1].split(".")[0]
                 found = {normal(d) for d in metadata.packages_distributions()[module]}
                 assert found & provided, module
+        # No request line of the demo's own client, whose query holds the password.
+        for where in (text, (data_dir / "rkvstore.log").read_text()):
+            assert "AccountPassword=" not in where
         # The demo's own calls are in the access log, as serve writes them.
         logged = [m.groups() for m in ACCESS.finditer(text)]
         for action in ("DescribeInstances", "CreateInstance", "CreateAccount"):
