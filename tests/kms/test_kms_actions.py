@@ -405,3 +405,32 @@ def test_a_registered_deployment_rotates_on_every_node(
                 assert refused_everywhere(ports, first)
         finally:
             rpc.call("DeleteInstance", {"InstanceId": instance_id})
+
+
+def test_a_deny_on_one_secret_hides_it_from_list_secrets(
+    deployment: KmsDeployment, account_id: str
+) -> None:
+    """As DescribeInstances: ListSecrets on secret/*, and each secret listed must be allowed."""
+    root = root_of(deployment.server)
+    shown, hidden = new_name("shown"), new_name("hidden")
+    for secret in (shown, hidden):
+        _create(deployment, name=secret)()
+    user = make_user(
+        root,
+        account_id,
+        documents=[
+            document(
+                statement("kms:ListSecrets"),
+                statement("kms:ListSecrets", f"acs:kms:*:*:secret/{hidden}", effect="Deny"),
+            )
+        ],
+    )
+    client = kms_client(deployment.server, key=(user.access_key_id, user.access_key_secret))
+    listed = client.list_secrets(kms_models.ListSecretsRequest(page_size=100)).body
+    names = [s.secret_name for s in listed.secret_list.secret]
+    assert shown in names and hidden not in names
+    assert listed.total_count == len(names)
+    everything = kms_client(deployment.server).list_secrets(
+        kms_models.ListSecretsRequest(page_size=100)
+    )
+    assert hidden in [s.secret_name for s in everything.body.secret_list.secret]

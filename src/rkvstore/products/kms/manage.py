@@ -11,8 +11,12 @@ import json
 import time
 from typing import Any
 
+from sqlalchemy import Connection
+
 from rkvstore import errors
 from rkvstore.errors import ApiError
+from rkvstore.iam import visibility
+from rkvstore.iam.policy import decide_resource
 from rkvstore.products.kms import errors as kms_errors
 from rkvstore.products.kms import rules, vault
 from rkvstore.products.kms import store as kms_store
@@ -28,6 +32,7 @@ from rkvstore.products.kms.store import SecretRow, VersionRow
 from rkvstore.services import audit
 from rkvstore.services.context import CallContext
 from rkvstore.store import repo
+from rkvstore.store.tables import kms_secrets as secrets_table
 
 DAY = 86400
 
@@ -126,7 +131,7 @@ def list_secrets(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     page, size = params["PageNumber"], params["PageSize"]
     wanted = rules.filters(params["Filters"])
     with ctx.deps.single.connect() as conn:
-        total, rows = kms_store.page_secrets(conn, ctx.account_id, wanted, (page - 1) * size, size)
+        total, rows = _visible_page(ctx, conn, wanted, (page - 1) * size, size)
     items = []
     for secret in rows:
         item: dict[str, Any] = {
@@ -146,6 +151,31 @@ def list_secrets(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         "TotalCount": total,
         "SecretList": {"Secret": items},
     }
+
+
+def _visible_page(
+    ctx: CallContext, conn: Connection, wanted: dict[str, list[str]], offset: int, limit: int
+) -> tuple[int, list[SecretRow]]:
+    """As DescribeInstances: a RAM user lists only the secrets ``kms:ListSecrets`` is
+    allowed on by their own ARN (a Deny on one hides it); as one SQL condition on the
+    name where the policies allow, else name by name."""
+    if ctx.caller.is_root:
+        return kms_store.page_secrets(conn, ctx.account_id, wanted, offset, limit)
+    granted = visibility.caller_rules(conn, ctx.caller, "kms:ListSecrets", ctx.condition_context())
+    prefix = arn(ctx.region, ctx.account_id, "")
+    condition = visibility.id_condition(granted, prefix, secrets_table.c.name, conn.dialect.name)
+    if condition is True:
+        return kms_store.page_secrets(conn, ctx.account_id, wanted, offset, limit)
+    if condition is False:
+        return 0, []
+    if condition is not None:
+        return kms_store.page_secrets(conn, ctx.account_id, wanted, offset, limit, also=condition)
+    names = [
+        n
+        for n in kms_store.secret_names(conn, ctx.account_id)
+        if decide_resource(granted, prefix + n) == "Allow"
+    ]
+    return kms_store.page_secrets(conn, ctx.account_id, wanted, offset, limit, names=names)
 
 
 def list_secret_version_ids(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from rkvstore.store.tables import kms_secret_versions as versions
 from rkvstore.store.tables import kms_secrets as secrets
@@ -185,9 +196,17 @@ def page_secrets(
     wanted: dict[str, list[str]],
     offset: int,
     limit: int,
+    *,
+    also: ColumnElement[bool] | None = None,
+    names: Sequence[str] | None = None,
 ) -> tuple[int, list[SecretRow]]:
-    """Filtered, counted and paged in SQL (ListSecrets)."""
+    """Filtered, counted and paged in SQL (ListSecrets); ``also``: a further condition
+    (what a RAM user may see); ``names``: only these (when that condition stayed in Python)."""
     where = [secrets.c.account_id == account_id]
+    if also is not None:
+        where.append(also)
+    if names is not None:
+        where.append(secrets.c.name.in_(list(names)))
     for key, values in wanted.items():
         if key == "SecretName":
             where.append(or_(*(secrets.c.name.contains(v, autoescape=True) for v in values)))
@@ -216,6 +235,12 @@ def page_secrets(
         .limit(limit)
     )
     return total, [SecretRow.of(r) for r in rows]
+
+
+def secret_names(conn: Connection, account_id: str) -> list[str]:
+    """Every secret name of a tenant (at most RKVSTORE_KMS_MAX_SECRETS)."""
+    rows = conn.execute(select(secrets.c.name).where(secrets.c.account_id == account_id))
+    return [str(name) for (name,) in rows]
 
 
 def _quoted(value: str) -> str:
