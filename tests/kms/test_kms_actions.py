@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from alibabacloud_kms20160120 import models as kms_models
 from alibabacloud_r_kvstore20150101 import models as kv_models
+from alibabacloud_tea_openapi import utils_models as open_api_models
+from darabonba.runtime import RuntimeOptions
 
 from tests.api.instances import can_login, new_password, rpc_client
 from tests.api.ram_helpers import (
@@ -20,7 +22,7 @@ from tests.api.ram_helpers import (
     run_cli,
     statement,
 )
-from tests.api.sdk_clients import new_sdk_client
+from tests.api.sdk_clients import new_sdk_client, rpc_params
 from tests.api.test_accounts_sdk import expect_error as expect_kv_error
 from tests.conftest import ARTIFACT_DIRS, remember_secret
 from tests.integration.test_resilience import own_deployment, wait_for
@@ -100,6 +102,8 @@ def _create(deployment: KmsDeployment, **overrides: Any) -> Any:
         ({"config": {"GracePeriod": "1 hour"}}, INVALID),
         ({"enable_automatic_rotation": True, "rotation_interval": "7 days"}, INVALID),
         ({"enable_automatic_rotation": True, "rotation_interval": "0s"}, INVALID),
+        ({"tags": "[" * 5000}, INVALID),
+        ({"tags": "[" * 1000}, INVALID),
         ({"instance_id": "r-nosuchinstance0"}, NOT_FOUND),
         ({"config": {"UseExistingAccount": True}}, NOT_FOUND),
     ],
@@ -434,3 +438,69 @@ def test_a_deny_on_one_secret_hides_it_from_list_secrets(
         kms_models.ListSecretsRequest(page_size=100)
     )
     assert hidden in [s.secret_name for s in everything.body.secret_list.secret]
+
+
+def test_a_deny_on_a_secret_holds_when_the_call_names_it_by_its_arn(
+    deployment: KmsDeployment, account_id: str
+) -> None:
+    """RAM, the audit trail and the handler see one name, whichever way the call gives it."""
+    root = root_of(deployment.server)
+    guarded = new_name("guarded")
+    _create(deployment, name=guarded)()
+    user = make_user(
+        root,
+        account_id,
+        documents=[
+            document(
+                statement("kms:*", "acs:kms:*:*:secret/*"),
+                statement(
+                    "kms:*", f"acs:kms:cn-hangzhou:{account_id}:secret/{guarded}", effect="Deny"
+                ),
+            )
+        ],
+    )
+    client = kms_client(deployment.server, key=(user.access_key_id, user.access_key_secret))
+    as_arn = f"acs:kms:cn-hangzhou:{account_id}:secret/{guarded}"
+    for name in (guarded, as_arn):
+        expect_denied(
+            lambda name=name: read_value(client, name),
+            user,
+            "kms:GetSecretValue",
+            kind="ExplicitDeny",
+        )
+        expect_denied(
+            lambda name=name: client.describe_secret(
+                kms_models.DescribeSecretRequest(secret_name=name)
+            ),
+            user,
+            "kms:DescribeSecret",
+            kind="ExplicitDeny",
+        )
+    # The root reads it by either name; another account's ARN is not found.
+    root_client = kms_client(deployment.server)
+    assert read_value(root_client, as_arn).account == read_value(root_client, guarded).account
+    expect_error(
+        lambda: read_value(root_client, f"acs:kms:cn-hangzhou:1111111111111111:secret/{guarded}"),
+        NOT_FOUND,
+    )
+
+
+@pytest.mark.parametrize("text", ["[" * 1000, "[" * 9000, '[{"Key":"SecretName","Values":1}]'])
+def test_list_secrets_refuses_malformed_filters(deployment: KmsDeployment, text: str) -> None:
+    client = kms_client(deployment.server)
+    expect_error(lambda: client.list_secrets(kms_models.ListSecretsRequest(filters=text)), INVALID)
+
+
+def test_an_extended_config_nested_deep_is_refused(deployment: KmsDeployment) -> None:
+    """``[`` a thousand times fits ExtendedConfig's 1,024 characters: a 400, not a 500."""
+    client = kms_client(deployment.server)
+    query = {"SecretName": new_name(), "SecretType": "Redis", "VersionId": "v1"}
+    request = open_api_models.OpenApiRequest(
+        query={**query, "ExtendedConfig": "[" * 1000}, body={"SecretData": "$Auto"}
+    )
+    expect_error(
+        lambda: client.call_api(
+            rpc_params("CreateSecret", "2016-01-20"), request, RuntimeOptions()
+        ),
+        INVALID,
+    )

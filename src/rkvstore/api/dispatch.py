@@ -280,6 +280,8 @@ class Dispatcher:
             now=self.clock(),
             host=headers.get("host", ""),
         )
+        if spec.canonical is not None:
+            params = spec.canonical(params, ctx.region, caller.account_id)
         arn_params = params
         if spec.self_param and params.get(spec.self_param) is None and caller.user_name:
             arn_params = {**params, spec.self_param: caller.user_name}

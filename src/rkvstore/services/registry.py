@@ -13,6 +13,7 @@ from rkvstore.services.params import Param, ParamSpec
 
 AccessLevel = Literal["list", "read", "create", "update", "delete"]
 Handler = Callable[[CallContext, dict[str, Any]], dict[str, Any]]
+Canonical = Callable[[dict[str, Any], str, str], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class ActionSpec:
     # ``resource`` (an instance's account), filled like it.
     trail: Trail | None = None
     event_resource: str | None = None
+    # The parameters with their resource names made canonical (KMS: a secret's
+    # ARN as its name), given the caller's region and account ID. Applied before
+    # anything names the resource (RAM, the audit trail, the handler): a resource
+    # named two ways must be authorized as one.
+    canonical: Canonical | None = None
 
     @property
     def ram_action(self) -> str:
@@ -88,6 +94,7 @@ class SpecMaker:
         *params: Param,
         self_param: str | None = None,
         also_on: tuple[str, ...] = (),
+        canonical: Canonical | None = None,
     ) -> ActionSpec:
         return ActionSpec(
             name=name,
@@ -101,6 +108,7 @@ class SpecMaker:
             self_param=self_param,
             also_on=also_on,
             trail=self.trail,
+            canonical=canonical,
         )
 
 

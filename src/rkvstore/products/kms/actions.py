@@ -6,10 +6,10 @@ from typing import Final
 
 from rkvstore.errors import ErrorSpec
 from rkvstore.products.kms import errors as kms_errors
-from rkvstore.products.kms import manage, secrets
+from rkvstore.products.kms import manage, rules, secrets
 from rkvstore.services.audit import Trail
 from rkvstore.services.params import Param
-from rkvstore.services.registry import ActionSpec, SpecMaker
+from rkvstore.services.registry import AccessLevel, ActionSpec, Handler, SpecMaker
 
 VERSION: Final = "2016-01-20"
 ONE_SECRET = "secret/{SecretName}"  # noqa: S105 - a resource path
@@ -18,12 +18,24 @@ ALL_SECRETS = "secret/*"
 SECRET_NAME = Param("SecretName", required=True)
 PAGE_NUMBER = Param("PageNumber", "int", default=1, min_value=1, max_value=10**9)
 FETCH_TAGS = Param("FetchTags", "bool", default=False)
+# Tags (20 of 2 x 128 characters) and Filters (7 keys of 10 values) fit well within.
+JSON_MAX: Final = 8192
 
 # The kernel's answers that KMS gives its own way (errors.TRANSLATED).
 TRANSLATED: Final[dict[str, ErrorSpec]] = kms_errors.TRANSLATED
 
 
-_spec = SpecMaker(VERSION, "kms", trail=Trail("Kms", {"secret": "ACS::KMS::Secret"}))
+_make = SpecMaker(VERSION, "kms", trail=Trail("Kms", {"secret": "ACS::KMS::Secret"}))
+
+
+def _spec(
+    name: str, handler: Handler, level: AccessLevel, resource: str, *params: Param
+) -> ActionSpec:
+    """Everywhere but CreateSecret, SecretName may be the secret's ARN: it is made the
+    name before RAM sees it (else a Deny on the name would miss the ARN)."""
+    named = name != "CreateSecret" and SECRET_NAME in params
+    canonical = rules.canonical_secret_name if named else None
+    return _make(name, handler, level, resource, *params, canonical=canonical)
 
 
 def actions() -> list[ActionSpec]:
@@ -42,7 +54,7 @@ def actions() -> list[ActionSpec]:
             Param("EnableAutomaticRotation", "bool", default=False),
             Param("RotationInterval"),
             Param("Description"),
-            Param("Tags"),
+            Param("Tags", max_length=JSON_MAX),
             Param("Policy"),
         ),
         _spec(
@@ -67,7 +79,7 @@ def actions() -> list[ActionSpec]:
             PAGE_NUMBER,
             Param("PageSize", "int", default=10, min_value=1, max_value=100),
             FETCH_TAGS,
-            Param("Filters"),
+            Param("Filters", max_length=JSON_MAX),
         ),
         _spec(
             "ListSecretVersionIds",

@@ -58,6 +58,15 @@ def secret_name_of(value: str, region: str, account_id: str) -> str:
     return check_secret_name(value)
 
 
+def canonical_secret_name(params: dict[str, Any], region: str, account_id: str) -> dict[str, Any]:
+    """``SecretName`` as a name, whether the call gave the name or its ARN (``canonical``
+    of the action table: RAM, the audit trail and the handler all see the name)."""
+    value = params.get("SecretName")
+    if not isinstance(value, str):
+        return params
+    return {**params, "SecretName": secret_name_of(value, region, account_id)}
+
+
 def check_version_id(version_id: str) -> str:
     if not _VERSION_ID.fullmatch(version_id):
         raise invalid()
@@ -148,7 +157,7 @@ def filters(text: str | None) -> dict[str, list[str]]:
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: '[' * 1000
         raise invalid() from exc
 
 
