@@ -224,6 +224,8 @@ def test_every_attribute_filters(trail: Trail, four: tuple[str, list[dict[str, A
     [
         ({"start_time": "yesterday"}, (), "StartTime"),
         ({"end_time": "2026-13-01T00:00:00Z"}, (), "EndTime"),
+        ({"end_time": "0001-01-02T00:00:00Z"}, (), "EndTime"),
+        ({"start_time": "1969-12-31T23:59:59Z"}, (), "StartTime"),
         ({"start_time": "2026-01-02T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"}, (), "Range"),
         ({}, (("Password", "x"),), "Attribute"),
         ({"next_token": "bm90IGEgdG9rZW4"}, (), "Token"),

@@ -204,6 +204,22 @@ def test_reads_answer_what_the_models_describe(deployment: KmsDeployment) -> Non
         lambda: client.get_secret_value(kms_models.GetSecretValueRequest(secret_name="nope")),
         NOT_FOUND,
     )
+    # One more rotation deprecates v1: listed only when asked, paged by the database.
+    rotate(client, name, "v3")
+    pages = [
+        client.list_secret_version_ids(
+            kms_models.ListSecretVersionIdsRequest(
+                secret_name=name, include_deprecated="true", page_size=2, page_number=n
+            )
+        ).body
+        for n in (1, 2)
+    ]
+    assert [p.total_count for p in pages] == [3, 3]
+    assert [
+        (v.version_id, v.version_stages.version_stage)
+        for p in pages
+        for v in p.version_ids.version_id
+    ] == [("v3", ["ACSCurrent"]), ("v2", ["ACSPrevious"]), ("v1", [])]
 
 
 def test_an_existing_account_is_adopted_and_its_old_password_ends_with_the_grace(

@@ -31,7 +31,10 @@ def parse_time(text: str, error: ErrorSpec) -> int:
         moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as exc:
         raise ApiError(error) from exc
-    return timegm(moment.utctimetuple())
+    seconds = timegm(moment.utctimetuple())
+    if seconds < 0:  # before 1970: no event is, and a window reaching back breaks the clock
+        raise ApiError(error)
+    return seconds
 
 
 def utc(ms: int) -> str:
@@ -101,7 +104,7 @@ def lookup_events(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     now = int(ctx.now)
     end = now if params["EndTime"] is None else parse_time(params["EndTime"], trail_errors.END_TIME)
     start = (
-        end - DEFAULT_WINDOW
+        max(0, end - DEFAULT_WINDOW)
         if params["StartTime"] is None
         else parse_time(params["StartTime"], trail_errors.START_TIME)
     )

@@ -181,26 +181,23 @@ def _visible_page(
 def list_secret_version_ids(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     secret = _named(ctx, params)
     page, size = params["PageNumber"], params["PageSize"]
-    with ctx.deps.single.connect() as conn:
-        versions = kms_store.list_versions(conn, secret.secret_id)
-    shown = [
-        v
-        for v in versions
-        if v.stage != rules.PENDING and (params["IncludeDeprecated"] or v.stage is not None)
-    ]
+    with ctx.deps.single.connect() as conn:  # paged by the database: versions accumulate
+        total, shown = kms_store.page_versions(
+            conn, secret.secret_id, params["IncludeDeprecated"], (page - 1) * size, size
+        )
     items = [
         {
             "VersionId": v.version_id,
             "CreateTime": utc(v.created_at),
             "VersionStages": {"VersionStage": [v.stage] if v.stage else []},
         }
-        for v in shown[(page - 1) * size : page * size]
+        for v in shown
     ]
     return {
         "SecretName": secret.name,
         "PageNumber": page,
         "PageSize": size,
-        "TotalCount": len(shown),
+        "TotalCount": total,
         "VersionIds": {"VersionId": items},
     }
 

@@ -98,12 +98,19 @@ def delete_secret(conn: Connection, secret_id: str) -> None:
     conn.execute(delete(secrets).where(secrets.c.secret_id == secret_id))
 
 
-def list_versions(conn: Connection, secret_id: str) -> list[VersionRow]:
-    """Newest first."""
+def page_versions(
+    conn: Connection, secret_id: str, include_deprecated: bool, offset: int, limit: int
+) -> tuple[int, list[VersionRow]]:
+    """ListSecretVersionIds: newest first, never a Pending one; without
+    ``include_deprecated`` only those that hold a stage. Counted and paged in SQL."""
+    where = [versions.c.secret_id == secret_id, func.coalesce(versions.c.stage, "") != "Pending"]
+    if not include_deprecated:
+        where.append(versions.c.stage.is_not(None))
+    total = int(conn.execute(select(func.count()).select_from(versions).where(*where)).scalar_one())
     rows = conn.execute(
-        select(versions).where(versions.c.secret_id == secret_id).order_by(versions.c.seq.desc())
+        select(versions).where(*where).order_by(versions.c.seq.desc()).offset(offset).limit(limit)
     )
-    return [VersionRow.of(r) for r in rows]
+    return total, [VersionRow.of(r) for r in rows]
 
 
 def staged_versions(conn: Connection, secret_id: str) -> list[VersionRow]:
