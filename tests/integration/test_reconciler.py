@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection
 
 from rkvstore.bootstrap import build_deps, ensure_root_tenant
 from rkvstore.config import Settings
+from rkvstore.crypto import SecretBox
 from rkvstore.secret import Secret
 from rkvstore.services.context import Deps
 from rkvstore.services.instance_nodes import LOCAL, NORMAL
@@ -24,6 +26,32 @@ from tests.integration.test_resilience import wait_for
 
 INSTANCE = "r-reconcilertest01"
 INTERVAL = 60.0  # far beyond the test: a pass it sees is never the interval's
+
+
+def nodeless_instance(
+    conn: Connection, box: SecretBox, account_id: str, instance_id: str, status: str
+) -> None:
+    """An instance recorded with no node: passes and changes over it touch no Redis."""
+    repo.insert_instance(
+        conn,
+        {
+            "instance_id": instance_id,
+            "account_id": account_id,
+            "name": "no nodes",
+            "status": status,
+            "provider": LOCAL,
+            "engine_version": "7.0",
+            "architecture": "standard",
+            "node_type": "STAND_ALONE",
+            "shard_count": 1,
+            "zone_id": "cn-hangzhou-h",
+            "instance_class": "redis.master.small.default",
+            "charge_type": "PostPaid",
+            "host": "127.0.0.1",
+            "port": 1,
+            "mgmt_password_encrypted": box.seal(Secret("unused-management-password")),
+        },
+    )
 
 
 @pytest.fixture
@@ -37,26 +65,7 @@ def deps(tmp_path: Path) -> Iterator[Deps]:
     root = ensure_root_tenant(built)
     assert root is not None
     with built.engine.begin() as conn:
-        repo.insert_instance(
-            conn,
-            {
-                "instance_id": INSTANCE,
-                "account_id": root.created.account_id,
-                "name": "no nodes",
-                "status": NORMAL,
-                "provider": LOCAL,
-                "engine_version": "7.0",
-                "architecture": "standard",
-                "node_type": "STAND_ALONE",
-                "shard_count": 1,
-                "zone_id": "cn-hangzhou-h",
-                "instance_class": "redis.master.small.default",
-                "charge_type": "PostPaid",
-                "host": "127.0.0.1",
-                "port": 1,
-                "mgmt_password_encrypted": built.box.seal(Secret("unused-management-password")),
-            },
-        )
+        nodeless_instance(conn, built.box, root.created.account_id, INSTANCE, NORMAL)
     try:
         yield built
     finally:

@@ -376,6 +376,8 @@ kms_secrets = Table(
     Column("planned_delete_at", Float, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The scheduler's next look at a secret whose last attempt failed (migration 0016).
+    Column("retry_at", Float, nullable=True),
     UniqueConstraint("account_id", "name", name="uq_kms_secrets_account_id_name"),
     Index("ix_kms_secrets_next_rotation_at", "next_rotation_at"),
 )

@@ -122,7 +122,8 @@ def rotate(
         raise ApiError(kms_errors.NOT_FOUND)
     instance = _instance(deps, secret.instance_id)
     if instance is None:
-        if scheduled:
+        if scheduled:  # a rotation written down for nodes now gone can never finish
+            drop_pending(deps, secret_id)
             return False
         raise ApiError(errors.INSTANCE_NOT_FOUND)
     require_normal(instance)
@@ -228,7 +229,8 @@ def complete(
     with deps.single.connect() as conn:
         stages = Stages.read(conn, secret.secret_id)
         account = repo.get_account(conn, instance.instance_id, pending.account_name)
-    if account is None:  # deleted behind the secret's back: nothing to rotate
+    if account is None:  # deleted behind the secret's back: nothing to rotate, ever
+        drop_pending_after_failure(deps, secret.secret_id, pending.version_id)
         raise ApiError(errors.SERVICE_UNAVAILABLE)
     assert pending.password_sealed is not None
     password = vault.open_sealed(deps.box, secret.data_key, pending.password_sealed)
@@ -268,15 +270,7 @@ def complete(
             grace_until=grace_until,
         )
         kms_store.set_stage(conn, secret.secret_id, pending.version_id, rules.CURRENT)
-        kms_store.update_secret(
-            conn,
-            secret.secret_id,
-            last_rotation_at=now,
-            next_rotation_at=now + secret.rotation_interval
-            if secret.rotation_enabled and secret.rotation_interval
-            else None,
-            updated_at=now,
-        )
+        kms_store.record_rotation(conn, secret.secret_id, now)
     if dual and secret.grace_period == 0:
         # Should this fail, the grace (ended now) is ended by the scheduler.
         drop_previous(deps, task, instance, account.name, secret.secret_id, now)
@@ -288,6 +282,15 @@ def drop_pending_after_failure(deps: Deps, secret_id: str, version_id: str) -> N
         kms_store.drop_version(conn, secret_id, version_id)
 
 
+def drop_pending(deps: Deps, secret_id: str) -> None:
+    """Every rotation written down for ``secret_id`` and not finished goes (its instance is
+    gone: no node holds its password that the database would still need)."""
+    with deps.engine.begin() as conn:
+        for version in kms_store.staged_versions(conn, secret_id):
+            if version.stage == rules.PENDING:
+                kms_store.drop_version(conn, secret_id, version.version_id)
+
+
 # --------------------------------------------------------------------------- grace and deletion
 
 
@@ -297,8 +300,16 @@ def end_grace(deps: Deps, secret_id: str, now: float) -> bool:
     if secret is None:
         return False
     instance = _instance(deps, secret.instance_id)
-    if instance is None or instance.status != "Normal":
-        return False
+    if instance is None:  # its nodes are gone with it: the grace ends in the record alone
+        with deps.engine.begin() as conn:
+            previous = Stages.read(conn, secret_id).previous
+            if previous is None or previous.grace_until is None or previous.grace_until > now:
+                return False
+            kms_store.set_stage(conn, secret_id, previous.version_id, None)
+            kms_store.update_secret(conn, secret_id, updated_at=now)
+        return True
+    if instance.status != "Normal":
+        return False  # the scheduler tries again later
     account = secret_account(secret)
     with task_slot(
         deps, instance.instance_id, "RotateSecret", _task_account(secret, account)

@@ -25,6 +25,9 @@ from rkvstore.services.context import Deps
 
 log = logging.getLogger("rkvstore.kms")
 BATCH = 50
+# A secret whose work failed (its instance not Normal, a node away) is left
+# alone for this many looks: it cannot take every look from the others.
+RETRY_LOOKS = 30
 
 
 class Scheduler:
@@ -71,11 +74,19 @@ class Scheduler:
                 break
             try:
                 done += self._work(secret_id)
-            except ApiError as exc:  # a node away, the slot busy: the next look tries again
+            except ApiError as exc:  # a node away, the slot busy: a later look tries again
                 self.rotations_failed += 1
                 metrics.KMS_ROTATIONS.labels("failed").inc()
                 log.warning("kms scheduler: secret %s: %s", secret_id, exc.code)
+            self._back_off_if_due(secret_id, now, stale_before)
         return done
+
+    def _back_off_if_due(self, secret_id: str, now: float, stale_before: float) -> None:
+        """Work still due after its attempt could not be done now: its next try waits
+        (the others due meanwhile go first)."""
+        with self.deps.engine.begin() as conn:
+            if kms_store.still_due(conn, secret_id, now, stale_before):
+                kms_store.retry_later(conn, secret_id, now + RETRY_LOOKS * self.interval)
 
     def _work(self, secret_id: str) -> int:
         deps = self.deps

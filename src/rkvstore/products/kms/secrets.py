@@ -7,6 +7,9 @@ import time
 import uuid
 from typing import Any
 
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
 from rkvstore import errors
 from rkvstore.engine.acl import UserChange
 from rkvstore.engine.redis_engine import desired_user
@@ -118,50 +121,67 @@ def create_secret(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
                 for a in config.account_names
             ]
             apply_changes(deps, instance, changes)
-        with recording(deps, task) as conn:
-            if adopted is not None:
-                repo.set_account_passwords(
-                    conn, instance.instance_id, adopted.name, digest, previous
-                )
-            else:
-                for account in config.account_names:
-                    repo.insert_account(
-                        conn,
-                        {
-                            "instance_id": instance.instance_id,
-                            "name": account,
-                            "password_sha256": digest,
-                            "privilege": config.privilege,
-                            "account_type": NORMAL,
-                            "description": "",
-                        },
+        try:
+            with recording(deps, task) as conn:
+                # The name and the quota were checked outside any lock: a CreateSecret
+                # of this name on another instance (another slot) may have been
+                # recorded meanwhile. The tenant's lock makes this check and the
+                # insert one step.
+                repo.lock_tenant(conn, ctx.account_id)
+                _refuse_taken(conn, ctx, name)
+                if adopted is not None:
+                    repo.set_account_passwords(
+                        conn, instance.instance_id, adopted.name, digest, previous
                     )
-                repo.drop_pending_users(conn, instance.instance_id, config.account_names)
-            repo.set_account_managed_by(conn, instance.instance_id, config.account_names, secret_id)
-            kms_store.insert_secret(
-                conn,
-                {
-                    "secret_id": secret_id,
-                    "account_id": ctx.account_id,
-                    "name": name,
-                    "sub_type": config.sub_type,
-                    "instance_id": instance.instance_id,
-                    "extended_config": config.answered(),
-                    "description": description,
-                    "tags": _tags_json(tags),
-                    "data_key": data_key,
-                    "rotation_enabled": enabled,
-                    "rotation_interval": interval,
-                    "grace_period": config.grace_period,
-                    "next_rotation_at": now + interval if interval else None,
-                    "last_rotation_at": None,
-                    "planned_delete_at": None,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            for version in versions:
-                kms_store.insert_version(conn, version)
+                else:
+                    for account in config.account_names:
+                        repo.insert_account(
+                            conn,
+                            {
+                                "instance_id": instance.instance_id,
+                                "name": account,
+                                "password_sha256": digest,
+                                "privilege": config.privilege,
+                                "account_type": NORMAL,
+                                "description": "",
+                            },
+                        )
+                    repo.drop_pending_users(conn, instance.instance_id, config.account_names)
+                repo.set_account_managed_by(
+                    conn, instance.instance_id, config.account_names, secret_id
+                )
+                kms_store.insert_secret(
+                    conn,
+                    {
+                        "secret_id": secret_id,
+                        "account_id": ctx.account_id,
+                        "name": name,
+                        "sub_type": config.sub_type,
+                        "instance_id": instance.instance_id,
+                        "extended_config": config.answered(),
+                        "description": description,
+                        "tags": _tags_json(tags),
+                        "data_key": data_key,
+                        "rotation_enabled": enabled,
+                        "rotation_interval": interval,
+                        "grace_period": config.grace_period,
+                        "next_rotation_at": now + interval if interval else None,
+                        "last_rotation_at": None,
+                        "planned_delete_at": None,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+                for version in versions:
+                    kms_store.insert_version(conn, version)
+        except (ApiError, IntegrityError) as exc:
+            # The nodes changed, the record did not: the accounts go back to what
+            # the database holds (a new account removed, an adopted one's password).
+            for account in config.account_names:
+                deps.reconciler.mark_dirty(instance.instance_id, account)
+            if isinstance(exc, IntegrityError):  # a store without the lock's effect
+                raise ApiError(kms_errors.EXISTS) from exc
+            raise
     with deps.single.connect() as conn:
         secret = kms_store.get_secret_by_id(conn, secret_id)
     assert secret is not None
@@ -202,15 +222,19 @@ def _version(
 
 
 def _check_name_free(ctx: CallContext, name: str) -> None:
-    deps = ctx.deps
-    with deps.single.connect() as conn:
-        existing = kms_store.get_secret(conn, ctx.account_id, name)
-        count = kms_store.count_secrets(conn, ctx.account_id)
+    with ctx.deps.single.connect() as conn:
+        _refuse_taken(conn, ctx, name)
+
+
+def _refuse_taken(conn: Connection, ctx: CallContext, name: str) -> None:
+    """``name`` taken by a secret of the tenant, or its quota of secrets reached."""
+    existing = kms_store.get_secret(conn, ctx.account_id, name)
+    count = kms_store.count_secrets(conn, ctx.account_id)
     if existing is not None:
         if existing.planned_delete_at is not None:
             raise ApiError(kms_errors.IN_DELETE_WINDOW)
         raise ApiError(kms_errors.EXISTS)
-    if count >= deps.settings.kms_max_secrets:
+    if count >= ctx.deps.settings.kms_max_secrets:
         raise ApiError(kms_errors.LIMIT_EXCEEDED)
 
 

@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Select,
     and_,
+    case,
     delete,
     exists,
     func,
@@ -43,6 +45,7 @@ class SecretRow:
     planned_delete_at: float | None
     created_at: float
     updated_at: float
+    retry_at: float | None = None
 
     @classmethod
     def of(cls, row: Any) -> SecretRow:
@@ -259,23 +262,93 @@ def _quoted(value: str) -> str:
 
 def due_secret_ids(conn: Connection, now: float, stale_before: float, limit: int) -> list[str]:
     """Secrets with something to do: a rotation due, a grace ended, a deletion due,
-    or a rotation a dead process left written down but unfinished."""
-    rotation = select(secrets.c.secret_id).where(
-        secrets.c.rotation_enabled.is_(True),
-        secrets.c.planned_delete_at.is_(None),
-        secrets.c.next_rotation_at <= now,
-    )
-    deletion = select(secrets.c.secret_id).where(secrets.c.planned_delete_at <= now)
-    grace = select(versions.c.secret_id).where(versions.c.grace_until <= now)
-    stale = select(versions.c.secret_id).where(
-        versions.c.stage == "Pending", versions.c.created_at <= stale_before
-    )
+    or a rotation a dead process left written down but unfinished.
+
+    Each kind is taken longest due first, skipping secrets whose last attempt
+    failed until their ``retry_at``; then tenants take turns, so one tenant's
+    many due secrets cannot fill every look."""
+    by_tenant: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for query in _due_queries(now, stale_before):
+        for secret_id, account_id in conn.execute(query.limit(limit)):
+            if secret_id not in seen:
+                seen.add(secret_id)
+                by_tenant.setdefault(account_id, []).append(secret_id)
     ids: list[str] = []
-    for query in (deletion, grace, stale, rotation):
-        for (secret_id,) in conn.execute(query.limit(limit)):
-            if secret_id not in ids:
-                ids.append(secret_id)
+    queues = list(by_tenant.values())
+    for turn in range(limit):  # round robin over tenants, bounded by the batch
+        ids.extend(queue[turn] for queue in queues if turn < len(queue))
+        if len(ids) >= limit:
+            break
     return ids[:limit]
+
+
+def _due_queries(now: float, stale_before: float) -> list[Select[str, str]]:
+    """(secret, tenant) with work due, one query per kind, longest due first."""
+    waiting = or_(secrets.c.retry_at.is_(None), secrets.c.retry_at <= now)
+    owner = secrets.c.account_id
+    rotation = (
+        select(secrets.c.secret_id, owner)
+        .where(
+            secrets.c.rotation_enabled.is_(True),
+            secrets.c.planned_delete_at.is_(None),
+            secrets.c.next_rotation_at <= now,
+            waiting,
+        )
+        .order_by(secrets.c.next_rotation_at)
+    )
+    deletion = (
+        select(secrets.c.secret_id, owner)
+        .where(secrets.c.planned_delete_at <= now, waiting)
+        .order_by(secrets.c.planned_delete_at)
+    )
+    joined = versions.join(secrets, secrets.c.secret_id == versions.c.secret_id)
+    grace = (
+        select(versions.c.secret_id, owner)
+        .select_from(joined)
+        .where(versions.c.grace_until <= now, waiting)
+        .order_by(versions.c.grace_until)
+    )
+    stale = (
+        select(versions.c.secret_id, owner)
+        .select_from(joined)
+        .where(versions.c.stage == "Pending", versions.c.created_at <= stale_before, waiting)
+        .order_by(versions.c.created_at)
+    )
+    return [deletion, grace, stale, rotation]
+
+
+def still_due(conn: Connection, secret_id: str, now: float, stale_before: float) -> bool:
+    """Whether ``secret_id`` still has work due (after an attempt at it)."""
+    return any(
+        conn.execute(query.where(secrets.c.secret_id == secret_id).limit(1)).first() is not None
+        for query in _due_queries(now, stale_before)
+    )
+
+
+def retry_later(conn: Connection, secret_id: str, at: float) -> None:
+    """The scheduler looks at ``secret_id`` again no sooner than ``at`` (its attempt failed)."""
+    conn.execute(update(secrets).where(secrets.c.secret_id == secret_id).values(retry_at=at))
+
+
+def record_rotation(conn: Connection, secret_id: str, now: float) -> None:
+    """A rotation done at ``now``: the next one is due from the row's policy as it is
+    now (a policy changed during the rotation wins over the one read before it)."""
+    rotating = and_(
+        secrets.c.rotation_enabled.is_(True),
+        secrets.c.rotation_interval.is_not(None),
+        secrets.c.rotation_interval > 0,
+    )
+    conn.execute(
+        update(secrets)
+        .where(secrets.c.secret_id == secret_id)
+        .values(
+            last_rotation_at=now,
+            next_rotation_at=case((rotating, now + secrets.c.rotation_interval), else_=None),
+            updated_at=now,
+            retry_at=None,
+        )
+    )
 
 
 def secrets_of_instance(conn: Connection, instance_ids: Sequence[str]) -> list[SecretRow]:
