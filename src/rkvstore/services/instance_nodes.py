@@ -9,7 +9,7 @@ import string
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import DesiredUser, Node, UserChange
-from rkvstore.engine.addresses import allowed, parse_networks
+from rkvstore.engine.addresses import OutsideNetworks, allowed, allowed_address, parse_networks
 from rkvstore.engine.discovery import DiscoveryError, FoundNode, Topology, discover
 from rkvstore.engine.node_tls import NodeTls
 from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
@@ -140,7 +140,9 @@ def follow_sentinels(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> 
     that went down is not waited for (it is recorded again, and given what it
     lacks, once it is back as a replica). A node new to rkvstore gets the
     management user through the admin login first. Nothing answers: the
-    recorded nodes, as they are.
+    recorded nodes, as they are. A master outside RKVSTORE_REGISTER_NETWORKS
+    (a Sentinel told so, or a node names one) is not followed: nothing connects
+    to it, the recorded nodes stay, and the instance is flagged out of line.
     """
     assert instance.sentinel_encrypted is not None
     sentinel = deps.redis.sealed_settings(
@@ -149,15 +151,38 @@ def follow_sentinels(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> 
     mgmt = deps.box.open(instance.mgmt_password_encrypted)
     tls = instance_tls(deps, instance)
     timeout = deps.settings.node_timeout_seconds
+    networks = parse_networks(deps.settings.register_networks)
     try:
-        host, port = master_of(sentinel, timeout)
+        named, port = master_of(sentinel, timeout)
+        # Checked (a name resolved once) before any login goes to it.
+        host = allowed_address(named, port, networks)
         topology = _discover_as_management(deps, instance, host, port)
-    except (SentinelError, DiscoveryError) as exc:
+        if not allowed(topology.master.host, networks):
+            raise OutsideNetworks(f"{topology.master.host}:{topology.master.port}")
+    except OutsideNetworks as exc:
+        log.warning(
+            "instance %s: Sentinels not followed: master %s outside RKVSTORE_REGISTER_NETWORKS",
+            instance.instance_id,
+            exc,
+        )
+        deps.reconciler.mark_dirty(instance.instance_id)
+        return rows
+    except DiscoveryError as exc:
+        if exc.kind == "outside":
+            log.warning(
+                "instance %s: Sentinels not followed: master %s outside RKVSTORE_REGISTER_NETWORKS",
+                instance.instance_id,
+                exc.detail,
+            )
+            deps.reconciler.mark_dirty(instance.instance_id)
+        else:
+            log.warning("instance %s: Sentinels not followed: %s", instance.instance_id, exc)
+        return rows
+    except (SentinelError, OSError) as exc:
         # The recorded nodes, which the change then reports if they do not answer.
         log.warning("instance %s: Sentinels not followed: %s", instance.instance_id, exc)
         return rows
     known = {(r.host, r.port, r.role) for r in rows}
-    networks = parse_networks(deps.settings.register_networks)
     found = [n for n in topology.nodes if allowed(n.host, networks)]
     if {(n.host, n.port, n.role) for n in found} == known:
         return rows
@@ -187,6 +212,7 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
     # Before 6.0 there are no users: rkvstore logs in with requirepass alone.
     login = None if is_legacy(instance) else MANAGEMENT_USER
     tls = instance_tls(deps, instance)
+    networks = parse_networks(deps.settings.register_networks)
     topology = None
     for row in rows:
         # As the management user: the engine's pooled, logged-in connection to the
@@ -205,6 +231,7 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
                 timeout=deps.settings.node_timeout_seconds,
                 seed=None if seed is None else seed.client,
                 tls=tls,
+                networks=networks,
             )
             break
         except DiscoveryError:
@@ -215,7 +242,6 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
     new = [n for n in topology.nodes if (n.host, n.port) not in known]
     # A node the deployment names now, outside the networks that may be
     # registered, gets neither the admin login nor anything else.
-    networks = parse_networks(deps.settings.register_networks)
     outside = [n for n in new if not allowed(n.host, networks)]
     if outside:
         log.warning(
@@ -268,6 +294,7 @@ def _discover_as_management(deps: Deps, instance: InstanceRow, host: str, port: 
             timeout=deps.settings.node_timeout_seconds,
             seed=seed.client,
             tls=tls,
+            networks=parse_networks(deps.settings.register_networks),
         )
 
     try:
