@@ -48,6 +48,25 @@ def allowed(host: str, networks: Sequence[IpNetwork]) -> bool:
     return any(address in network for network in networks)
 
 
+class OutsideNetworks(Exception):
+    """An address that stands for an IP address outside the allowed networks."""
+
+
+def allowed_address(host: str, port: int, networks: Sequence[IpNetwork]) -> str:
+    """The IP address to connect to for ``host``, if every address it stands for lies
+    in ``networks`` (``OutsideNetworks`` if not, ``OSError`` when it resolves to none).
+
+    Checked before any connection, to an address given or one a node or a Sentinel
+    names. A name is resolved once, here, and the connection goes to the address
+    found, so that it cannot point inside the networks when checked and elsewhere
+    when used.
+    """
+    addresses = resolve(host, port)
+    if not addresses or not all(allowed(a, networks) for a in addresses):
+        raise OutsideNetworks(f"{normalize_host(host)}:{port}")
+    return addresses[0]
+
+
 def resolve(host: str, port: int) -> list[str]:
     """The IP addresses ``host`` stands for, normalised (``OSError`` when it resolves to none)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from rkvstore.engine import bounded
-from rkvstore.engine.addresses import normalize_host
+from rkvstore.engine.addresses import IpNetwork, OutsideNetworks, allowed_address, normalize_host
 from rkvstore.engine.cluster import ClusterNode, cluster_topology, parse_cluster_nodes
 from rkvstore.engine.node_tls import NodeTls, tls_reason
 from rkvstore.secret import Secret
@@ -53,7 +53,9 @@ class DiscoveryError(Exception):
 
     ``kind``: ``unreachable`` (no answer, or not as Redis), ``auth`` (the login
     refused), ``noperm`` (``detail``: the command refused), ``master`` (the
-    seed is a replica; ``detail``: its master, out of reach), ``cluster``
+    seed is a replica; ``detail``: its master, out of reach), ``outside`` (the seed
+    is a replica; ``detail``: its master, outside the allowed networks: never
+    connected to), ``cluster``
     (``detail``: what keeps the cluster from being managed as a whole).
     """
 
@@ -174,16 +176,19 @@ def discover(
     timeout: float = 3.0,
     seed: redis.Redis | None = None,
     tls: NodeTls | None = None,
+    networks: Sequence[IpNetwork],
 ) -> Topology:
     """The topology of the deployment that ``host:port`` belongs to, standard or cluster.
 
     Bounded as a whole by ``timeout``, however slowly the nodes answer. ``seed``:
     a client of ``host:port`` logged in already (pooled, kept open), instead of
     a connection opened (and logged in) for this look alone. ``tls``: how to
-    reach every node over TLS. Raises ``DiscoveryError``.
+    reach every node over TLS. ``networks``: where a node the seed names may be
+    (RKVSTORE_REGISTER_NETWORKS); a master elsewhere is never connected to, so
+    that no login goes to an address a node was told. Raises ``DiscoveryError``.
     """
     with bounded.exchange(timeout):
-        return _discover(host, port, user, password, timeout, seed, tls)
+        return _discover(host, port, user, password, timeout, seed, tls, networks)
 
 
 def _discover(
@@ -194,6 +199,7 @@ def _discover(
     timeout: float,
     pooled: redis.Redis | None,
     tls: NodeTls | None,
+    networks: Sequence[IpNetwork],
 ) -> Topology:
     at = _label(host, port)
     try:
@@ -224,6 +230,13 @@ def _discover(
         host = normalize_host(str(replication.get("master_host", "")))
         port = int(replication.get("master_port", 0))
         at = _label(host, port)
+        try:
+            # Checked (a name resolved once) before the admin login goes there.
+            host = allowed_address(host, port, networks)
+        except OutsideNetworks as exc:
+            raise DiscoveryError("outside", replica, at) from exc
+        except OSError as exc:
+            raise DiscoveryError("master", replica, at) from exc
         try:
             master = _connect(host, port, user, password, timeout, tls)
             try:

@@ -98,11 +98,20 @@ def _load_chain(context: ssl.SSLContext, cert: str, key: Secret) -> None:
         with os.fdopen(descriptor, "w", encoding="utf-8") as out:
             out.write(key.reveal())
         try:
-            context.load_cert_chain(str(cert_path), str(key_path))
-        except ssl.SSLError as exc:
+            # A password callback, so that an encrypted key never makes OpenSSL
+            # prompt on the terminal (a server with one would hang there).
+            context.load_cert_chain(str(cert_path), str(key_path), password=_encrypted_key)
+        except TlsSettingsError:
+            raise
+        except (ssl.SSLError, OSError, ValueError) as exc:
             raise TlsSettingsError(
                 "TlsClientKey", "the certificate and key are not a PEM pair"
             ) from exc
+
+
+def _encrypted_key() -> bytes:
+    """Asked for by OpenSSL only when the key is encrypted: rkvstore holds no passphrase."""
+    raise TlsSettingsError("TlsClientKey", "the key is encrypted: give it without a passphrase")
 
 
 def tls_reason(message: str) -> str:

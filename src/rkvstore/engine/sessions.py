@@ -55,12 +55,20 @@ def parse_client_list(reply: Any, user: str) -> list[Session]:
         out.append(
             Session(
                 address=fields.get("addr", ""),
-                age=int(fields.get("age", "0") or 0),
-                idle=int(fields.get("idle", "0") or 0),
+                age=_seconds(fields.get("age", "")),
+                idle=_seconds(fields.get("idle", "")),
                 name=fields.get("name", ""),
             )
         )
     return out
+
+
+def _seconds(value: str) -> int:
+    """A count of seconds as ``CLIENT LIST`` gives it; 0 for anything else (a registered
+    node is the operator's: what it answers is not to be trusted to parse)."""
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        return 0
+    return int(value)
 
 
 def list_sessions(nodes: Sequence[Node], user: str) -> dict[str, list[Session] | str]:

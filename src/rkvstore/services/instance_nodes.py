@@ -10,10 +10,9 @@ from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import DesiredUser, Node, UserChange
 from rkvstore.engine.addresses import allowed, parse_networks
-from rkvstore.engine.discovery import DiscoveryError, FoundNode, Topology, discover
+from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
 from rkvstore.engine.node_tls import NodeTls
 from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
-from rkvstore.engine.sentinel import SentinelError, SentinelSettings, master_of
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
 from rkvstore.services.context import CallContext, Deps
@@ -127,59 +126,10 @@ def look_again(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[N
     """A registered deployment's nodes now: as its Sentinels' master names them, or
     the recorded ones with those found since."""
     if instance.sentinel_encrypted is not None:
+        from rkvstore.services.sentinel_nodes import follow_sentinels  # it imports this module
+
         return follow_sentinels(deps, instance, rows)
     return _include_new_nodes(deps, instance, rows)
-
-
-def follow_sentinels(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[NodeRow]:
-    """A Sentinel-managed deployment's nodes as its Sentinels' master names them now.
-
-    The master the Sentinels name and the replicas it names (``INFO
-    replication``: those connected) replace the recorded nodes, so that a
-    failover moves ``ConnectionDomain``/``Port`` to the new master and a node
-    that went down is not waited for (it is recorded again, and given what it
-    lacks, once it is back as a replica). A node new to rkvstore gets the
-    management user through the admin login first. Nothing answers: the
-    recorded nodes, as they are.
-    """
-    assert instance.sentinel_encrypted is not None
-    sentinel = deps.redis.sealed_settings(
-        instance.sentinel_encrypted, deps.box.open, SentinelSettings.from_sealed_form
-    )
-    mgmt = deps.box.open(instance.mgmt_password_encrypted)
-    tls = instance_tls(deps, instance)
-    timeout = deps.settings.node_timeout_seconds
-    try:
-        host, port = master_of(sentinel, timeout)
-        topology = _discover_as_management(deps, instance, host, port)
-    except (SentinelError, DiscoveryError) as exc:
-        # The recorded nodes, which the change then reports if they do not answer.
-        log.warning("instance %s: Sentinels not followed: %s", instance.instance_id, exc)
-        return rows
-    known = {(r.host, r.port, r.role) for r in rows}
-    networks = parse_networks(deps.settings.register_networks)
-    found = [n for n in topology.nodes if allowed(n.host, networks)]
-    if {(n.host, n.port, n.role) for n in found} == known:
-        return rows
-    new = [n for n in found if (n.host, n.port) not in {(r.host, r.port) for r in rows}]
-    if new and instance.admin_password_encrypted is not None:
-        admin = deps.box.open(instance.admin_password_encrypted)
-        refused = put_management_user_each(deps, new, admin, instance.admin_user, mgmt, tls)
-        found = [n for n in found if n not in refused]
-    master = topology.master
-    with deps.engine.begin() as conn:
-        repo.replace_nodes(conn, instance.instance_id, node_rows_for(instance.instance_id, found))
-        repo.update_instance(conn, instance.instance_id, host=master.host, port=master.port)
-        fresh = repo.list_nodes(conn, instance.instance_id)
-    log.warning(
-        "instance %s: followed its Sentinels: master %s:%d, %d node(s)",
-        instance.instance_id,
-        master.host,
-        master.port,
-        len(fresh),
-    )
-    deps.reconciler.mark_dirty(instance.instance_id)  # a node back may lack accounts
-    return fresh
 
 
 def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -> list[NodeRow]:
@@ -187,6 +137,7 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
     # Before 6.0 there are no users: rkvstore logs in with requirepass alone.
     login = None if is_legacy(instance) else MANAGEMENT_USER
     tls = instance_tls(deps, instance)
+    networks = parse_networks(deps.settings.register_networks)
     topology = None
     for row in rows:
         # As the management user: the engine's pooled, logged-in connection to the
@@ -205,6 +156,7 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
                 timeout=deps.settings.node_timeout_seconds,
                 seed=None if seed is None else seed.client,
                 tls=tls,
+                networks=networks,
             )
             break
         except DiscoveryError:
@@ -215,7 +167,6 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
     new = [n for n in topology.nodes if (n.host, n.port) not in known]
     # A node the deployment names now, outside the networks that may be
     # registered, gets neither the admin login nor anything else.
-    networks = parse_networks(deps.settings.register_networks)
     outside = [n for n in new if not allowed(n.host, networks)]
     if outside:
         log.warning(
@@ -250,35 +201,6 @@ def _include_new_nodes(deps: Deps, instance: InstanceRow, rows: list[NodeRow]) -
         fresh = repo.list_nodes(conn, instance.instance_id)
     deps.reconciler.mark_dirty(instance.instance_id)  # the new nodes lack the accounts
     return fresh
-
-
-def _discover_as_management(deps: Deps, instance: InstanceRow, host: str, port: int) -> Topology:
-    """``discover`` from ``host:port`` as rkvstore's user; a node that refuses that login
-    (a master rkvstore never recorded) gets the user through the admin login first."""
-    mgmt = deps.box.open(instance.mgmt_password_encrypted)
-    tls = instance_tls(deps, instance)
-
-    def look() -> Topology:
-        seed = deps.redis.node(NodeAddress(host, port), mgmt, tls=tls)
-        return discover(
-            host,
-            port,
-            MANAGEMENT_USER,
-            mgmt,
-            timeout=deps.settings.node_timeout_seconds,
-            seed=seed.client,
-            tls=tls,
-        )
-
-    try:
-        return look()
-    except DiscoveryError as exc:
-        if exc.kind != "auth" or instance.admin_password_encrypted is None:
-            raise
-    admin = deps.box.open(instance.admin_password_encrypted)
-    found = FoundNode(host, port, "master", 0)
-    put_management_user_each(deps, [found], admin, instance.admin_user, mgmt, tls)
-    return look()
 
 
 def admin_nodes(

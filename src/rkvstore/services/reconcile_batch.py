@@ -86,7 +86,6 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
         CLUSTER,
         LOCAL,
         REGISTERED,
-        follow_sentinels,
         instance_addresses,
         instance_tls,
         is_legacy,
@@ -95,6 +94,7 @@ def one_pass(deps: Deps, loaded: Loaded, instance_id: str) -> ReconcileReport:
         pending_passwords,
         restore_management_user,
     )
+    from rkvstore.services.sentinel_nodes import follow_sentinels
 
     instance = loaded.instances[instance_id]
     mgmt = deps.box.open(instance.mgmt_password_encrypted)

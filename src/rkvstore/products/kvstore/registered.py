@@ -13,7 +13,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
 from rkvstore.engine.acl import Node, NodeFailure, UserChange
-from rkvstore.engine.addresses import allowed, normalize_host, parse_networks, resolve
+from rkvstore.engine.addresses import (
+    OutsideNetworks,
+    allowed,
+    allowed_address,
+    normalize_host,
+    parse_networks,
+)
 from rkvstore.engine.discovery import DiscoveryError, FoundNode, Topology, discover
 from rkvstore.engine.node_tls import NodeTls
 from rkvstore.engine.redis_engine import NodeAddress
@@ -91,20 +97,15 @@ _HOST = re.compile(r"[a-z0-9.:_-]{1,253}")
 
 
 def _seed_address(deps: Deps, host: str, port: int) -> str:
-    """The IP address to reach ``host`` at, if every address it stands for may be registered.
-
-    A name is resolved once, here, and the connection goes to the address
-    found, so that a name cannot point inside the allowed networks when
-    checked and elsewhere when used.
-    """
+    """The IP address to reach ``host`` at, if every address it stands for may be
+    registered (``allowed_address``)."""
     networks = parse_networks(deps.settings.register_networks)
     try:
-        addresses = resolve(host, port)
+        return allowed_address(host, port, networks)
+    except OutsideNetworks as exc:
+        raise ApiError(kvstore_errors.INVALID_ENDPOINT_NOT_ALLOWED) from exc
     except OSError as exc:
         raise ApiError(kvstore_errors.INVALID_ENDPOINT, node=f"{host}:{port}") from exc
-    if not addresses or not all(allowed(a, networks) for a in addresses):
-        raise ApiError(kvstore_errors.INVALID_ENDPOINT_NOT_ALLOWED)
-    return addresses[0]
 
 
 def _sentinel_settings(deps: Deps, params: dict[str, Any]) -> SentinelSettings | None:
@@ -183,8 +184,17 @@ class _Login:
 
 def _discover(deps: Deps, seed: str, port: int, login: _Login) -> Topology:
     timeout = deps.settings.node_timeout_seconds
+    networks = parse_networks(deps.settings.register_networks)
     try:
-        return discover(seed, port, login.user, login.password, timeout=timeout, tls=login.tls)
+        return discover(
+            seed,
+            port,
+            login.user,
+            login.password,
+            timeout=timeout,
+            tls=login.tls,
+            networks=networks,
+        )
     except DiscoveryError as exc:
         raise explain_discovery(exc, login.where, login.tls, timeout) from exc
 

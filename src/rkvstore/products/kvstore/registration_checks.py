@@ -96,6 +96,8 @@ def explain_discovery(
             command=exc.detail,
             node=node,
         )
+    if exc.kind == "outside":  # the seed's master: never connected to, nor probed
+        return ApiError(kvstore_errors.INVALID_ENDPOINT_NOT_ALLOWED)
     if exc.kind == "master":
         return ApiError(kvstore_errors.INVALID_ENDPOINT_MASTER, node=node, master=exc.detail)
     if exc.kind == "cluster":
