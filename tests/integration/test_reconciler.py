@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, event
 
 from rkvstore.bootstrap import build_deps, ensure_root_tenant
 from rkvstore.config import Settings
@@ -21,6 +22,7 @@ from rkvstore.secret import Secret
 from rkvstore.services.context import Deps
 from rkvstore.services.instance_nodes import LOCAL, NORMAL
 from rkvstore.services.reconcile import RETRY_BUSY_SECONDS
+from rkvstore.services.reconcile_flags import LocalFlags
 from rkvstore.store import repo
 from tests.integration.test_resilience import wait_for
 
@@ -85,3 +87,33 @@ def test_a_flagged_instance_whose_slot_was_taken_is_passed_over_soon(deps: Deps)
     released = time.monotonic()
     wait_for("a pass after the slot was released", lambda: reconciler.in_line(INSTANCE), 10)
     assert time.monotonic() - released < INTERVAL / 2
+
+
+def test_a_flag_written_during_a_read_of_the_shared_state_is_still_seen(
+    deps: Deps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer commits a flag and then drops it from this process's memory. A
+    reader that took the memory after its read of the database could miss it in
+    both (the read just before the commit, the memory just after the drop): a
+    failed change's account read ``Available`` at once. Here the writer runs
+    exactly in that gap, right after the read's statement."""
+    reconciler = deps.reconciler
+    # No background writer: the flag is written only where this test says.
+    monkeypatch.setattr(LocalFlags, "_write_forever", lambda self: None)
+    reconciler.mark_dirty(INSTANCE, "demo")
+    written: list[bool] = []
+    reads: list[str] = []
+
+    def write_after_the_read(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if not reads and statement.lstrip().startswith("SELECT reconcile_state.dirty"):
+            reads.append(statement)  # first: the writer's own statements come here too
+            written.append(reconciler.flags.write())
+
+    event.listen(deps.engine, "after_cursor_execute", write_after_the_read)
+    try:
+        assert not reconciler.in_line(INSTANCE, "demo")
+    finally:
+        event.remove(deps.engine, "after_cursor_execute", write_after_the_read)
+    assert written == [True]
+    assert reconciler.flags.pending(INSTANCE) == set()  # written, and dropped here
+    assert not reconciler.in_line(INSTANCE, "demo")  # now from the database

@@ -118,16 +118,32 @@ class Reconciler:
         """Every node reached and nothing flagged; with ``account``: nothing flagged for it."""
         return in_line_from(*self.line(instance_id), account)
 
-    def in_line_as_read(self, instance_id: str, dirty: str | None, unreachable: str | None) -> bool:
-        """``in_line`` from the state a caller read itself (joined onto its own
-        query), with the flags this process raised that have not reached it yet."""
-        return in_line_from(*self.line_as_read(instance_id, dirty, unreachable))
+    def unwritten(self, instance_id: str) -> set[str]:
+        """The accounts this process flagged that the shared state may not hold yet.
 
+        Take them BEFORE reading the shared state, never after: the background
+        writer commits a flag and only then drops it here, so a snapshot taken
+        first meets every flag either here or in the read that follows. Taken
+        after, a flag committed just after the read and dropped just before
+        the snapshot is in neither, and an account the failed change just
+        flagged reads ``Available`` (a hung node's 503 followed at once by
+        DescribeAccounts did).
+        """
+        return self.flags.pending(instance_id)
+
+    def in_line_as_read(
+        self, flagged: set[str], dirty: str | None, unreachable: str | None
+    ) -> bool:
+        """``in_line`` from the state a caller read itself (joined onto its own
+        query) and ``flagged``, ``unwritten`` as taken before that read."""
+        return in_line_from(*self.line_as_read(flagged, dirty, unreachable))
+
+    @staticmethod
     def line_as_read(
-        self, instance_id: str, dirty: str | None, unreachable: str | None
+        flagged: set[str], dirty: str | None, unreachable: str | None
     ) -> tuple[str | None, str | None]:
-        """``line`` from the state a caller read itself."""
-        flagged = self.flags.pending(instance_id)
+        """``line`` from the state a caller read itself, with ``flagged``
+        (``unwritten``, taken before that read)."""
         if flagged:
             dirty = " ".join(sorted(flagged | set(dirty.split(" ") if dirty else ())))
         return dirty, unreachable
@@ -139,6 +155,7 @@ class Reconciler:
         this process raised that have not reached it yet; the database away
         reads as out of line (the caller meets the outage itself).
         """
+        flagged = self.unwritten(instance_id)  # first: see ``unwritten``
         try:
             with self.deps.single.connect() as conn:
                 dirty, unreachable = line_state.read(conn, instance_id)
@@ -146,7 +163,7 @@ class Reconciler:
             if not database_unavailable(exc):
                 raise
             return ALL, None
-        return self.line_as_read(instance_id, dirty, unreachable)
+        return self.line_as_read(flagged, dirty, unreachable)
 
     def mark_dirty(self, instance_id: str, account: str | None = None) -> None:
         """A change may have left ``account`` (None: any account) out of line: pass soon.

@@ -300,7 +300,8 @@ def _change_password(
         # An instance out of line gets a pass before its slot is freed (task_slot):
         # the slot goes with the record only if the instance is in line then.
         def in_line(conn: Connection) -> bool:
-            return deps.reconciler.in_line_as_read(instance_id, *line_state.read(conn, instance_id))
+            flagged = deps.reconciler.unwritten(instance_id)  # before the read: see there
+            return deps.reconciler.in_line_as_read(flagged, *line_state.read(conn, instance_id))
 
         with recording(deps, task, release=in_line) as conn:
             repo.set_account_password(conn, instance_id, name, digest)
@@ -386,6 +387,8 @@ def delete_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 def describe_accounts(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     page, size = params["PageNumber"], params["PageSize"]
     deps = ctx.deps
+    # This process's unwritten flags before the shared state (see ``unwritten``).
+    flagged = deps.reconciler.unwritten(params["InstanceId"])
     with deps.single.connect() as conn:  # two reads, no transaction
         # The instance, the task holding its slot and the reconciler's state at once.
         view = repo.status_view(conn, ctx.account_id, params["InstanceId"])
@@ -406,9 +409,7 @@ def describe_accounts(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any
     changing: str | None = None
     if view.task_action is not None and view.task_action != RECONCILE:
         changing = view.task_account or "*"
-    dirty, unreachable = deps.reconciler.line_as_read(
-        instance.instance_id, view.dirty, view.unreachable
-    )
+    dirty, unreachable = deps.reconciler.line_as_read(flagged, view.dirty, view.unreachable)
 
     def status(name: str) -> str:
         busy = changing in ("*", name)
