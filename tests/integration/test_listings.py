@@ -77,6 +77,7 @@ class _Reconciler:
     def __init__(self, out_of_line: set[str], dirty: dict[str, set[str]]) -> None:
         self.out_of_line = out_of_line
         self.dirty = dirty
+        self._asked = ""  # the instance whose flags were taken last
 
     def in_line(self, instance_id: str, account: str | None = None) -> bool:
         if instance_id in self.out_of_line:
@@ -84,13 +85,18 @@ class _Reconciler:
         flagged = self.dirty.get(instance_id)
         return not flagged or (account is not None and account not in flagged)
 
+    def unwritten(self, instance_id: str) -> set[str]:
+        """The flags of ``instance_id`` (taken before the read, as the reconciler's are)."""
+        self._asked = instance_id
+        return set(self.dirty.get(instance_id, ()))
+
     def line_as_read(
-        self, instance_id: str, _dirty: str | None, _unreachable: str | None
+        self, flagged: set[str], _dirty: str | None, _unreachable: str | None
     ) -> tuple[str | None, str | None]:
         """The same state as ``reconcile.in_line_from`` reads it (the seeded
         database has no reconcile rows: what was read is ignored)."""
-        unreachable = "node" if instance_id in self.out_of_line else None
-        return " ".join(sorted(self.dirty.get(instance_id, ()))) or None, unreachable
+        unreachable = "node" if self._asked in self.out_of_line else None
+        return " ".join(sorted(flagged)) or None, unreachable
 
 
 @dataclass
