@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 import secrets
 import string
+from collections.abc import Sequence
 
 from rkvstore import errors
 from rkvstore.domain.accounts import MANAGEMENT_USER
-from rkvstore.engine.acl import DesiredUser, Node, UserChange
+from rkvstore.engine import bounded
+from rkvstore.engine.acl import DesiredUser, Node, NodeFailure, UserChange
 from rkvstore.engine.addresses import allowed, parse_networks
 from rkvstore.engine.discovery import DiscoveryError, FoundNode, discover
 from rkvstore.engine.node_tls import NodeTls
 from rkvstore.engine.redis_engine import NodeAddress, desired_user, management_user
 from rkvstore.errors import ApiError
 from rkvstore.secret import Secret
-from rkvstore.services.context import CallContext, Deps
+from rkvstore.services.context import CallContext, Deps, current_request_id
 from rkvstore.store import repo
 from rkvstore.store.repo import InstanceRow, NodeRow
 
@@ -296,3 +298,31 @@ def desired_users(deps: Deps, instance: InstanceRow) -> list[DesiredUser]:
         )
         for a in accounts
     ]
+
+
+def apply_changes(
+    deps: Deps,
+    instance: InstanceRow,
+    changes: Sequence[UserChange],
+    node_rows: list[NodeRow] | None = None,
+) -> None:
+    """``changes`` on every node of ``instance``, or on none (``ServiceUnavailable``).
+
+    One deadline for the whole of it: looking at a registered deployment's nodes
+    again, and changing them. A roll-back flags the users for the reconciler
+    (a node that did not answer may still hold the change).
+    """
+    try:
+        with bounded.exchange(deps.settings.node_timeout_seconds):
+            deps.redis.apply(instance_nodes(deps, instance, node_rows), changes)
+    except NodeFailure as exc:
+        log.warning(  # node labels and reasons only: never a password
+            "request %s: %s on %s rolled back: %s",
+            current_request_id.get(),
+            ", ".join(c.name for c in changes),
+            instance.instance_id,
+            exc,
+        )
+        for change in changes:
+            deps.reconciler.mark_dirty(instance.instance_id, change.name)
+        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from rkvstore import errors
-from rkvstore.engine import bounded
-from rkvstore.engine.acl import NodeFailure, UserChange
+from rkvstore.engine.acl import UserChange
 from rkvstore.engine.redis_engine import desired_user
 from rkvstore.errors import ApiError
 from rkvstore.faults import crash_point
@@ -29,7 +28,7 @@ from rkvstore.products.kms import store as kms_store
 from rkvstore.products.kms.store import SecretRow, VersionRow
 from rkvstore.secret import Secret
 from rkvstore.services.context import Deps
-from rkvstore.services.instance_nodes import instance_nodes, require_normal
+from rkvstore.services.instance_nodes import apply_changes, require_normal
 from rkvstore.services.task_slot import recording, task_slot
 from rkvstore.services.tasks import Task
 from rkvstore.store import repo
@@ -70,19 +69,6 @@ def set_user(
         name, current_sha256, privilege, instance.engine_version, previous_sha256=previous_sha256
     )
     apply_changes(deps, instance, [UserChange(name, user)])
-
-
-def apply_changes(deps: Deps, instance: InstanceRow, changes: list[UserChange]) -> None:
-    try:
-        with bounded.exchange(deps.settings.node_timeout_seconds):
-            deps.redis.apply(instance_nodes(deps, instance), changes)
-    except NodeFailure as exc:
-        log.warning(
-            "secret change on %s rolled back: %s", instance.instance_id, exc
-        )  # node labels and reasons only: never a password
-        for change in changes:
-            deps.reconciler.mark_dirty(instance.instance_id, change.name)
-        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
 
 
 def _instance(deps: Deps, instance_id: str) -> InstanceRow | None:

@@ -19,13 +19,18 @@ from rkvstore.products.kms import errors as kms_errors
 from rkvstore.products.kms import rules, vault
 from rkvstore.products.kms import store as kms_store
 from rkvstore.products.kms.answers import arn, rotation_fields
-from rkvstore.products.kms.rotation import apply_changes, new_version_id
+from rkvstore.products.kms.rotation import new_version_id
 from rkvstore.products.kms.rules import RedisConfig
 from rkvstore.products.kvstore import errors as kvstore_errors
 from rkvstore.products.kvstore.accounts import NORMAL, check_account_engine, refuse_existing_user
 from rkvstore.secret import Secret
 from rkvstore.services.context import CallContext
-from rkvstore.services.instance_nodes import REGISTERED, load_instance, require_normal
+from rkvstore.services.instance_nodes import (
+    REGISTERED,
+    apply_changes,
+    load_instance,
+    require_normal,
+)
 from rkvstore.services.task_slot import recording, task_slot
 from rkvstore.store import repo
 from rkvstore.store.repo import AccountRow, InstanceRow

@@ -20,6 +20,7 @@ from rkvstore.secret import Secret
 from rkvstore.services.context import CallContext
 from rkvstore.services.instance_nodes import (
     REGISTERED,
+    apply_changes,
     instance_addresses,
     instance_nodes,
     is_legacy,
@@ -81,31 +82,6 @@ def refuse_existing_user(ctx: CallContext, instance: InstanceRow, name: str) -> 
             raise ApiError(kvstore_errors.ACCOUNT_NAME_DUPLICATE)
 
 
-def _apply(
-    ctx: CallContext,
-    instance: InstanceRow,
-    change: UserChange,
-    node_rows: list[NodeRow] | None = None,
-) -> None:
-    """Change every node of ``instance``, or none (``ServiceUnavailable``)."""
-    deps = ctx.deps
-    try:
-        # One deadline for the whole of it: looking at a registered deployment's
-        # nodes again, and changing them.
-        with bounded.exchange(deps.settings.node_timeout_seconds):
-            deps.redis.apply(instance_nodes(deps, instance, node_rows), [change])
-    except NodeFailure as exc:
-        log.warning(
-            "request %s: %s on %s rolled back: %s",
-            ctx.request_id,
-            change.name,
-            instance.instance_id,
-            exc,
-        )
-        deps.reconciler.mark_dirty(instance.instance_id, change.name)
-        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
-
-
 def _set_user(
     ctx: CallContext,
     instance: InstanceRow,
@@ -116,7 +92,7 @@ def _set_user(
     previous_sha256: str | None = None,
 ) -> None:
     user = desired_user(name, password_sha256, privilege, instance.engine_version, previous_sha256)
-    _apply(ctx, instance, UserChange(name, user), node_rows)
+    apply_changes(ctx.deps, instance, [UserChange(name, user)], node_rows)
 
 
 def _account_instance(ctx: CallContext, params: dict[str, Any]) -> InstanceRow:
@@ -378,7 +354,7 @@ def delete_account(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     with task_slot(ctx.deps, instance.instance_id, "DeleteAccount", name) as task:
         instance = _reload(ctx, instance)
         _refuse_managed(_load_account(ctx, instance, name))
-        _apply(ctx, instance, UserChange(name, None))
+        apply_changes(ctx.deps, instance, [UserChange(name, None)])
         with recording(ctx.deps, task) as conn:
             repo.delete_account(conn, instance.instance_id, name)
     return {}

@@ -31,6 +31,7 @@ from rkvstore.services.context import CallContext, Deps
 from rkvstore.services.instance_nodes import (
     LOCAL,
     NORMAL,
+    apply_changes,
     instance_nodes,
     is_legacy,
     load_instance,
@@ -108,18 +109,7 @@ def _set_default_password(ctx: CallContext, instance: InstanceRow, digest: str) 
         UserChange(a.name, desired_user(a.name, digest, a.privilege, instance.engine_version))
         for a in accounts
     ]
-    try:
-        with bounded.exchange(deps.settings.node_timeout_seconds):
-            deps.redis.apply(instance_nodes(deps, instance), changes)
-    except NodeFailure as exc:
-        log.warning(
-            "request %s: default password of %s rolled back: %s",
-            ctx.request_id,
-            instance.instance_id,
-            exc,
-        )
-        deps.reconciler.mark_dirty(instance.instance_id)
-        raise ApiError(errors.SERVICE_UNAVAILABLE) from exc
+    apply_changes(deps, instance, changes)
     return [a.name for a in accounts]
 
 
